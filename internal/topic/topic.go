@@ -1,0 +1,79 @@
+// Package topic validates MQTT topic names and filters and matches one
+// against the other, as the MQTT 3.1.1 and 5 specifications define them.
+package topic
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"unicode/utf8"
+)
+
+// MaxLen is the longest topic the MQTT wire format can carry.
+const MaxLen = 65535
+
+// ValidateName reports why name cannot be published to, or nil.
+func ValidateName(name string) error {
+	if err := validateCommon(name); err != nil {
+		return err
+	}
+	if strings.ContainsAny(name, "+#") {
+		return fmt.Errorf("topic %q: wildcards + and # are not allowed in a topic name", name)
+	}
+	return nil
+}
+
+// ValidateFilter reports why filter is not a valid subscription filter, or nil.
+func ValidateFilter(filter string) error {
+	if err := validateCommon(filter); err != nil {
+		return err
+	}
+	levels := strings.Split(filter, "/")
+	for i, l := range levels {
+		switch {
+		case l == "#" && i != len(levels)-1:
+			return fmt.Errorf("topic filter %q: # must be the last level", filter)
+		case l == "#", l == "+":
+		case strings.ContainsAny(l, "+#"):
+			return fmt.Errorf("topic filter %q: a wildcard must occupy a whole level", filter)
+		}
+	}
+	return nil
+}
+
+func validateCommon(s string) error {
+	switch {
+	case s == "":
+		return errors.New("topic is empty")
+	case len(s) > MaxLen:
+		return fmt.Errorf("topic is %d bytes, longer than %d", len(s), MaxLen)
+	case !utf8.ValidString(s):
+		return fmt.Errorf("topic %q is not valid UTF-8", s)
+	case strings.ContainsRune(s, 0):
+		return fmt.Errorf("topic %q contains a NUL character", s)
+	}
+	return nil
+}
+
+// Match reports whether topic name matches filter. Topics starting with $
+// match only filters that name their first level literally [MQTT-4.7.2-1].
+func Match(filter, name string) bool {
+	if strings.HasPrefix(name, "$") && (strings.HasPrefix(filter, "+") || strings.HasPrefix(filter, "#")) {
+		return false
+	}
+	for {
+		f, frest, fmore := strings.Cut(filter, "/")
+		if f == "#" {
+			return true
+		}
+		n, nrest, nmore := strings.Cut(name, "/")
+		if f != "+" && f != n {
+			return false
+		}
+		if !fmore || !nmore {
+			// "a/#" also matches "a": the parent level.
+			return fmore == nmore || (!nmore && frest == "#")
+		}
+		filter, name = frest, nrest
+	}
+}

@@ -1,0 +1,70 @@
+package topic
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestMatch(t *testing.T) {
+	tests := []struct {
+		filter, name string
+		want         bool
+	}{
+		{"sensors/#", "sensors/kitchen/temp", true},
+		{"sensors/#", "sensors", true},
+		{"sensors/#", "sensorsx/a", false},
+		{"sensors/+/temp", "sensors/kitchen/temp", true},
+		{"sensors/+/temp", "sensors/kitchen/hum", false},
+		{"sensors/+/temp", "sensors/temp", false},
+		{"sensors/+", "sensors/a/b", false},
+		{"+", "a", true},
+		{"+", "a/b", false},
+		{"+/+", "/a", true},
+		{"#", "anything/at/all", true},
+		{"#", "$SYS/broker/uptime", false},
+		{"+/broker/uptime", "$SYS/broker/uptime", false},
+		{"$SYS/#", "$SYS/broker/uptime", true},
+		{"a/b", "a/b", true},
+		{"a/b", "a/b/c", false},
+		{"a/b/c", "a/b", false},
+		{"a//b", "a//b", true},
+		{"a/+/b", "a//b", true},
+	}
+	for _, tt := range tests {
+		if got := Match(tt.filter, tt.name); got != tt.want {
+			t.Errorf("Match(%q, %q) = %v, want %v", tt.filter, tt.name, got, tt.want)
+		}
+	}
+}
+
+func TestValidate(t *testing.T) {
+	tests := []struct {
+		s         string
+		nameErr   string
+		filterErr string
+	}{
+		{"a/b", "", ""},
+		{"a/+/b", "wildcards", ""},
+		{"a/#", "wildcards", ""},
+		{"a/#/b", "wildcards", "must be the last level"},
+		{"a/b#", "wildcards", "whole level"},
+		{"a+/b", "wildcards", "whole level"},
+		{"", "empty", "empty"},
+		{"a\x00b", "NUL", "NUL"},
+		{"a\xffb", "UTF-8", "UTF-8"},
+		{strings.Repeat("x", MaxLen+1), "longer than", "longer than"},
+	}
+	for _, tt := range tests {
+		check := func(kind string, err error, want string) {
+			t.Helper()
+			switch {
+			case want == "" && err != nil:
+				t.Errorf("%s(%.20q) = %v, want nil", kind, tt.s, err)
+			case want != "" && (err == nil || !strings.Contains(err.Error(), want)):
+				t.Errorf("%s(%.20q) = %v, want error containing %q", kind, tt.s, err, want)
+			}
+		}
+		check("ValidateName", ValidateName(tt.s), tt.nameErr)
+		check("ValidateFilter", ValidateFilter(tt.s), tt.filterErr)
+	}
+}
