@@ -1,0 +1,258 @@
+package queue
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+)
+
+// cursorDelay bounds how long an acknowledgement waits before its cursor is
+// persisted when no append commit carries it sooner. After a crash a consumer
+// re-reads what was acknowledged in this window, on top of what was in flight.
+const cursorDelay = 10 * time.Millisecond
+
+// A Consumer reads the queue in order from its cursor and acknowledges what
+// it has delivered. Read and Rewind are meant for one goroutine; Ack may be
+// called from any.
+type Consumer struct {
+	q    *Queue
+	name string
+
+	// Guarded by q.mu.
+	cursor  uint64              // every seq below it is acknowledged
+	readPos uint64              // next seq Read returns
+	acked   map[uint64]struct{} // acknowledged seqs above cursor
+	dirty   bool                // cursor changed since last persisted
+	removed bool
+}
+
+// Consumer registers the named consumer and returns it, resuming at its
+// persisted cursor. A consumer seen for the first time starts at the head:
+// it receives what is appended from now on. Messages are kept until every
+// registered consumer has acknowledged them.
+func (q *Queue) Consumer(name string) (*Consumer, error) {
+	if name == "" {
+		return nil, errors.New("queue: consumer name is empty")
+	}
+	c := &Consumer{q: q, name: name, acked: make(map[uint64]struct{})}
+	var found bool
+	err := q.db.View(func(txn *badger.Txn) error {
+		item, err := txn.Get(c.key())
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		found = true
+		return item.Value(func(b []byte) error {
+			if len(b) != 8 {
+				return fmt.Errorf("cursor %q: %w", name, errCorrupt)
+			}
+			c.cursor = binary.BigEndian.Uint64(b)
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("queue: consumer %q: %w", name, err)
+	}
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.closed {
+		return nil, ErrClosed
+	}
+	if _, ok := q.consumers[name]; ok {
+		return nil, fmt.Errorf("queue: consumer %q is already registered", name)
+	}
+	switch {
+	case !found:
+		c.cursor = q.next
+		c.dirty = true
+	case c.cursor < q.oldest:
+		c.cursor = q.oldest
+	case c.cursor > q.next:
+		c.cursor = q.next
+	}
+	c.readPos = c.cursor
+	q.consumers[name] = c
+	q.scheduleCursorWriteLocked()
+	return c, nil
+}
+
+func (c *Consumer) key() []byte {
+	return append([]byte{prefixCursor}, c.name...)
+}
+
+// Name returns the consumer's name.
+func (c *Consumer) Name() string { return c.name }
+
+// Read returns up to max messages from the read position on, in sequence
+// order, waiting until at least one is available or ctx is done. Messages
+// acknowledged out of order are skipped.
+func (c *Consumer) Read(ctx context.Context, max int) ([]*Message, error) {
+	if max <= 0 {
+		max = 1
+	}
+	q := c.q
+	for {
+		q.mu.Lock()
+		if q.closed || c.removed {
+			q.mu.Unlock()
+			return nil, ErrClosed
+		}
+		from, head, wait := c.readPos, q.next, q.arrived
+		q.mu.Unlock()
+		if from < head {
+			msgs, next, err := c.load(from, head, max)
+			if err != nil {
+				return nil, err
+			}
+			q.mu.Lock()
+			if c.readPos == from { // not rewound meanwhile
+				c.readPos = next
+			}
+			q.mu.Unlock()
+			if len(msgs) > 0 {
+				return msgs, nil
+			}
+			continue
+		}
+		select {
+		case <-wait:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}
+
+// load reads up to max stored, unacknowledged messages in [from, head) and
+// returns them with the position after the last one examined.
+func (c *Consumer) load(from, head uint64, max int) ([]*Message, uint64, error) {
+	var msgs []*Message
+	next := head
+	err := c.q.db.View(func(txn *badger.Txn) error {
+		opts := badger.DefaultIteratorOptions
+		opts.PrefetchSize = min(max, 100)
+		opts.Prefix = []byte{prefixMsg}
+		it := txn.NewIterator(opts)
+		defer it.Close()
+		for it.Seek(msgKey(from)); it.Valid(); it.Next() {
+			item := it.Item()
+			seq := binary.BigEndian.Uint64(item.Key()[1:])
+			if seq >= head {
+				break
+			}
+			if len(msgs) == max {
+				next = seq
+				break
+			}
+			c.q.mu.Lock()
+			_, done := c.acked[seq]
+			c.q.mu.Unlock()
+			if done {
+				continue
+			}
+			var m *Message
+			err := item.Value(func(b []byte) error {
+				var err error
+				m, err = decodeMessage(seq, b)
+				return err
+			})
+			if err != nil {
+				return err
+			}
+			msgs = append(msgs, m)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, from, fmt.Errorf("queue: read %q at %d: %w", c.name, from, err)
+	}
+	return msgs, next, nil
+}
+
+// Ack acknowledges the message with sequence number seq. The cursor advances
+// over the contiguous acknowledged prefix and is persisted shortly after.
+func (c *Consumer) Ack(seq uint64) {
+	q := c.q
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if seq < c.cursor || seq >= q.next || c.removed {
+		return
+	}
+	if seq != c.cursor {
+		c.acked[seq] = struct{}{}
+		return
+	}
+	c.cursor++
+	for len(c.acked) > 0 {
+		if _, ok := c.acked[c.cursor]; !ok {
+			break
+		}
+		delete(c.acked, c.cursor)
+		c.cursor++
+	}
+	c.dirty = true
+	q.scheduleCursorWriteLocked()
+}
+
+// Rewind moves the read position back to the cursor, so that every message
+// not yet acknowledged is read again (after a lost connection, say).
+func (c *Consumer) Rewind() {
+	c.q.mu.Lock()
+	c.readPos = c.cursor
+	c.q.mu.Unlock()
+}
+
+// Cursor returns the first sequence number not yet acknowledged.
+func (c *Consumer) Cursor() uint64 {
+	c.q.mu.Lock()
+	defer c.q.mu.Unlock()
+	return c.cursor
+}
+
+// Backlog returns how many messages are appended but not yet acknowledged.
+func (c *Consumer) Backlog() uint64 {
+	c.q.mu.Lock()
+	defer c.q.mu.Unlock()
+	return c.q.next - c.cursor - uint64(len(c.acked))
+}
+
+// Close unregisters the consumer: its cursor stays persisted, but it no
+// longer holds messages back from deletion.
+func (c *Consumer) Close() {
+	q := c.q
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if c.removed {
+		return
+	}
+	c.removed = true
+	if q.consumers[c.name] == c {
+		delete(q.consumers, c.name)
+	}
+	if !q.closed {
+		// Persist the final cursor.
+		c.dirty = true
+		q.pendingCursors = append(q.pendingCursors, c)
+		q.scheduleCursorWriteLocked()
+	}
+}
+
+// scheduleCursorWriteLocked arranges for the committer to persist dirty
+// cursors (and trim) soon, coalescing bursts of acknowledgements.
+func (q *Queue) scheduleCursorWriteLocked() {
+	if q.cursorTimer != nil || q.closed {
+		return
+	}
+	q.cursorTimer = time.AfterFunc(cursorDelay, func() {
+		q.mu.Lock()
+		q.cursorTimer = nil
+		q.mu.Unlock()
+		q.nudge()
+	})
+}

@@ -1,0 +1,477 @@
+// Package queue is Ralph's durable message log: an append-only sequence of
+// messages on Badger, read in order by named consumers (one per bridge) that
+// acknowledge what they have delivered.
+//
+// Appends are group-committed: a single writer goroutine takes every append
+// waiting at that moment, writes them in one Badger transaction and makes it
+// durable with one fsync, so throughput grows with the number of concurrent
+// appenders instead of being capped by the latency of the disk.
+//
+// Each consumer has a cursor: every message below it has been acknowledged.
+// Acknowledgements may arrive out of order; the cursor advances over the
+// contiguous acknowledged prefix and is persisted alongside later commits, so
+// after a crash a consumer resumes at its cursor and re-reads at most what
+// was in flight. A message is deleted once every registered consumer's cursor
+// has passed it.
+package queue
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+)
+
+// Durability says when an append counts as stored.
+type Durability int
+
+const (
+	// Sync makes every append durable (fsynced) before it is acknowledged.
+	Sync Durability = iota
+	// Interval acknowledges appends once written and fsyncs every
+	// SyncInterval: a power cut loses at most that much, a crash of the
+	// process alone loses nothing.
+	Interval
+)
+
+// ErrClosed is returned for operations on a closed queue.
+var ErrClosed = errors.New("queue: closed")
+
+// Options configure a Queue. Only Dir is required.
+type Options struct {
+	Dir          string
+	Durability   Durability
+	SyncInterval time.Duration // for Interval; default 100ms
+	Logger       *slog.Logger
+}
+
+// Key layout. Sequence numbers are big-endian so that key order is append order.
+const (
+	prefixMsg    = 'm' // m<seq> → message record
+	prefixCursor = 'c' // c<consumer name> → cursor
+)
+
+var keyNext = []byte("xnext")     // first sequence number not yet assigned
+var keyOldest = []byte("xoldest") // first sequence number not yet deleted
+
+func msgKey(seq uint64) []byte {
+	k := make([]byte, 9)
+	k[0] = prefixMsg
+	binary.BigEndian.PutUint64(k[1:], seq)
+	return k
+}
+
+// Limits on one group commit. Badger refuses transactions above ~15% of the
+// memtable size; staying well under it avoids splitting.
+const (
+	maxBatchMsgs  = 4096
+	maxBatchBytes = 1 << 20
+	maxTrimPerTxn = 8192
+)
+
+// A Queue is a durable, ordered message log. It is safe for concurrent use.
+type Queue struct {
+	db   *badger.DB
+	opts Options
+	log  *slog.Logger
+
+	reqs    chan *request
+	kick    chan struct{} // nudges the committer to persist cursors or trim
+	stop    chan struct{}
+	stopped chan struct{}
+
+	intake sync.RWMutex // write-held by Close so no append slips past it
+	closed bool         // guarded by intake and mu
+
+	mu             sync.Mutex
+	cursorTimer    *time.Timer // pending persist of acked cursors
+	pendingCursors []*Consumer // closed consumers whose final cursor is unwritten
+	next           uint64      // first seq not yet durable (readers may read below it)
+	oldest         uint64      // first seq not yet deleted
+	consumers      map[string]*Consumer
+	arrived        chan struct{} // closed and replaced whenever next advances
+
+	stats Stats // guarded by mu
+}
+
+// Stats are counters about the queue since it was opened.
+type Stats struct {
+	Appended uint64 // messages appended
+	Commits  uint64 // group commits that stored messages
+	Syncs    uint64 // fsyncs
+	Deleted  uint64 // messages deleted after every consumer acknowledged them
+	Failed   uint64 // appends that failed
+	Head     uint64 // next sequence number
+	Oldest   uint64 // oldest sequence number still stored
+}
+
+type request struct {
+	msgs []*Message
+	done func(error)
+}
+
+// Open opens (or creates) the queue in opts.Dir.
+func Open(opts Options) (*Queue, error) {
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.SyncInterval <= 0 {
+		opts.SyncInterval = 100 * time.Millisecond
+	}
+	db, err := badger.Open(badgerOptions(opts.Dir, opts.Logger))
+	if err != nil {
+		return nil, fmt.Errorf("queue: open %s: %w", opts.Dir, err)
+	}
+	q := &Queue{
+		db:        db,
+		opts:      opts,
+		log:       opts.Logger,
+		reqs:      make(chan *request, maxBatchMsgs),
+		kick:      make(chan struct{}, 1),
+		stop:      make(chan struct{}),
+		stopped:   make(chan struct{}),
+		consumers: make(map[string]*Consumer),
+		arrived:   make(chan struct{}),
+	}
+	if err := q.load(); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("queue: open %s: %w", opts.Dir, err)
+	}
+	go q.commitLoop()
+	return q, nil
+}
+
+// load restores the head and tail positions without scanning the log.
+func (q *Queue) load() error {
+	return q.db.View(func(txn *badger.Txn) error {
+		var err error
+		if q.next, err = getUint64(txn, keyNext); err != nil {
+			return err
+		}
+		if q.oldest, err = getUint64(txn, keyOldest); err != nil {
+			return err
+		}
+		// keyNext is written in the same transaction as the messages, so the
+		// newest key can only be behind it; check in case of an older layout.
+		it := txn.NewIterator(badger.IteratorOptions{Reverse: true, PrefetchValues: false})
+		defer it.Close()
+		it.Seek(msgKey(^uint64(0)))
+		if it.ValidForPrefix([]byte{prefixMsg}) {
+			if seq := binary.BigEndian.Uint64(it.Item().Key()[1:]); seq >= q.next {
+				q.next = seq + 1
+			}
+		}
+		if q.next == 0 {
+			q.next, q.oldest = 1, 1 // seq 0 means "none" to callers
+		}
+		return nil
+	})
+}
+
+func getUint64(txn *badger.Txn, key []byte) (uint64, error) {
+	item, err := txn.Get(key)
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	var v uint64
+	err = item.Value(func(b []byte) error {
+		if len(b) != 8 {
+			return fmt.Errorf("%s: %w", key, errCorrupt)
+		}
+		v = binary.BigEndian.Uint64(b)
+		return nil
+	})
+	return v, err
+}
+
+func uint64Bytes(v uint64) []byte {
+	return binary.BigEndian.AppendUint64(nil, v)
+}
+
+// Append stores msgs, assigning each its sequence number, and returns once
+// they are durable (per the queue's Durability) or ctx is done. If ctx ends
+// first the messages may still be stored.
+func (q *Queue) Append(ctx context.Context, msgs ...*Message) error {
+	errc := make(chan error, 1)
+	q.AppendAsync(msgs, func(err error) { errc <- err })
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// AppendAsync hands msgs to the committer and returns at once (blocking only
+// while the committer's intake is full). done is called exactly once, when
+// the messages are durable or have failed; calls to done happen in the order
+// of the AppendAsync calls, on the committer's goroutine, so done must not
+// block for long.
+func (q *Queue) AppendAsync(msgs []*Message, done func(error)) {
+	q.intake.RLock()
+	defer q.intake.RUnlock()
+	if q.closed {
+		done(ErrClosed)
+		return
+	}
+	q.reqs <- &request{msgs: msgs, done: done}
+}
+
+// commitLoop is the single writer: it group-commits appends, persists
+// consumer cursors and deletes messages every consumer has acknowledged.
+func (q *Queue) commitLoop() {
+	defer close(q.stopped)
+	var syncTick <-chan time.Time
+	if q.opts.Durability == Interval {
+		t := time.NewTicker(q.opts.SyncInterval)
+		defer t.Stop()
+		syncTick = t.C
+	}
+	unsynced := false
+	batch := make([]*request, 0, 64)
+	for {
+		batch = batch[:0]
+		select {
+		case r := <-q.reqs:
+			batch = append(batch, r)
+		case <-q.kick:
+		case <-syncTick:
+			if unsynced {
+				q.sync()
+				unsynced = false
+			}
+			continue
+		case <-q.stop:
+			// Intake is closed (q.closed is set), so whatever is queued is all
+			// there will be: commit it, then leave.
+			for {
+				select {
+				case r := <-q.reqs:
+					batch = append(batch, r)
+					continue
+				default:
+				}
+				break
+			}
+			q.commit(batch)
+			if err := q.db.Sync(); err != nil {
+				q.log.Error("queue: sync on close", "err", err)
+			}
+			return
+		}
+		// Take everything else that is waiting: this is the group commit.
+		n, size := 0, 0
+		for _, r := range batch {
+			n += len(r.msgs)
+		}
+	more:
+		for n < maxBatchMsgs && size < maxBatchBytes {
+			select {
+			case r := <-q.reqs:
+				batch = append(batch, r)
+				n += len(r.msgs)
+				for _, m := range r.msgs {
+					size += m.size()
+				}
+			default:
+				break more
+			}
+		}
+		if q.commit(batch) && q.opts.Durability == Interval {
+			unsynced = true
+		}
+	}
+}
+
+func (q *Queue) sync() error {
+	err := q.db.Sync()
+	q.mu.Lock()
+	q.stats.Syncs++
+	q.mu.Unlock()
+	if err != nil {
+		q.log.Error("queue: fsync failed", "err", err)
+	}
+	return err
+}
+
+// commit writes one batch of appends together with dirty cursors and due
+// deletions, and reports whether it wrote messages.
+func (q *Queue) commit(batch []*request) bool {
+	q.mu.Lock()
+	first := q.next
+	seq := first
+	for _, r := range batch {
+		for _, m := range r.msgs {
+			m.Seq = seq
+			seq++
+		}
+	}
+	cursors := q.dirtyCursorsLocked()
+	trimFrom, trimTo := q.oldest, q.lowWaterLocked()
+	if trimTo > trimFrom+maxTrimPerTxn {
+		trimTo = trimFrom + maxTrimPerTxn
+	}
+	q.mu.Unlock()
+
+	if seq == first && len(cursors) == 0 && trimTo <= trimFrom {
+		return false
+	}
+	err := q.write(batch, first, seq, cursors, trimFrom, trimTo)
+	if err == nil && seq > first && q.opts.Durability == Sync {
+		// Sync explicitly rather than with SyncWrites: it covers the value
+		// log too and, unlike Badger's own sync on write, reports failure.
+		err = q.sync()
+	}
+
+	q.mu.Lock()
+	if err != nil {
+		q.stats.Failed += seq - first
+		for _, c := range cursors {
+			c.dirty = true // retry with the next commit
+		}
+	} else {
+		q.next = seq
+		if trimTo > trimFrom {
+			q.stats.Deleted += trimTo - trimFrom
+			q.oldest = trimTo
+		}
+		if seq > first {
+			q.stats.Appended += seq - first
+			q.stats.Commits++
+			if !q.closed {
+				close(q.arrived)
+				q.arrived = make(chan struct{})
+			}
+		}
+	}
+	moreTrim := err == nil && q.lowWaterLocked() > q.oldest
+	q.mu.Unlock()
+
+	if err != nil {
+		err = fmt.Errorf("queue: append: %w", err)
+		q.log.Error("queue: commit failed", "messages", seq-first, "err", err)
+	}
+	for _, r := range batch {
+		r.done(err)
+	}
+	if moreTrim {
+		q.nudge()
+	}
+	return err == nil && seq > first
+}
+
+func (q *Queue) write(batch []*request, first, next uint64, cursors []*Consumer, trimFrom, trimTo uint64) error {
+	txn := q.db.NewTransaction(true)
+	defer txn.Discard()
+	var buf []byte
+	for _, r := range batch {
+		for _, m := range r.msgs {
+			buf = encodeMessage(buf[:0], m)
+			// Badger keeps a reference to the value until commit.
+			if err := txn.Set(msgKey(m.Seq), append([]byte(nil), buf...)); err != nil {
+				return err
+			}
+		}
+	}
+	if next > first {
+		if err := txn.Set(keyNext, uint64Bytes(next)); err != nil {
+			return err
+		}
+	}
+	for _, c := range cursors {
+		c.q.mu.Lock()
+		pos := c.cursor
+		c.q.mu.Unlock()
+		if err := txn.Set(c.key(), uint64Bytes(pos)); err != nil {
+			return err
+		}
+	}
+	if trimTo > trimFrom {
+		for s := trimFrom; s < trimTo; s++ {
+			if err := txn.Delete(msgKey(s)); err != nil {
+				return err
+			}
+		}
+		if err := txn.Set(keyOldest, uint64Bytes(trimTo)); err != nil {
+			return err
+		}
+	}
+	return txn.Commit()
+}
+
+// lowWaterLocked is the first sequence number some registered consumer still
+// needs; everything below it may be deleted.
+func (q *Queue) lowWaterLocked() uint64 {
+	low := q.next
+	for _, c := range q.consumers {
+		if c.cursor < low {
+			low = c.cursor
+		}
+	}
+	return low
+}
+
+func (q *Queue) dirtyCursorsLocked() []*Consumer {
+	out := q.pendingCursors
+	q.pendingCursors = nil
+	for _, c := range q.consumers {
+		if c.dirty {
+			c.dirty = false
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// nudge wakes the committer without blocking.
+func (q *Queue) nudge() {
+	select {
+	case q.kick <- struct{}{}:
+	default:
+	}
+}
+
+// Stats returns a snapshot of the queue's counters.
+func (q *Queue) Stats() Stats {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	s := q.stats
+	s.Head, s.Oldest = q.next, q.oldest
+	return s
+}
+
+// Close commits what is pending, persists cursors and closes the database.
+// Appends after Close fail with ErrClosed.
+func (q *Queue) Close() error {
+	q.intake.Lock()
+	q.mu.Lock()
+	if q.closed {
+		q.mu.Unlock()
+		q.intake.Unlock()
+		return ErrClosed
+	}
+	q.closed = true
+	for _, c := range q.consumers {
+		c.dirty = true
+	}
+	if q.cursorTimer != nil {
+		q.cursorTimer.Stop()
+	}
+	close(q.arrived) // wake readers; they see closed
+	q.mu.Unlock()
+	q.intake.Unlock()
+	close(q.stop)
+	<-q.stopped
+	if err := q.db.Close(); err != nil {
+		return fmt.Errorf("queue: close %s: %w", q.opts.Dir, err)
+	}
+	return nil
+}
