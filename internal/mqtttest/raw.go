@@ -1,0 +1,183 @@
+// Package mqtttest has test helpers shared by Ralph's packages: a raw MQTT
+// client that shows exactly which packets a broker sends (and which it
+// does not), and helpers to run a real Mosquitto.
+package mqtttest
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"io"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/mochi-mqtt/server/v2/packets"
+)
+
+// Raw is a bare MQTT connection: it writes the packets the test asks for and
+// returns every packet the broker sends, so tests can assert on acks and
+// their reason codes byte for byte. It speaks MQTT 3.1.1 (version 4) or 5.
+type Raw struct {
+	t       testing.TB
+	conn    net.Conn
+	r       *bufio.Reader
+	Version byte
+}
+
+// Dial connects to addr and completes the MQTT handshake for clientID.
+func Dial(t testing.TB, addr, clientID string, version byte) *Raw {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatalf("dial %s: %v", addr, err)
+	}
+	r := &Raw{t: t, conn: c, r: bufio.NewReader(c), Version: version}
+	t.Cleanup(func() { c.Close() })
+	name := "MQTT"
+	r.Write(packets.Packet{
+		FixedHeader:     packets.FixedHeader{Type: packets.Connect},
+		ProtocolVersion: version,
+		Connect: packets.ConnectParams{
+			ProtocolName:     []byte(name),
+			Clean:            true,
+			Keepalive:        60,
+			ClientIdentifier: clientID,
+		},
+	})
+	pk := r.Read(5 * time.Second)
+	if pk.FixedHeader.Type != packets.Connack || pk.ReasonCode != 0 {
+		t.Fatalf("connect %s: got packet type %d reason %#x", clientID, pk.FixedHeader.Type, pk.ReasonCode)
+	}
+	return r
+}
+
+// Write encodes and sends pk.
+func (r *Raw) Write(pk packets.Packet) {
+	r.t.Helper()
+	if err := r.TryWrite(pk); err != nil {
+		r.t.Fatalf("write: %v", err)
+	}
+}
+
+// TryWrite encodes and sends pk, returning a write error to the caller.
+func (r *Raw) TryWrite(pk packets.Packet) error {
+	r.t.Helper()
+	b, err := r.Encode(pk)
+	if err != nil {
+		return err
+	}
+	_, err = r.conn.Write(b)
+	return err
+}
+
+// WriteBytes sends b as is: several encoded packets, or garbage.
+func (r *Raw) WriteBytes(b []byte) error {
+	_, err := r.conn.Write(b)
+	return err
+}
+
+// Encode returns pk's wire form.
+func (r *Raw) Encode(pk packets.Packet) ([]byte, error) {
+	pk.ProtocolVersion = r.Version
+	var buf bytes.Buffer
+	var err error
+	switch pk.FixedHeader.Type {
+	case packets.Connect:
+		err = pk.ConnectEncode(&buf)
+	case packets.Publish:
+		err = pk.PublishEncode(&buf)
+	case packets.Pubrel:
+		err = pk.PubrelEncode(&buf)
+	case packets.Puback:
+		err = pk.PubackEncode(&buf)
+	case packets.Subscribe:
+		err = pk.SubscribeEncode(&buf)
+	case packets.Pingreq:
+		err = pk.PingreqEncode(&buf)
+	default:
+		err = fmt.Errorf("mqtttest: cannot encode packet type %d", pk.FixedHeader.Type)
+	}
+	return buf.Bytes(), err
+}
+
+// Publish sends a PUBLISH.
+func (r *Raw) Publish(id uint16, qos byte, topic string, payload []byte) {
+	r.t.Helper()
+	r.Write(packets.Packet{
+		FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: qos},
+		PacketID:    id,
+		TopicName:   topic,
+		Payload:     payload,
+	})
+}
+
+// Subscribe subscribes to filter and waits for the SUBACK.
+func (r *Raw) Subscribe(filter string, qos byte) {
+	r.t.Helper()
+	r.Write(packets.Packet{
+		FixedHeader: packets.FixedHeader{Type: packets.Subscribe, Qos: 1},
+		PacketID:    1,
+		Filters:     packets.Subscriptions{{Filter: filter, Qos: qos}},
+	})
+	if pk := r.Read(5 * time.Second); pk.FixedHeader.Type != packets.Suback {
+		r.t.Fatalf("subscribe %s: got packet type %d", filter, pk.FixedHeader.Type)
+	}
+}
+
+// Read returns the next packet, failing the test if none arrives in time.
+func (r *Raw) Read(timeout time.Duration) packets.Packet {
+	r.t.Helper()
+	pk, err := r.TryRead(timeout)
+	if err != nil {
+		r.t.Fatalf("read: %v", err)
+	}
+	return pk
+}
+
+// TryRead returns the next packet or the error that ended the wait: a
+// timeout (net.Error with Timeout()) or the connection closing.
+func (r *Raw) TryRead(timeout time.Duration) (packets.Packet, error) {
+	r.conn.SetReadDeadline(time.Now().Add(timeout))
+	var pk packets.Packet
+	pk.ProtocolVersion = r.Version
+	hb, err := r.r.ReadByte()
+	if err != nil {
+		return pk, err
+	}
+	if err := pk.FixedHeader.Decode(hb); err != nil {
+		return pk, err
+	}
+	n, _, err := packets.DecodeLength(r.r)
+	if err != nil {
+		return pk, err
+	}
+	pk.FixedHeader.Remaining = n
+	body := make([]byte, n)
+	if _, err := io.ReadFull(r.r, body); err != nil {
+		return pk, err
+	}
+	switch pk.FixedHeader.Type {
+	case packets.Connack:
+		err = pk.ConnackDecode(body)
+	case packets.Publish:
+		err = pk.PublishDecode(body)
+	case packets.Puback:
+		err = pk.PubackDecode(body)
+	case packets.Pubrec:
+		err = pk.PubrecDecode(body)
+	case packets.Pubcomp:
+		err = pk.PubcompDecode(body)
+	case packets.Suback:
+		err = pk.SubackDecode(body)
+	case packets.Disconnect:
+		err = pk.DisconnectDecode(body)
+	case packets.Pingresp:
+	default:
+		err = fmt.Errorf("mqtttest: unexpected packet type %d", pk.FixedHeader.Type)
+	}
+	return pk, err
+}
+
+// Close closes the connection.
+func (r *Raw) Close() { r.conn.Close() }

@@ -1,0 +1,376 @@
+// Package localbroker is the MQTT broker devices on the local network talk
+// to. It embeds mochi-mqtt and adds what makes Ralph a store-and-forward
+// gateway: every publish is appended to the durable queue before the device
+// is acknowledged or anyone receives it.
+//
+// The ingest path is pipelined. mochi reads a client's packets on one
+// goroutine and calls the OnPublish hook on it, so blocking there until the
+// fsync would allow one message per fsync per client. Instead the hook hands
+// the message to the queue's group committer and tells mochi to drop it
+// (packets.ErrRejectPacket: no ack, no delivery, and the client's reads go
+// on). When the queue reports the batch durable, one release goroutine
+// re-injects the messages in arrival order with Server.InjectPacket, marked
+// so the hook lets them through; mochi's own ack, inflight, retain and
+// delivery logic then runs once. A single, ordered release path keeps each
+// client's PUBACKs in the order it published [MQTT-4.6.0-2].
+//
+// QoS 0 messages are delivered at once and appended without waiting: they
+// carry no acknowledgement to delay, and MQTT orders deliveries only within
+// a QoS level.
+package localbroker
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/listeners"
+	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/ralph-gateway/ralph/queue"
+)
+
+// Options configure a Broker.
+type Options struct {
+	Listen         []string     // TCP addresses to listen on, e.g. "127.0.0.1:1883"
+	Queue          *queue.Queue // where every publish is stored
+	MaxPacketSize  int          // bytes; 0 means no limit
+	ReceiveMaximum int          // QoS>0 publishes a client may have unacknowledged; default 256
+	Logger         *slog.Logger
+}
+
+// Stats are counters since the broker started.
+type Stats struct {
+	Stored        uint64 // publishes appended to the queue
+	StoreFailed   uint64 // publishes that could not be stored (not acknowledged, not delivered if QoS>0)
+	Orphaned      uint64 // stored publishes whose client left before its ack: delivered, not acked
+	Duplicates    uint64 // QoS 2 resends suppressed while the first copy was being stored
+	Disconnected  uint64 // clients disconnected because their publish could not be stored
+	OverReceiveMx uint64 // clients disconnected for exceeding their receive maximum
+}
+
+// Broker is the embedded local MQTT broker.
+type Broker struct {
+	srv    *mqtt.Server
+	q      *queue.Queue
+	log    *slog.Logger
+	inline *mqtt.Client // delivers messages whose publisher has gone
+	recvMx int
+
+	release  chan release
+	released chan struct{}
+	pending  sync.WaitGroup // appends not yet released
+
+	mu       sync.Mutex
+	inflight map[*mqtt.Client]int     // QoS>0 publishes handed to the queue, not yet released
+	qos2     map[qos2Key]*mqtt.Client // QoS 2 publishes being stored → newest connection to ack
+	closed   bool
+
+	stored, storeFailed, orphaned, duplicates, disconnected, overRecvMx atomic.Uint64
+}
+
+type qos2Key struct {
+	client string
+	id     uint16
+}
+
+type release struct {
+	cl  *mqtt.Client
+	pk  packets.Packet
+	err error
+}
+
+// releaseMark tags a packet re-injected after it was stored. Clients cannot
+// set Connect parameters on a PUBLISH, so the mark cannot be forged; the
+// hook clears it before mochi delivers the packet.
+const releaseMark = "\x00ralph:stored"
+
+// New creates a broker and binds its listeners. Call Serve to start
+// accepting clients.
+func New(opts Options) (*Broker, error) {
+	if opts.Queue == nil {
+		return nil, errors.New("localbroker: no queue")
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.ReceiveMaximum <= 0 {
+		opts.ReceiveMaximum = 256
+	}
+	caps := mqtt.NewDefaultServerCapabilities()
+	caps.MaximumPacketSize = uint32(opts.MaxPacketSize)
+	caps.ReceiveMaximum = uint16(min(opts.ReceiveMaximum, 65535))
+	caps.MaximumClientWritesPending = 8192
+	srv := mqtt.New(&mqtt.Options{
+		Capabilities:           caps,
+		Logger:                 opts.Logger.With("component", "mochi"),
+		SysTopicResendInterval: 10, // its $SYS refresh reads MemStats: not every second
+	})
+	b := &Broker{
+		srv:      srv,
+		q:        opts.Queue,
+		log:      opts.Logger,
+		recvMx:   int(caps.ReceiveMaximum),
+		release:  make(chan release, 8192),
+		released: make(chan struct{}),
+		inflight: make(map[*mqtt.Client]int),
+		qos2:     make(map[qos2Key]*mqtt.Client),
+	}
+	b.inline = srv.NewClient(nil, "local", "ralph-inline", true)
+	if err := srv.AddHook(new(allowHook), nil); err != nil {
+		return nil, fmt.Errorf("localbroker: %w", err)
+	}
+	if err := srv.AddHook(&ingestHook{b: b}, nil); err != nil {
+		return nil, fmt.Errorf("localbroker: %w", err)
+	}
+	for i, addr := range opts.Listen {
+		l := listeners.NewTCP(listeners.Config{ID: fmt.Sprintf("tcp%d", i), Address: addr})
+		if err := srv.AddListener(l); err != nil {
+			srv.Close()
+			return nil, fmt.Errorf("localbroker: listen on %s: %w", addr, err)
+		}
+	}
+	go b.releaseLoop()
+	return b, nil
+}
+
+// Serve starts accepting clients on every listener and returns.
+func (b *Broker) Serve() error {
+	if err := b.srv.Serve(); err != nil {
+		return fmt.Errorf("localbroker: %w", err)
+	}
+	return nil
+}
+
+// Addrs returns the addresses the broker listens on, with actual ports.
+func (b *Broker) Addrs() []string {
+	var out []string
+	b.srv.Listeners.RLock()
+	defer b.srv.Listeners.RUnlock()
+	for i := 0; ; i++ {
+		l, ok := b.srv.Listeners.Get(fmt.Sprintf("tcp%d", i))
+		if !ok {
+			return out
+		}
+		out = append(out, l.Address())
+	}
+}
+
+// Close disconnects every client, stops the listeners and waits until every
+// message handed to the queue has been released, so that the queue can be
+// closed after it.
+func (b *Broker) Close() error {
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		return nil
+	}
+	b.closed = true
+	b.mu.Unlock()
+	err := b.srv.Close()
+	b.pending.Wait()
+	close(b.release)
+	<-b.released
+	return err
+}
+
+// Stats returns the broker's counters.
+func (b *Broker) Stats() Stats {
+	return Stats{
+		Stored:        b.stored.Load(),
+		StoreFailed:   b.storeFailed.Load(),
+		Orphaned:      b.orphaned.Load(),
+		Duplicates:    b.duplicates.Load(),
+		Disconnected:  b.disconnected.Load(),
+		OverReceiveMx: b.overRecvMx.Load(),
+	}
+}
+
+// ClientCount returns the number of connected clients.
+func (b *Broker) ClientCount() int {
+	return int(atomic.LoadInt64(&b.srv.Info.ClientsConnected))
+}
+
+// ingestHook intercepts every PUBLISH on its first pass through mochi.
+type ingestHook struct {
+	mqtt.HookBase
+	b *Broker
+}
+
+func (h *ingestHook) ID() string { return "ralph-ingest" }
+
+func (h *ingestHook) Provides(b byte) bool { return b == mqtt.OnPublish }
+
+func (h *ingestHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	if pk.Connect.ClientIdentifier == releaseMark {
+		pk.Connect = packets.ConnectParams{}
+		return pk, nil
+	}
+	return h.b.ingest(cl, pk)
+}
+
+func (b *Broker) ingest(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	m := toMessage(cl, pk)
+	if pk.FixedHeader.Qos == 0 {
+		b.pending.Add(1)
+		b.q.AppendAsync([]*queue.Message{m}, func(err error) {
+			defer b.pending.Done()
+			if err != nil {
+				b.storeFailed.Add(1)
+				b.log.Warn("QoS 0 publish delivered locally but not stored", "client", cl.ID, "topic", pk.TopicName, "err", err)
+				return
+			}
+			b.stored.Add(1)
+		})
+		return pk, nil
+	}
+
+	b.mu.Lock()
+	if b.inflight[cl] >= b.recvMx {
+		b.mu.Unlock()
+		// mochi counts a client's quota only when the packet is re-injected,
+		// after the commit; enforce it here too [MQTT-3.3.4-9].
+		b.overRecvMx.Add(1)
+		b.log.Warn("client exceeded its receive maximum", "client", cl.ID, "limit", b.recvMx)
+		b.srv.DisconnectClient(cl, packets.ErrReceiveMaximum)
+		return pk, packets.ErrRejectPacket
+	}
+	if pk.FixedHeader.Qos == 2 {
+		k := qos2Key{cl.ID, pk.PacketID}
+		if _, dup := b.qos2[k]; dup {
+			// The first copy is still being stored: ack whichever connection
+			// is newest once it is, and store this one not at all.
+			b.qos2[k] = cl
+			b.mu.Unlock()
+			b.duplicates.Add(1)
+			return pk, packets.ErrRejectPacket
+		}
+		b.qos2[k] = cl
+	}
+	b.inflight[cl]++
+	b.mu.Unlock()
+
+	// The topic is resolved now; a later re-mapping of the alias by the same
+	// client must not change this message.
+	out := pk
+	out.Properties.TopicAlias = 0
+	out.Properties.TopicAliasFlag = false
+	out.Connect.ClientIdentifier = releaseMark
+	b.pending.Add(1)
+	b.q.AppendAsync([]*queue.Message{m}, func(err error) {
+		// On the committer's goroutine: hand over and return.
+		b.release <- release{cl: cl, pk: out, err: err}
+	})
+	return pk, packets.ErrRejectPacket
+}
+
+// releaseLoop acknowledges and delivers stored messages in commit order.
+func (b *Broker) releaseLoop() {
+	defer close(b.released)
+	for r := range b.release {
+		b.releaseOne(r)
+		b.pending.Done()
+	}
+}
+
+func (b *Broker) releaseOne(r release) {
+	cl, pk := r.cl, r.pk
+	b.mu.Lock()
+	if b.inflight[cl]--; b.inflight[cl] <= 0 {
+		delete(b.inflight, cl)
+	}
+	if pk.FixedHeader.Qos == 2 {
+		k := qos2Key{cl.ID, pk.PacketID}
+		if newest := b.qos2[k]; newest != nil && newest != cl && !newest.Closed() {
+			cl = newest // the publisher reconnected and resent it meanwhile
+		}
+		delete(b.qos2, k)
+	}
+	b.mu.Unlock()
+
+	if r.err != nil {
+		b.storeFailed.Add(1)
+		b.refuse(cl, pk, r.err)
+		return
+	}
+	b.stored.Add(1)
+	if !cl.Closed() {
+		if err := b.srv.InjectPacket(cl, pk); err == nil {
+			return
+		}
+	}
+	// The publisher left before its message was durable, so mochi could not
+	// write the ack and would not deliver. The message is stored: deliver it
+	// through the inline client. The device will resend it (at-least-once).
+	b.orphaned.Add(1)
+	if err := b.srv.InjectPacket(b.inline, pk); err != nil {
+		b.log.Error("delivering a stored message whose publisher left", "client", cl.ID, "topic", pk.TopicName, "err", err)
+	}
+}
+
+// refuse handles a publish that could not be stored: it is neither
+// acknowledged nor delivered. An MQTT 5 QoS 1 publisher gets a PUBACK with a
+// failure reason code; every other publisher is disconnected, so that it
+// resends once it reconnects. (mochi would acknowledge on any other path.)
+func (b *Broker) refuse(cl *mqtt.Client, pk packets.Packet, err error) {
+	code := packets.ErrUnspecifiedError
+	b.log.Error("publish not stored: refusing it", "client", cl.ID, "topic", pk.TopicName, "qos", pk.FixedHeader.Qos, "err", err)
+	if cl.Closed() {
+		return
+	}
+	if cl.Properties.ProtocolVersion == 5 && pk.FixedHeader.Qos == 1 {
+		ack := packets.Packet{
+			FixedHeader: packets.FixedHeader{Type: packets.Puback},
+			PacketID:    pk.PacketID,
+			ReasonCode:  code.Code,
+			Properties:  packets.Properties{ReasonString: "message could not be stored"},
+		}
+		if cl.WritePacket(ack) == nil {
+			return
+		}
+	}
+	b.disconnected.Add(1)
+	b.srv.DisconnectClient(cl, code)
+}
+
+func toMessage(cl *mqtt.Client, pk packets.Packet) *queue.Message {
+	m := &queue.Message{
+		Topic:           pk.TopicName,
+		Payload:         pk.Payload,
+		QoS:             pk.FixedHeader.Qos,
+		Retain:          pk.FixedHeader.Retain,
+		Origin:          cl.ID,
+		Arrived:         time.Now(),
+		ContentType:     pk.Properties.ContentType,
+		ResponseTopic:   pk.Properties.ResponseTopic,
+		CorrelationData: pk.Properties.CorrelationData,
+		ExpiryInterval:  pk.Properties.MessageExpiryInterval,
+	}
+	if pk.Properties.PayloadFormatFlag {
+		m.PayloadFormat = pk.Properties.PayloadFormat
+	}
+	for _, u := range pk.Properties.User {
+		m.UserProperties = append(m.UserProperties, queue.UserProperty{Key: u.Key, Value: u.Val})
+	}
+	return m
+}
+
+// allowHook admits every client and permits every topic. Authentication and
+// ACLs arrive with users in the config; until then the configuration allows
+// only loopback listeners unless the operator explicitly allows anonymous
+// access.
+type allowHook struct{ mqtt.HookBase }
+
+func (allowHook) ID() string { return "ralph-allow" }
+
+func (allowHook) Provides(b byte) bool {
+	return b == mqtt.OnConnectAuthenticate || b == mqtt.OnACLCheck
+}
+
+func (allowHook) OnConnectAuthenticate(*mqtt.Client, packets.Packet) bool { return true }
+
+func (allowHook) OnACLCheck(*mqtt.Client, string, bool) bool { return true }

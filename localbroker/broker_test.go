@@ -1,0 +1,290 @@
+package localbroker
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/ralph-gateway/ralph/internal/mqtttest"
+	"github.com/ralph-gateway/ralph/queue"
+)
+
+// logBuf collects log output for assertions.
+type logBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *logBuf) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *logBuf) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+type env struct {
+	q    *queue.Queue
+	b    *Broker
+	addr string
+	logs *logBuf
+}
+
+func start(t *testing.T, opts ...func(*Options)) *env {
+	t.Helper()
+	logs := new(logBuf)
+	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	q, err := queue.Open(queue.Options{Dir: t.TempDir(), Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := Options{Listen: []string{"127.0.0.1:0"}, Queue: q, Logger: log}
+	for _, f := range opts {
+		f(&o)
+	}
+	b, err := New(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Serve(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		b.Close()
+		q.Close()
+	})
+	return &env{q: q, b: b, addr: b.Addrs()[0], logs: logs}
+}
+
+var versions = []struct {
+	name string
+	v    byte
+}{{"mqtt311", 4}, {"mqtt5", 5}}
+
+// TestAckAfterDurable publishes many QoS 1 and 2 messages without waiting,
+// then checks every ack comes in publish order, each message is in the queue
+// and each reaches a subscriber exactly once.
+func TestAckAfterDurable(t *testing.T) {
+	for _, ver := range versions {
+		for _, qos := range []byte{1, 2} {
+			t.Run(fmt.Sprintf("%s/qos%d", ver.name, qos), func(t *testing.T) {
+				e := start(t)
+				c, err := e.q.Consumer("check")
+				if err != nil {
+					t.Fatal(err)
+				}
+				sub := mqtttest.Dial(t, e.addr, "sub", ver.v)
+				sub.Subscribe("sensors/#", 2)
+				pub := mqtttest.Dial(t, e.addr, "pub", ver.v)
+				const n = 200
+				for i := 1; i <= n; i++ {
+					pub.Publish(uint16(i), qos, "sensors/t", []byte(fmt.Sprint(i)))
+				}
+				// Acks must come in publish order; with QoS 2 the PUBCOMPs
+				// for our PUBRELs interleave with later PUBRECs.
+				want := byte(packets.Puback)
+				if qos == 2 {
+					want = packets.Pubrec
+				}
+				next, nextComp := 1, 1
+				for next <= n || (qos == 2 && nextComp <= n) {
+					pk := pub.Read(5 * time.Second)
+					if qos == 2 && pk.FixedHeader.Type == packets.Pubcomp {
+						if pk.PacketID != uint16(nextComp) {
+							t.Fatalf("pubcomp id %d, want %d", pk.PacketID, nextComp)
+						}
+						nextComp++
+						continue
+					}
+					if pk.FixedHeader.Type != want || pk.PacketID != uint16(next) || pk.ReasonCode >= 0x80 {
+						t.Fatalf("ack %d: type %d id %d reason %#x; want type %d id %d success", next, pk.FixedHeader.Type, pk.PacketID, pk.ReasonCode, want, next)
+					}
+					// The ack came, so the message must already be stored.
+					if got := e.q.Stats().Appended; got < uint64(next) {
+						t.Fatalf("ack %d arrived with only %d messages stored", next, got)
+					}
+					if qos == 2 {
+						pub.Write(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Pubrel, Qos: 1}, PacketID: uint16(next)})
+					}
+					next++
+				}
+				for i := 1; i <= n; i++ {
+					pk := sub.Read(5 * time.Second)
+					if pk.FixedHeader.Type != packets.Publish || string(pk.Payload) != fmt.Sprint(i) {
+						t.Fatalf("delivery %d: type %d payload %q", i, pk.FixedHeader.Type, pk.Payload)
+					}
+					if pk.FixedHeader.Qos > 0 {
+						sub.Write(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Puback}, PacketID: pk.PacketID})
+					}
+				}
+				if pk, err := sub.TryRead(200 * time.Millisecond); err == nil {
+					t.Fatalf("unexpected extra delivery: type %d payload %q", pk.FixedHeader.Type, pk.Payload)
+				}
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				defer cancel()
+				c.Rewind()
+				var stored []*queue.Message
+				for len(stored) < n {
+					msgs, err := c.Read(ctx, n)
+					if err != nil {
+						t.Fatal(err)
+					}
+					stored = append(stored, msgs...)
+				}
+				for i, m := range stored {
+					if string(m.Payload) != fmt.Sprint(i+1) || m.Origin != "pub" || m.QoS != qos || m.Topic != "sensors/t" {
+						t.Fatalf("stored %d: %+v", i, m)
+					}
+				}
+			})
+		}
+	}
+}
+
+// TestStoreFailureRefuses closes the queue under a running broker, the way a
+// failed disk would make every append fail, and checks the mochi trap is
+// avoided: no successful ack, no delivery, a log line and a counter, and the
+// broker still serves other clients.
+func TestStoreFailureRefuses(t *testing.T) {
+	for _, ver := range versions {
+		for _, qos := range []byte{1, 2} {
+			t.Run(fmt.Sprintf("%s/qos%d", ver.name, qos), func(t *testing.T) {
+				e := start(t)
+				sub := mqtttest.Dial(t, e.addr, "sub", ver.v)
+				sub.Subscribe("#", 2)
+				pub := mqtttest.Dial(t, e.addr, "pub", ver.v)
+				e.q.Close()
+
+				pub.Publish(7, qos, "sensors/t", []byte("lost?"))
+				pk, err := pub.TryRead(5 * time.Second)
+				switch {
+				case ver.v == 5 && qos == 1:
+					if err != nil || pk.FixedHeader.Type != packets.Puback || pk.ReasonCode != packets.ErrUnspecifiedError.Code {
+						t.Fatalf("got type %d reason %#x err %v; want PUBACK with reason 0x80", pk.FixedHeader.Type, pk.ReasonCode, err)
+					}
+				case ver.v == 5:
+					if err != nil || pk.FixedHeader.Type != packets.Disconnect || pk.ReasonCode != packets.ErrUnspecifiedError.Code {
+						t.Fatalf("got type %d reason %#x err %v; want DISCONNECT 0x80", pk.FixedHeader.Type, pk.ReasonCode, err)
+					}
+				default:
+					// MQTT 3.1.1 has no negative ack: the broker closes the
+					// connection (mochi writes a DISCONNECT first).
+					if err == nil && pk.FixedHeader.Type == packets.Disconnect {
+						pk, err = pub.TryRead(5 * time.Second)
+					}
+					if err == nil {
+						t.Fatalf("got packet type %d reason %#x; want the connection closed", pk.FixedHeader.Type, pk.ReasonCode)
+					}
+					var ne net.Error
+					if errors.As(err, &ne) && ne.Timeout() {
+						t.Fatalf("connection still open after a failed store")
+					}
+				}
+				if pk, err := sub.TryRead(300 * time.Millisecond); err == nil {
+					t.Fatalf("subscriber received type %d %q: an unstored message was delivered", pk.FixedHeader.Type, pk.Payload)
+				}
+				s := e.b.Stats()
+				if s.StoreFailed != 1 || s.Stored != 0 {
+					t.Fatalf("stats %+v: want StoreFailed 1, Stored 0", s)
+				}
+				if !strings.Contains(e.logs.String(), "publish not stored") || !strings.Contains(e.logs.String(), "queue: closed") {
+					t.Fatalf("log does not report the failure:\n%s", e.logs)
+				}
+				// The broker still serves: new clients connect and ping.
+				other := mqtttest.Dial(t, e.addr, "other", ver.v)
+				other.Write(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Pingreq}})
+				if pk := other.Read(5 * time.Second); pk.FixedHeader.Type != packets.Pingresp {
+					t.Fatalf("ping: got type %d", pk.FixedHeader.Type)
+				}
+			})
+		}
+	}
+}
+
+// TestPublisherGoneBeforeDurable checks a message stored after its
+// publisher disconnected is still delivered (it was stored, so it will be
+// forwarded too) and counted.
+func TestPublisherGoneBeforeDurable(t *testing.T) {
+	e := start(t)
+	sub := mqtttest.Dial(t, e.addr, "sub", 5)
+	sub.Subscribe("#", 1)
+	pub := mqtttest.Dial(t, e.addr, "pub", 5)
+	for i := 1; i <= 50; i++ {
+		pub.Publish(uint16(i), 1, "t", []byte(fmt.Sprint(i)))
+	}
+	pub.Close()
+	got := 0
+	for got < 50 {
+		pk := sub.Read(5 * time.Second)
+		if pk.FixedHeader.Type != packets.Publish {
+			t.Fatalf("type %d", pk.FixedHeader.Type)
+		}
+		got++
+		sub.Write(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Puback}, PacketID: pk.PacketID})
+	}
+	if s := e.q.Stats(); s.Appended != 50 {
+		t.Fatalf("stored %d, want 50", s.Appended)
+	}
+}
+
+func TestQoS0StoredAndDelivered(t *testing.T) {
+	e := start(t)
+	c, _ := e.q.Consumer("check")
+	sub := mqtttest.Dial(t, e.addr, "sub", 4)
+	sub.Subscribe("#", 0)
+	pub := mqtttest.Dial(t, e.addr, "pub", 4)
+	pub.Publish(0, 0, "a/b", []byte("x"))
+	if pk := sub.Read(5 * time.Second); string(pk.Payload) != "x" {
+		t.Fatalf("delivery %q", pk.Payload)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	msgs, err := c.Read(ctx, 10)
+	if err != nil || len(msgs) != 1 || msgs[0].Topic != "a/b" || msgs[0].QoS != 0 {
+		t.Fatalf("stored %v %v", msgs, err)
+	}
+}
+
+func TestReceiveMaximumEnforced(t *testing.T) {
+	e := start(t, func(o *Options) { o.ReceiveMaximum = 1 })
+	pub := mqtttest.Dial(t, e.addr, "pub", 5)
+	// 50 publishes in one write: the broker parses the second long before
+	// the first can be stored, so the client exceeds its receive maximum.
+	var burst []byte
+	for i := 1; i <= 50; i++ {
+		b, err := pub.Encode(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1}, PacketID: uint16(i), TopicName: "t", Payload: []byte("x")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		burst = append(burst, b...)
+	}
+	pub.WriteBytes(burst)
+	for {
+		pk, err := pub.TryRead(5 * time.Second)
+		if err != nil {
+			t.Fatalf("connection ended (%v) without a DISCONNECT for receive maximum", err)
+		}
+		if pk.FixedHeader.Type == packets.Disconnect {
+			if pk.ReasonCode != packets.ErrReceiveMaximum.Code {
+				t.Fatalf("disconnect reason %#x, want %#x", pk.ReasonCode, packets.ErrReceiveMaximum.Code)
+			}
+			break
+		}
+	}
+	if got := e.b.Stats().OverReceiveMx; got != 1 {
+		t.Fatalf("OverReceiveMx = %d, want 1", got)
+	}
+}
