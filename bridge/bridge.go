@@ -1,0 +1,527 @@
+// Package bridge forwards messages from Ralph's queue to an upstream MQTT 5
+// broker: one Bridge per configured upstream, each reading the queue through
+// its own consumer, so a slow or absent upstream holds back nothing but its
+// own backlog.
+//
+// Messages are published in queue order with a window of unacknowledged
+// ones in flight. Only when the upstream acknowledges a message (PUBACK for
+// QoS 1, PUBCOMP for QoS 2, the write itself for QoS 0) is it acknowledged
+// in the queue. After a lost connection the upstream session, if it
+// survived, carries the in-flight messages; if it did not, the bridge
+// re-reads from its cursor. Delivery is at-least-once: duplicates are
+// bounded by the window.
+//
+// The bridge drives paho.golang's low-level client rather than autopaho,
+// whose Publish blocks per message: concurrent blocking publishes would
+// race each other onto the wire and break ordering. Here one goroutine
+// writes every PUBLISH in order (paho's asynchronous send) and a thin
+// wrapper around paho's session state reports each acknowledgement.
+package bridge
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/eclipse/paho.golang/packets"
+	"github.com/eclipse/paho.golang/paho"
+	"github.com/eclipse/paho.golang/paho/session"
+	"github.com/eclipse/paho.golang/paho/session/state"
+
+	"github.com/ralph-gateway/ralph/internal/topic"
+	"github.com/ralph-gateway/ralph/queue"
+)
+
+// Rule selects local messages to forward and says how to name them upstream.
+type Rule struct {
+	Filter       string // local topic filter
+	StripPrefix  string // removed from the local topic when present
+	RemotePrefix string // then prepended
+	QoS          byte   // upstream QoS
+}
+
+// Remote returns the upstream topic for a local one.
+func (r Rule) Remote(local string) string {
+	return r.RemotePrefix + strings.TrimPrefix(local, r.StripPrefix)
+}
+
+// Config configures a Bridge.
+type Config struct {
+	Name           string
+	URLs           []*url.URL // tried in order; schemes mqtt, tcp, mqtts, ssl, tls
+	ClientID       string
+	TLS            *tls.Config // for TLS URLs; nil means system roots
+	MaxInflight    int
+	KeepAlive      time.Duration
+	ConnectTimeout time.Duration
+	ReconnectMin   time.Duration
+	ReconnectMax   time.Duration
+	SessionExpiry  time.Duration
+	Forward        []Rule
+	Logger         *slog.Logger
+}
+
+// Stats describe a bridge's state and counters.
+type Stats struct {
+	Connected  bool
+	URL        string    // upstream currently or last connected
+	Since      time.Time // when Connected last changed
+	LastError  string
+	Forwarded  uint64 // acknowledged by the upstream
+	Skipped    uint64 // matched no forward rule
+	Expired    uint64 // MQTT 5 message expiry passed before forwarding
+	Rejected   uint64 // refused by the upstream with an error reason code
+	Reconnects uint64
+	Inflight   int
+	Backlog    uint64
+}
+
+// Bridge forwards queued messages to one upstream broker.
+type Bridge struct {
+	cfg  Config
+	cons *queue.Consumer
+	log  *slog.Logger
+	sess *trackedSession
+
+	// Owned by the Run goroutine.
+	buf []*queue.Message // read from the queue, not yet handed to the upstream
+
+	mu      sync.Mutex
+	window  chan struct{} // one token per message in flight
+	abandon chan struct{} // closed when the upstream session is lost
+	status  Stats
+
+	forwarded, skipped, expired, rejected atomic.Uint64
+}
+
+// New returns a bridge that reads through cons. Call Run to start it.
+func New(cfg Config, cons *queue.Consumer) *Bridge {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.MaxInflight <= 0 {
+		cfg.MaxInflight = 32
+	}
+	if cfg.ConnectTimeout <= 0 {
+		cfg.ConnectTimeout = 10 * time.Second
+	}
+	if cfg.ReconnectMin <= 0 {
+		cfg.ReconnectMin = time.Second
+	}
+	if cfg.ReconnectMax < cfg.ReconnectMin {
+		cfg.ReconnectMax = max(cfg.ReconnectMin, time.Minute)
+	}
+	b := &Bridge{
+		cfg:     cfg,
+		cons:    cons,
+		log:     cfg.Logger.With("bridge", cfg.Name),
+		window:  make(chan struct{}, cfg.MaxInflight),
+		abandon: make(chan struct{}),
+	}
+	b.sess = &trackedSession{State: state.NewInMemory(), b: b}
+	return b
+}
+
+// Stats returns the bridge's state and counters.
+func (b *Bridge) Stats() Stats {
+	b.mu.Lock()
+	s := b.status
+	s.Inflight = len(b.window)
+	b.mu.Unlock()
+	s.Forwarded = b.forwarded.Load()
+	s.Skipped = b.skipped.Load()
+	s.Expired = b.expired.Load()
+	s.Rejected = b.rejected.Load()
+	s.Backlog = b.cons.Backlog()
+	return s
+}
+
+// Run connects, forwards and reconnects until ctx is done. On the way out it
+// waits briefly for in-flight messages to be acknowledged, so a clean
+// shutdown leaves few duplicates behind.
+func (b *Bridge) Run(ctx context.Context) {
+	attempt := 0
+	for i := 0; ctx.Err() == nil; i++ {
+		u := b.cfg.URLs[i%len(b.cfg.URLs)]
+		cli, down, err := b.connect(ctx, u)
+		if err != nil {
+			b.setDown(err)
+			if ctx.Err() != nil {
+				return
+			}
+			b.log.Warn("upstream connection failed", "url", redact(u), "err", err)
+			if (i+1)%len(b.cfg.URLs) == 0 { // every URL tried: back off
+				if !sleep(ctx, b.backoff(attempt)) {
+					return
+				}
+				attempt++
+			}
+			continue
+		}
+		attempt = 0
+		i-- // stay on this URL next time
+		err = b.forward(down, cli)
+		if ctx.Err() != nil {
+			b.drain(cli, 2*time.Second)
+			cli.Disconnect(&paho.Disconnect{ReasonCode: 0})
+			b.setDown(errors.New("shut down"))
+			return
+		}
+		b.log.Warn("upstream connection lost", "url", redact(u), "err", err)
+		b.setDown(err)
+		cli.Disconnect(&paho.Disconnect{ReasonCode: 0})
+		b.mu.Lock()
+		b.status.Reconnects++
+		b.mu.Unlock()
+		if !sleep(ctx, b.cfg.ReconnectMin) {
+			return
+		}
+	}
+}
+
+// backoff is exponential with jitter: a random duration in [d/2, d] where d
+// doubles per failed round from ReconnectMin up to ReconnectMax.
+func (b *Bridge) backoff(attempt int) time.Duration {
+	d := b.cfg.ReconnectMin << min(attempt, 30)
+	if d > b.cfg.ReconnectMax || d <= 0 {
+		d = b.cfg.ReconnectMax
+	}
+	return d/2 + rand.N(d/2+1)
+}
+
+// connect dials u and performs the MQTT handshake. The returned context is
+// cancelled when the connection goes down.
+func (b *Bridge) connect(ctx context.Context, u *url.URL) (*paho.Client, context.Context, error) {
+	dctx, cancel := context.WithTimeout(ctx, b.cfg.ConnectTimeout)
+	defer cancel()
+	conn, err := b.dial(dctx, u)
+	if err != nil {
+		return nil, nil, err
+	}
+	down, setDown := context.WithCancelCause(ctx)
+	cli := paho.NewClient(paho.ClientConfig{
+		ClientID:      b.cfg.ClientID,
+		Conn:          conn,
+		Session:       b.sess,
+		OnClientError: func(err error) { setDown(err) },
+		OnServerDisconnect: func(d *paho.Disconnect) {
+			setDown(fmt.Errorf("server disconnected: reason %#x %s", d.ReasonCode, reasonString(d)))
+		},
+	})
+	expiry := uint32(min(b.cfg.SessionExpiry/time.Second, 1<<32-1))
+	b.mu.Lock()
+	first := b.status.URL == ""
+	b.mu.Unlock()
+	ca, err := cli.Connect(dctx, &paho.Connect{
+		ClientID:   b.cfg.ClientID,
+		KeepAlive:  uint16(min(b.cfg.KeepAlive/time.Second, 65535)),
+		CleanStart: first, // nothing of an earlier run's session is known: start afresh
+		Properties: &paho.ConnectProperties{SessionExpiryInterval: &expiry},
+	})
+	if err != nil {
+		conn.Close()
+		setDown(err)
+		if ca != nil && ca.ReasonCode >= 0x80 {
+			reason := ""
+			if ca.Properties != nil {
+				reason = ca.Properties.ReasonString
+			}
+			return nil, nil, fmt.Errorf("connect refused: reason %#x %s", ca.ReasonCode, reason)
+		}
+		return nil, nil, err
+	}
+	go func() {
+		select {
+		case <-cli.Done():
+			setDown(errors.New("connection closed"))
+		case <-down.Done():
+		}
+	}()
+	if !ca.SessionPresent {
+		// Whatever was in flight went with the old session: read it again.
+		b.resetWindow()
+		b.cons.Rewind()
+		b.buf = nil
+	}
+	b.mu.Lock()
+	b.status.Connected, b.status.URL, b.status.Since, b.status.LastError = true, redact(u), time.Now(), ""
+	b.mu.Unlock()
+	b.log.Info("upstream connected", "url", redact(u), "session_present", ca.SessionPresent)
+	return cli, down, nil
+}
+
+func reasonString(d *paho.Disconnect) string {
+	if d.Properties != nil {
+		return d.Properties.ReasonString
+	}
+	return ""
+}
+
+func (b *Bridge) dial(ctx context.Context, u *url.URL) (net.Conn, error) {
+	switch u.Scheme {
+	case "mqtt", "tcp":
+		var d net.Dialer
+		return d.DialContext(ctx, "tcp", u.Host)
+	case "mqtts", "ssl", "tls":
+		cfg := b.cfg.TLS
+		if cfg == nil {
+			cfg = &tls.Config{MinVersion: tls.VersionTLS12}
+		}
+		cfg = cfg.Clone()
+		if cfg.ServerName == "" {
+			cfg.ServerName = u.Hostname()
+		}
+		d := tls.Dialer{Config: cfg}
+		c, err := d.DialContext(ctx, "tcp", u.Host)
+		if err != nil {
+			return nil, err
+		}
+		// paho writes from several goroutines; tls.Conn needs a lock.
+		return packets.NewThreadSafeConn(c), nil
+	}
+	return nil, fmt.Errorf("unsupported URL scheme %q", u.Scheme)
+}
+
+// forward publishes queued messages in order until the connection or ctx
+// ends.
+func (b *Bridge) forward(ctx context.Context, cli *paho.Client) error {
+	for {
+		if len(b.buf) == 0 {
+			msgs, err := b.cons.Read(ctx, b.cfg.MaxInflight)
+			if err != nil {
+				return context.Cause(ctx)
+			}
+			b.buf = msgs
+		}
+		m := b.buf[0]
+		pub := b.route(m)
+		if pub == nil {
+			b.cons.Ack(m.Seq)
+			b.buf = b.buf[1:]
+			continue
+		}
+		window, abandon := b.current()
+		select {
+		case window <- struct{}{}:
+		case <-ctx.Done():
+			return context.Cause(ctx)
+		}
+		if pub.QoS == 0 {
+			_, err := cli.Publish(ctx, pub)
+			<-window
+			if err != nil {
+				return err
+			}
+			b.forwarded.Add(1)
+			b.cons.Ack(m.Seq)
+			b.buf = b.buf[1:]
+			continue
+		}
+		b.sess.handOver(m.Seq, window, abandon)
+		_, err := cli.PublishWithOptions(ctx, pub, paho.PublishOptions{Method: paho.PublishMethod_AsyncSend})
+		if b.sess.handedOver() {
+			b.buf = b.buf[1:] // in the session now; its ack will come
+		} else {
+			<-window
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
+// route applies the forward rules: the first that matches wins. It returns
+// nil for a message that is not to be forwarded.
+func (b *Bridge) route(m *queue.Message) *paho.Publish {
+	for _, r := range b.cfg.Forward {
+		if !topic.Match(r.Filter, m.Topic) {
+			continue
+		}
+		remaining := uint32(0)
+		if m.ExpiryInterval > 0 {
+			elapsed := time.Since(m.Arrived)
+			if m.Expired(time.Now()) {
+				b.expired.Add(1)
+				return nil
+			}
+			remaining = m.ExpiryInterval - uint32(elapsed/time.Second)
+		}
+		p := &paho.Publish{
+			Topic:   r.Remote(m.Topic),
+			QoS:     r.QoS,
+			Retain:  m.Retain,
+			Payload: m.Payload,
+			Properties: &paho.PublishProperties{
+				ContentType:     m.ContentType,
+				ResponseTopic:   m.ResponseTopic,
+				CorrelationData: m.CorrelationData,
+			},
+		}
+		if p.Topic == "" {
+			b.skipped.Add(1)
+			return nil
+		}
+		if m.PayloadFormat != 0 {
+			pf := m.PayloadFormat
+			p.Properties.PayloadFormat = &pf
+		}
+		if remaining > 0 {
+			p.Properties.MessageExpiry = &remaining
+		}
+		for _, u := range m.UserProperties {
+			p.Properties.User.Add(u.Key, u.Value)
+		}
+		return p
+	}
+	b.skipped.Add(1)
+	return nil
+}
+
+// completed handles the upstream's final answer for a message.
+func (b *Bridge) completed(seq uint64, cp packets.ControlPacket) {
+	var code byte
+	switch p := cp.Content.(type) {
+	case *packets.Puback:
+		code = p.ReasonCode
+	case *packets.Pubcomp:
+		code = p.ReasonCode
+	case *packets.Pubrec:
+		code = p.ReasonCode
+	default:
+		return // the client shut down before an answer: resent later
+	}
+	if code >= 0x80 {
+		// Retrying a message the upstream refuses would block everything
+		// behind it; count it and move on.
+		b.rejected.Add(1)
+		b.log.Warn("upstream refused a message", "seq", seq, "reason", fmt.Sprintf("%#x", code))
+	} else {
+		b.forwarded.Add(1)
+	}
+	b.cons.Ack(seq)
+}
+
+func (b *Bridge) current() (chan struct{}, chan struct{}) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.window, b.abandon
+}
+
+// resetWindow forgets every message in flight; they are read again.
+func (b *Bridge) resetWindow() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	close(b.abandon)
+	b.abandon = make(chan struct{})
+	b.window = make(chan struct{}, b.cfg.MaxInflight)
+}
+
+// drain waits up to d for in-flight messages to be acknowledged.
+func (b *Bridge) drain(cli *paho.Client, d time.Duration) {
+	deadline := time.Now().Add(d)
+	for time.Now().Before(deadline) {
+		window, _ := b.current()
+		if len(window) == 0 {
+			return
+		}
+		select {
+		case <-cli.Done():
+			return
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
+func (b *Bridge) setDown(err error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.status.Connected {
+		b.status.Since = time.Now()
+	}
+	b.status.Connected = false
+	if err != nil {
+		b.status.LastError = err.Error()
+	}
+}
+
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// redact drops credentials from a URL for logs.
+func redact(u *url.URL) string {
+	return u.Redacted()
+}
+
+// trackedSession is paho's in-memory session state plus a report of each
+// PUBLISH's final acknowledgement, which paho's asynchronous send does not
+// give.
+type trackedSession struct {
+	*state.State
+	b *Bridge
+
+	// Set by the forwarding goroutine around each asynchronous publish; the
+	// session's AddToSession runs on that same goroutine.
+	mu      sync.Mutex
+	seq     uint64
+	window  chan struct{}
+	abandon chan struct{}
+	added   bool
+}
+
+func (s *trackedSession) handOver(seq uint64, window, abandon chan struct{}) {
+	s.mu.Lock()
+	s.seq, s.window, s.abandon, s.added = seq, window, abandon, false
+	s.mu.Unlock()
+}
+
+func (s *trackedSession) handedOver() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.added
+}
+
+func (s *trackedSession) AddToSession(ctx context.Context, p session.Packet, resp chan<- packets.ControlPacket) error {
+	if p.Type() != packets.PUBLISH {
+		return s.State.AddToSession(ctx, p, resp)
+	}
+	done := make(chan packets.ControlPacket, 1)
+	if err := s.State.AddToSession(ctx, p, done); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	seq, window, abandon := s.seq, s.window, s.abandon
+	s.added = true
+	s.mu.Unlock()
+	go func() {
+		select {
+		case cp := <-done:
+			<-window
+			s.b.completed(seq, cp)
+			select {
+			case resp <- cp:
+			default:
+			}
+		case <-abandon:
+		}
+	}()
+	return nil
+}
+
+var _ session.SessionManager = (*trackedSession)(nil)
