@@ -28,7 +28,7 @@ func startBridge(t *testing.T, upstream string, rules []Rule, opts ...func(*Conf
 	if err != nil {
 		t.Fatal(err)
 	}
-	cons, err := q.Consumer("up")
+	cons, err := q.Consumer("up", queue.ConsumerOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -187,7 +187,7 @@ func TestResumeFromCursorAfterRestart(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		cons, _ := q.Consumer("up")
+		cons, _ := q.Consumer("up", queue.ConsumerOptions{})
 		b := New(Config{Name: "up", URLs: []*url.URL{u}, ClientID: "c", MaxInflight: 8, Forward: []Rule{{Filter: "#", QoS: 1}}, Logger: quiet}, cons)
 		ctx, cancel := context.WithCancel(context.Background())
 		finished := make(chan struct{})

@@ -20,6 +20,7 @@
 package localbroker
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -107,7 +108,7 @@ func New(opts Options) (*Broker, error) {
 	caps.MaximumClientWritesPending = 8192
 	srv := mqtt.New(&mqtt.Options{
 		Capabilities:           caps,
-		Logger:                 opts.Logger.With("component", "mochi"),
+		Logger:                 slog.New(warnOnly{opts.Logger.Handler()}),
 		SysTopicResendInterval: 10, // its $SYS refresh reads MemStats: not every second
 	})
 	b := &Broker{
@@ -374,3 +375,15 @@ func (allowHook) Provides(b byte) bool {
 func (allowHook) OnConnectAuthenticate(*mqtt.Client, packets.Packet) bool { return true }
 
 func (allowHook) OnACLCheck(*mqtt.Client, string, bool) bool { return true }
+
+// warnOnly passes on mochi's warnings and errors; its info messages (hooks
+// added, listeners started) repeat what Ralph logs itself.
+type warnOnly struct{ slog.Handler }
+
+func (w warnOnly) Enabled(ctx context.Context, l slog.Level) bool {
+	return l >= slog.LevelWarn && w.Handler.Enabled(ctx, l)
+}
+
+func (w warnOnly) WithAttrs(as []slog.Attr) slog.Handler { return warnOnly{w.Handler.WithAttrs(as)} }
+
+func (w warnOnly) WithGroup(g string) slog.Handler { return warnOnly{w.Handler.WithGroup(g)} }

@@ -82,7 +82,7 @@ func TestAckAfterDurable(t *testing.T) {
 		for _, qos := range []byte{1, 2} {
 			t.Run(fmt.Sprintf("%s/qos%d", ver.name, qos), func(t *testing.T) {
 				e := start(t)
-				c, err := e.q.Consumer("check")
+				c, err := e.q.Consumer("check", queue.ConsumerOptions{})
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -242,7 +242,7 @@ func TestPublisherGoneBeforeDurable(t *testing.T) {
 
 func TestQoS0StoredAndDelivered(t *testing.T) {
 	e := start(t)
-	c, _ := e.q.Consumer("check")
+	c, _ := e.q.Consumer("check", queue.ConsumerOptions{})
 	sub := mqtttest.Dial(t, e.addr, "sub", 4)
 	sub.Subscribe("#", 0)
 	pub := mqtttest.Dial(t, e.addr, "pub", 4)

@@ -389,6 +389,7 @@ func (q *Queue) write(batch []*request, first, next uint64, cursors []*Consumer,
 	for _, c := range cursors {
 		c.q.mu.Lock()
 		pos := c.cursor
+		c.persisted = pos
 		c.q.mu.Unlock()
 		if err := txn.Set(c.key(), uint64Bytes(pos)); err != nil {
 			return err

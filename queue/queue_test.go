@@ -53,7 +53,7 @@ func readN(t *testing.T, c *Consumer, n int) []*Message {
 func TestAppendReadInOrder(t *testing.T) {
 	q := openTest(t, t.TempDir())
 	defer q.Close()
-	c, err := q.Consumer("up")
+	c, err := q.Consumer("up", ConsumerOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -76,7 +76,7 @@ func TestAppendReadInOrder(t *testing.T) {
 func TestMessageRoundTrip(t *testing.T) {
 	q := openTest(t, t.TempDir())
 	defer q.Close()
-	c, _ := q.Consumer("up")
+	c, _ := q.Consumer("up", ConsumerOptions{})
 	in := &Message{
 		Topic: "a/b", Payload: []byte{0, 1, 2, 255}, QoS: 2, Retain: true, Origin: "esp32-7",
 		Arrived: time.Unix(1700000000, 123456789), ContentType: "application/json",
@@ -125,7 +125,7 @@ func TestGroupCommitBatches(t *testing.T) {
 func TestAckOutOfOrderAndCursorPersists(t *testing.T) {
 	dir := t.TempDir()
 	q := openTest(t, dir)
-	c, _ := q.Consumer("up")
+	c, _ := q.Consumer("up", ConsumerOptions{})
 	for i := range 10 {
 		q.Append(context.Background(), msg("t", strconv.Itoa(i)))
 	}
@@ -156,7 +156,7 @@ func TestAckOutOfOrderAndCursorPersists(t *testing.T) {
 
 	q = openTest(t, dir)
 	defer q.Close()
-	c, err := q.Consumer("up")
+	c, err := q.Consumer("up", ConsumerOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -178,9 +178,9 @@ func TestAckOutOfOrderAndCursorPersists(t *testing.T) {
 func TestNewConsumerStartsAtHead(t *testing.T) {
 	q := openTest(t, t.TempDir())
 	defer q.Close()
-	a, _ := q.Consumer("a")
+	a, _ := q.Consumer("a", ConsumerOptions{})
 	q.Append(context.Background(), msg("t", "old"))
-	b, _ := q.Consumer("b")
+	b, _ := q.Consumer("b", ConsumerOptions{})
 	q.Append(context.Background(), msg("t", "new"))
 	if m := readN(t, b, 1)[0]; string(m.Payload) != "new" {
 		t.Fatalf("new consumer read %q, want \"new\"", m.Payload)
@@ -188,7 +188,7 @@ func TestNewConsumerStartsAtHead(t *testing.T) {
 	if m := readN(t, a, 2); string(m[0].Payload) != "old" {
 		t.Fatalf("old consumer read %q first, want \"old\"", m[0].Payload)
 	}
-	if _, err := q.Consumer("a"); err == nil || !strings.Contains(err.Error(), "already registered") {
+	if _, err := q.Consumer("a", ConsumerOptions{}); err == nil || !strings.Contains(err.Error(), "already registered") {
 		t.Fatalf("second registration of a: %v", err)
 	}
 }
@@ -196,8 +196,8 @@ func TestNewConsumerStartsAtHead(t *testing.T) {
 func TestDeletesWhatEveryConsumerAcked(t *testing.T) {
 	q := openTest(t, t.TempDir())
 	defer q.Close()
-	a, _ := q.Consumer("a")
-	b, _ := q.Consumer("b")
+	a, _ := q.Consumer("a", ConsumerOptions{})
+	b, _ := q.Consumer("b", ConsumerOptions{})
 	for i := range 20 {
 		q.Append(context.Background(), msg("t", strconv.Itoa(i)))
 	}
@@ -303,7 +303,7 @@ func TestCrashLosesNothingAppended(t *testing.T) {
 		}
 
 		q := openTest(t, dir)
-		c, err := q.Consumer(fmt.Sprintf("check%d", round))
+		c, err := q.Consumer(fmt.Sprintf("check%d", round), ConsumerOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -339,7 +339,7 @@ func crashChild() {
 		os.Exit(2)
 	}
 	// A consumer that never acks keeps every message stored.
-	if _, err := q.Consumer("hold"); err != nil {
+	if _, err := q.Consumer("hold", ConsumerOptions{}); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(2)
 	}

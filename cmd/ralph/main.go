@@ -1,0 +1,135 @@
+// Command ralph is the Ralph edge MQTT gateway.
+//
+//	ralph [run] [--config FILE]   run the gateway (no file: the embedded default config)
+//	ralph check --config FILE     validate a config file and exit
+//	ralph version                 print the version
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"runtime/debug"
+	"syscall"
+
+	"github.com/ralph-gateway/ralph/gateway"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = ""
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	cmd := "run"
+	if len(args) > 0 && len(args[0]) > 0 && args[0][0] != '-' {
+		cmd, args = args[0], args[1:]
+	}
+	switch cmd {
+	case "run":
+		return runGateway(args, stderr)
+	case "check":
+		return check(args, stdout, stderr)
+	case "version":
+		fmt.Fprintln(stdout, "ralph", versionString())
+		return 0
+	case "help":
+		usage(stdout)
+		return 0
+	}
+	fmt.Fprintf(stderr, "ralph: unknown command %q\n", cmd)
+	usage(stderr)
+	return 2
+}
+
+func usage(w io.Writer) {
+	fmt.Fprint(w, `usage:
+  ralph [run] [--config FILE]   run the gateway (default: embedded config, broker on 127.0.0.1:1883)
+  ralph check --config FILE     validate a config file
+  ralph version                 print the version
+`)
+}
+
+func versionString() string {
+	if version != "" {
+		return version
+	}
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
+		return bi.Main.Version
+	}
+	return "(devel)"
+}
+
+func loadConfig(fs *flag.FlagSet, args []string, required bool, stderr io.Writer) (*gateway.Config, string, bool) {
+	path := fs.String("config", "", "config file (TOML)")
+	fs.SetOutput(stderr)
+	if err := fs.Parse(args); err != nil {
+		return nil, "", false
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "ralph %s: unexpected argument %q\n", fs.Name(), fs.Arg(0))
+		return nil, "", false
+	}
+	if *path == "" {
+		if required {
+			fmt.Fprintf(stderr, "ralph %s: --config FILE is required\n", fs.Name())
+			return nil, "", false
+		}
+		return gateway.DefaultConfig(), "(embedded default)", true
+	}
+	cfg, err := gateway.LoadConfig(*path)
+	if err != nil {
+		fmt.Fprintf(stderr, "ralph: %v\n", err)
+		return nil, "", false
+	}
+	return cfg, *path, true
+}
+
+func check(args []string, stdout, stderr io.Writer) int {
+	_, path, ok := loadConfig(flag.NewFlagSet("check", flag.ContinueOnError), args, true, stderr)
+	if !ok {
+		return 1
+	}
+	fmt.Fprintf(stdout, "%s: ok\n", path)
+	return 0
+}
+
+func runGateway(args []string, stderr io.Writer) int {
+	cfg, path, ok := loadConfig(flag.NewFlagSet("run", flag.ContinueOnError), args, false, stderr)
+	if !ok {
+		return 1
+	}
+	log := newLogger(cfg.Log, stderr)
+	log.Info("starting ralph", "version", versionString(), "config", path)
+	g, err := gateway.New(cfg, log)
+	if err != nil {
+		log.Error("cannot start", "err", err)
+		return 1
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	if err := g.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
+		log.Error("stopped with an error", "err", err)
+		return 1
+	}
+	return 0
+}
+
+func newLogger(c gateway.LogConfig, w io.Writer) *slog.Logger {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(c.Level)); err != nil {
+		level = slog.LevelInfo
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	if c.Format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}

@@ -1,0 +1,140 @@
+// Package gateway is Ralph's composition root: it turns a Config into a
+// running gateway — the durable queue, the local broker that feeds it and
+// one bridge per upstream that drains it — and shuts them down in the
+// order that loses nothing.
+package gateway
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"os"
+	"path/filepath"
+	"sync"
+
+	"github.com/ralph-gateway/ralph/bridge"
+	"github.com/ralph-gateway/ralph/localbroker"
+	"github.com/ralph-gateway/ralph/queue"
+)
+
+// Gateway is a configured, running Ralph.
+type Gateway struct {
+	cfg     *Config
+	log     *slog.Logger
+	q       *queue.Queue
+	broker  *localbroker.Broker
+	bridges []*bridge.Bridge
+}
+
+// New opens the queue in cfg.DataDir, binds the broker's listeners and
+// prepares the bridges. Nothing is served until Run.
+func New(cfg *Config, log *slog.Logger) (*Gateway, error) {
+	g := &Gateway{cfg: cfg, log: log}
+	dir := filepath.Join(cfg.DataDir, "db")
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return nil, fmt.Errorf("gateway: data dir: %w", err)
+	}
+	durability := queue.Sync
+	if cfg.Queue.Durability == "interval" {
+		durability = queue.Interval
+	}
+	q, err := queue.Open(queue.Options{
+		Dir:          dir,
+		Durability:   durability,
+		SyncInterval: cfg.Queue.SyncInterval.Duration,
+		Logger:       log.With("component", "queue"),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("gateway: %w", err)
+	}
+	g.q = q
+	// Consumers register before the broker accepts anything, so no message
+	// can be released before every bridge's cursor holds it.
+	for _, bc := range cfg.Bridges {
+		// Persisting the cursor every quarter window keeps the re-sends
+		// after a crash near one window.
+		cons, err := q.Consumer("bridge/"+bc.Name, queue.ConsumerOptions{PersistEvery: max(1, bc.MaxInflight/4)})
+		if err != nil {
+			q.Close()
+			return nil, fmt.Errorf("gateway: bridge %s: %w", bc.Name, err)
+		}
+		g.bridges = append(g.bridges, bridge.New(bridgeConfig(bc, log), cons))
+	}
+	g.broker, err = localbroker.New(localbroker.Options{
+		Listen:         cfg.Broker.Listen,
+		Queue:          q,
+		MaxPacketSize:  int(cfg.Broker.MaxPacketSize),
+		ReceiveMaximum: cfg.Broker.ReceiveMaximum,
+		Logger:         log.With("component", "broker"),
+	})
+	if err != nil {
+		q.Close()
+		return nil, fmt.Errorf("gateway: %w", err)
+	}
+	return g, nil
+}
+
+func bridgeConfig(bc BridgeConfig, log *slog.Logger) bridge.Config {
+	c := bridge.Config{
+		Name:           bc.Name,
+		ClientID:       bc.ClientID,
+		MaxInflight:    bc.MaxInflight,
+		KeepAlive:      bc.KeepAlive.Duration,
+		ConnectTimeout: bc.ConnectTimeout.Duration,
+		ReconnectMin:   bc.ReconnectMin.Duration,
+		ReconnectMax:   bc.ReconnectMax.Duration,
+		SessionExpiry:  bc.SessionExpiry.Duration,
+		Logger:         log.With("component", "bridge"),
+	}
+	for _, s := range bc.URLs {
+		u, err := url.Parse(s)
+		if err != nil {
+			panic(fmt.Sprintf("gateway: URL %q passed validation but does not parse: %v", s, err))
+		}
+		c.URLs = append(c.URLs, u)
+	}
+	for _, f := range bc.Forward {
+		c.Forward = append(c.Forward, bridge.Rule{
+			Filter:       f.Local,
+			StripPrefix:  f.StripPrefix,
+			RemotePrefix: f.RemotePrefix,
+			QoS:          byte(f.QoS),
+		})
+	}
+	return c
+}
+
+// Addrs returns the addresses the local broker listens on.
+func (g *Gateway) Addrs() []string { return g.broker.Addrs() }
+
+// Run serves until ctx is done, then shuts down: the broker stops accepting
+// and releases every message it handed to the queue, the bridges wait
+// briefly for in-flight acknowledgements, and the queue is closed cleanly.
+func (g *Gateway) Run(ctx context.Context) error {
+	if err := g.broker.Serve(); err != nil {
+		g.broker.Close()
+		g.q.Close()
+		return err
+	}
+	g.log.Info("ralph is running", "listen", g.broker.Addrs(), "data_dir", g.cfg.DataDir, "bridges", len(g.bridges))
+	bctx, stopBridges := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	for _, b := range g.bridges {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			b.Run(bctx)
+		}()
+	}
+	<-ctx.Done()
+	g.log.Info("shutting down")
+	err := g.broker.Close()
+	stopBridges()
+	wg.Wait()
+	if cerr := g.q.Close(); cerr != nil && err == nil {
+		err = cerr
+	}
+	g.log.Info("stopped")
+	return err
+}
