@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -23,6 +24,10 @@ type Raw struct {
 	conn    net.Conn
 	r       *bufio.Reader
 	Version byte
+
+	// Acked counts publishes acknowledged by PublishAll so far, for tests
+	// that act in the middle of a stream.
+	Acked atomic.Int64
 }
 
 // Dial connects to addr and completes the MQTT handshake for clientID.
@@ -181,3 +186,75 @@ func (r *Raw) TryRead(timeout time.Duration) (packets.Packet, error) {
 
 // Close closes the connection.
 func (r *Raw) Close() { r.conn.Close() }
+
+// PublishAll publishes each payload to topic at QoS 1 or 2, keeping up to
+// inflight publishes unacknowledged, and returns the payloads the broker
+// acknowledged (PUBACK, or PUBREC for QoS 2) with success, in ack order. It
+// stops at the first error, such as the broker going away, and returns it.
+func (r *Raw) PublishAll(topic string, qos byte, payloads []string, inflight int) ([]string, error) {
+	tokens := make(chan struct{}, inflight)
+	werr := make(chan error, 1)
+	stop := make(chan struct{})
+	defer close(stop)
+	id := func(i int) uint16 { return uint16(i%65535 + 1) }
+	go func() {
+		for i, p := range payloads {
+			select {
+			case tokens <- struct{}{}:
+			case <-stop:
+				return
+			}
+			err := r.TryWrite(packets.Packet{
+				FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: qos},
+				PacketID:    id(i),
+				TopicName:   topic,
+				Payload:     []byte(p),
+			})
+			if err != nil {
+				werr <- err
+				return
+			}
+		}
+	}()
+	var acked []string
+	pending := 0
+	for len(acked) < len(payloads) || pending > 0 {
+		pk, err := r.TryRead(10 * time.Second)
+		if err != nil {
+			select {
+			case we := <-werr:
+				return acked, we
+			default:
+			}
+			return acked, err
+		}
+		switch pk.FixedHeader.Type {
+		case packets.Puback, packets.Pubrec:
+			if pk.ReasonCode >= 0x80 {
+				return acked, fmt.Errorf("publish %d refused with reason %#x", pk.PacketID, pk.ReasonCode)
+			}
+			i := len(acked)
+			if pk.PacketID != id(i) {
+				return acked, fmt.Errorf("ack for packet %d, expected %d: out of order", pk.PacketID, id(i))
+			}
+			acked = append(acked, payloads[i])
+			r.Acked.Add(1)
+			if qos == 2 {
+				pending++
+				if err := r.TryWrite(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Pubrel, Qos: 1}, PacketID: pk.PacketID}); err != nil {
+					return acked, err
+				}
+			} else {
+				<-tokens
+			}
+		case packets.Pubcomp:
+			pending--
+			<-tokens
+		case packets.Disconnect:
+			return acked, fmt.Errorf("disconnected by the broker: reason %#x", pk.ReasonCode)
+		default:
+			return acked, fmt.Errorf("unexpected packet type %d", pk.FixedHeader.Type)
+		}
+	}
+	return acked, nil
+}

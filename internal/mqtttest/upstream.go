@@ -185,12 +185,17 @@ func StartMosquitto(t testing.TB, port int, dir string) *Mosquitto {
 	}
 	conf := filepath.Join(dir, "mosquitto.conf")
 	cfg := fmt.Sprintf("listener %d 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location %s/\nmax_queued_messages 0\nmax_inflight_messages 0\nlog_dest none\n", port, dir)
+	if os.Geteuid() == 0 {
+		// As root, mosquitto switches to the mosquitto user, which cannot
+		// write the test's persistence directory: sessions would be lost
+		// across restarts without a word.
+		cfg += "user root\n"
+	}
 	if err := os.WriteFile(conf, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	m := &Mosquitto{Port: port, dir: dir, t: t}
 	m.cmd = exec.Command(MosquittoPath, "-c", conf)
-	m.cmd.Stderr = os.Stderr
 	if err := m.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
