@@ -62,7 +62,7 @@ type Broker struct {
 	inline *mqtt.Client // delivers messages whose publisher has gone
 	recvMx int
 
-	release  chan release
+	release  chan *release
 	released chan struct{}
 	pending  sync.WaitGroup // appends not yet released
 
@@ -116,7 +116,7 @@ func New(opts Options) (*Broker, error) {
 		q:        opts.Queue,
 		log:      opts.Logger,
 		recvMx:   int(caps.ReceiveMaximum),
-		release:  make(chan release, 8192),
+		release:  make(chan *release, 4096),
 		released: make(chan struct{}),
 		inflight: make(map[*mqtt.Client]int),
 		qos2:     make(map[qos2Key]*mqtt.Client),
@@ -264,7 +264,7 @@ func (b *Broker) ingest(cl *mqtt.Client, pk packets.Packet) (packets.Packet, err
 	b.pending.Add(1)
 	b.q.AppendAsync([]*queue.Message{m}, func(err error) {
 		// On the committer's goroutine: hand over and return.
-		b.release <- release{cl: cl, pk: out, err: err}
+		b.release <- &release{cl: cl, pk: out, err: err}
 	})
 	return pk, packets.ErrRejectPacket
 }
@@ -278,7 +278,7 @@ func (b *Broker) releaseLoop() {
 	}
 }
 
-func (b *Broker) releaseOne(r release) {
+func (b *Broker) releaseOne(r *release) {
 	cl, pk := r.cl, r.pk
 	b.mu.Lock()
 	if b.inflight[cl]--; b.inflight[cl] <= 0 {

@@ -20,18 +20,22 @@ func badgerOptions(dir string, log *slog.Logger) badger.Options {
 		// Badger's per-transaction sync would serialise appenders and only
 		// logs value-log sync errors.
 		WithSyncWrites(false).
-		// Two 8 MB memtables: a group commit of 4096 small messages is well
-		// under the 15% transaction limit, and flushes stay short.
-		WithMemTableSize(8 << 20).
+		// Two 4 MB memtables: a group commit of 4096 small messages is well
+		// under the ~15% transaction limit, and each memtable's arena is
+		// Go heap, so this is most of the queue's memory.
+		WithMemTableSize(4 << 20).
 		WithNumMemtables(2).
 		WithNumLevelZeroTables(2).
 		WithNumLevelZeroTablesStall(8).
 		WithBaseTableSize(2 << 20).
-		// Reads are sequential and mostly of fresh data still in memtables.
-		// The block cache must be non-zero while compression is on.
-		WithBlockCacheSize(8 << 20).
+		// No compression: queued messages are short-lived and sensor
+		// payloads compress poorly, while Snappy's table-building buffers
+		// cost over 20 MB of heap during flushes. Without compression no
+		// block cache is needed (blocks are read through mmap); the index
+		// cache is bounded so memory does not grow with the backlog.
+		WithCompression(options.None).
+		WithBlockCacheSize(0).
 		WithIndexCacheSize(4 << 20).
-		WithCompression(options.Snappy).
 		// Values under 1 KB (typical sensor payloads) live in the LSM tree
 		// and vanish with compaction; bigger ones go to the value log, whose
 		// files are kept small so GC can reclaim them and so 32-bit builds

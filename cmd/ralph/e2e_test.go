@@ -300,7 +300,7 @@ func TestOnlineForwarding(t *testing.T) {
 				a = append(a, "c-000000")
 			}
 			want := append(a, b...)
-			got := up.collector().WaitDistinct(t, len(want), 20*time.Second)
+			got := up.collector().WaitAll(t, want, 20*time.Second)
 			if dups := verify(t, got, want, edgeTopic("a")); dups != 0 {
 				t.Fatalf("%d duplicates without any failure", dups)
 			}
@@ -327,7 +327,7 @@ func TestOutageThenRecovery(t *testing.T) {
 			want = append(want, publish(t, s.addr, "dev-v311", 4, "sensors/a", payloads("a", 0, 1000))...)
 			want = append(want, publish(t, s.addr, "dev-v5", 5, "sensors/a", payloads("b", 0, 1000))...)
 			up.start(t)
-			got := up.collector().WaitDistinct(t, len(want), 30*time.Second)
+			got := up.collector().WaitAll(t, want, 30*time.Second)
 			verify(t, got, want, edgeTopic("a"))
 			p.stop()
 		})
@@ -377,7 +377,7 @@ func TestKillWhileUpstreamDown(t *testing.T) {
 	p = startRalph(t, s.config, s.addr)
 	want = append(want, publish(t, s.addr, "dev-after", 5, "sensors/a", payloads("q", 0, 200))...)
 	up.start(t)
-	got := up.collector().WaitDistinct(t, len(want), 60*time.Second)
+	got := up.collector().WaitAll(t, want, 60*time.Second)
 	verify(t, got, want, edgeTopic("a"))
 	p.stop()
 }
@@ -402,7 +402,7 @@ func TestKillDuringDrain(t *testing.T) {
 		t.Fatalf("the whole backlog drained before the kill; nothing tested")
 	}
 	p = startRalph(t, s.config, s.addr)
-	got := up.collector().WaitDistinct(t, len(want), 60*time.Second)
+	got := up.collector().WaitAll(t, want, 60*time.Second)
 	dups := verify(t, got, want, edgeTopic("a"))
 	t.Logf("killed after %d of %d arrived; %d duplicates after restart", before, len(want), dups)
 	// In flight (window) plus acks not yet persisted (a quarter window,

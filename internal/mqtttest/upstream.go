@@ -55,6 +55,38 @@ func (c *Collector) Messages() []Received {
 	return append([]Received(nil), c.msgs...)
 }
 
+// WaitAll waits until every payload in want has arrived and returns
+// everything received, duplicates and unwanted messages included.
+func (c *Collector) WaitAll(t testing.TB, want []string, timeout time.Duration) []Received {
+	t.Helper()
+	deadline := time.After(timeout)
+	for {
+		c.mu.Lock()
+		seen := make(map[string]bool, len(c.msgs))
+		for _, m := range c.msgs {
+			seen[m.Payload] = true
+		}
+		more := c.more
+		var missing []string
+		for _, w := range want {
+			if !seen[w] {
+				missing = append(missing, w)
+			}
+		}
+		if len(missing) == 0 {
+			out := append([]Received(nil), c.msgs...)
+			c.mu.Unlock()
+			return out
+		}
+		c.mu.Unlock()
+		select {
+		case <-more:
+		case <-deadline:
+			t.Fatalf("timed out after %v: %d of %d messages missing upstream, e.g. %q", timeout, len(missing), len(want), missing[:min(5, len(missing))])
+		}
+	}
+}
+
 // WaitDistinct waits until n distinct payloads have arrived and returns
 // everything received, duplicates included.
 func (c *Collector) WaitDistinct(t testing.TB, n int, timeout time.Duration) []Received {
