@@ -29,7 +29,6 @@ import (
 	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
-	"github.com/mochi-mqtt/server/v2/listeners"
 	"github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/ralph-gateway/ralph/queue"
@@ -129,8 +128,7 @@ func New(opts Options) (*Broker, error) {
 		return nil, fmt.Errorf("localbroker: %w", err)
 	}
 	for i, addr := range opts.Listen {
-		l := listeners.NewTCP(listeners.Config{ID: fmt.Sprintf("tcp%d", i), Address: addr})
-		if err := srv.AddListener(l); err != nil {
+		if err := srv.AddListener(newTCPListener(fmt.Sprintf("tcp%d", i), addr)); err != nil {
 			srv.Close()
 			return nil, fmt.Errorf("localbroker: listen on %s: %w", addr, err)
 		}
@@ -270,11 +268,41 @@ func (b *Broker) ingest(cl *mqtt.Client, pk packets.Packet) (packets.Packet, err
 }
 
 // releaseLoop acknowledges and delivers stored messages in commit order.
+// Each client's acks for what is released together go out in one write.
 func (b *Broker) releaseLoop() {
 	defer close(b.released)
+	var batch []*release
+	corked := make(map[*corkConn]struct{})
 	for r := range b.release {
-		b.releaseOne(r)
-		b.pending.Done()
+		batch = append(batch[:0], r)
+	more:
+		for len(batch) < 1024 {
+			select {
+			case r, ok := <-b.release:
+				if !ok {
+					break more
+				}
+				batch = append(batch, r)
+			default:
+				break more
+			}
+		}
+		for _, r := range batch {
+			if c, ok := r.cl.Net.Conn.(*corkConn); ok {
+				if _, done := corked[c]; !done {
+					c.cork()
+					corked[c] = struct{}{}
+				}
+			}
+			b.releaseOne(r)
+		}
+		for c := range corked {
+			c.uncork()
+			delete(corked, c)
+		}
+		for range batch {
+			b.pending.Done()
+		}
 	}
 }
 

@@ -81,6 +81,7 @@ type Queue struct {
 	log  *slog.Logger
 
 	reqs    chan *request
+	syncq   chan *written // written batches awaiting fsync (Sync durability)
 	kick    chan struct{} // nudges the committer to persist cursors or trim
 	stop    chan struct{}
 	stopped chan struct{}
@@ -91,6 +92,7 @@ type Queue struct {
 	mu             sync.Mutex
 	cursorTimer    *time.Timer // pending persist of acked cursors
 	pendingCursors []*Consumer // closed consumers whose final cursor is unwritten
+	assigned       uint64      // first seq not yet written (owned by the committer)
 	next           uint64      // first seq not yet durable (readers may read below it)
 	oldest         uint64      // first seq not yet deleted
 	consumers      map[string]*Consumer
@@ -132,6 +134,7 @@ func Open(opts Options) (*Queue, error) {
 		opts:      opts,
 		log:       opts.Logger,
 		reqs:      make(chan *request, maxBatchMsgs),
+		syncq:     make(chan *written, 64),
 		kick:      make(chan struct{}, 1),
 		stop:      make(chan struct{}),
 		stopped:   make(chan struct{}),
@@ -142,6 +145,7 @@ func Open(opts Options) (*Queue, error) {
 		db.Close()
 		return nil, fmt.Errorf("queue: open %s: %w", opts.Dir, err)
 	}
+	q.assigned = q.next
 	go q.commitLoop()
 	return q, nil
 }
@@ -227,8 +231,16 @@ func (q *Queue) AppendAsync(msgs []*Message, done func(error)) {
 
 // commitLoop is the single writer: it group-commits appends, persists
 // consumer cursors and deletes messages every consumer has acknowledged.
+// With Sync durability it hands each written batch to syncLoop, so that the
+// next batch is written while the previous one is being fsynced.
 func (q *Queue) commitLoop() {
 	defer close(q.stopped)
+	syncDone := make(chan struct{})
+	if q.opts.Durability == Sync {
+		go q.syncLoop(syncDone)
+	} else {
+		close(syncDone)
+	}
 	var syncTick <-chan time.Time
 	if q.opts.Durability == Interval {
 		t := time.NewTicker(q.opts.SyncInterval)
@@ -262,6 +274,8 @@ func (q *Queue) commitLoop() {
 				break
 			}
 			q.commit(batch)
+			close(q.syncq)
+			<-syncDone
 			if err := q.db.Sync(); err != nil {
 				q.log.Error("queue: sync on close", "err", err)
 			}
@@ -291,6 +305,40 @@ func (q *Queue) commitLoop() {
 	}
 }
 
+// written is a committed batch of appends awaiting its fsync.
+type written struct {
+	batch []*request
+	next  uint64 // first seq after the batch
+}
+
+// syncLoop makes written batches durable: one fsync for every batch
+// written since the last one, then their acknowledgements, in order.
+func (q *Queue) syncLoop(done chan<- struct{}) {
+	defer close(done)
+	var ws []*written
+	for w := range q.syncq {
+		ws = append(ws[:0], w)
+	more:
+		for {
+			select {
+			case w, ok := <-q.syncq:
+				if !ok {
+					break more
+				}
+				ws = append(ws, w)
+			default:
+				break more
+			}
+		}
+		// Sync explicitly rather than with SyncWrites: it covers the value
+		// log too and, unlike Badger's own sync on write, reports failure.
+		err := q.sync()
+		for _, w := range ws {
+			q.finish(w.batch, w.next, err)
+		}
+	}
+}
+
 func (q *Queue) sync() error {
 	err := q.db.Sync()
 	q.mu.Lock()
@@ -303,10 +351,11 @@ func (q *Queue) sync() error {
 }
 
 // commit writes one batch of appends together with dirty cursors and due
-// deletions, and reports whether it wrote messages.
+// deletions, and reports whether it wrote messages. The batch's callbacks
+// run once it is durable: here, or in syncLoop.
 func (q *Queue) commit(batch []*request) bool {
 	q.mu.Lock()
-	first := q.next
+	first := q.assigned
 	seq := first
 	for _, r := range batch {
 		for _, m := range r.msgs {
@@ -325,47 +374,68 @@ func (q *Queue) commit(batch []*request) bool {
 		return false
 	}
 	err := q.write(batch, first, seq, cursors, trimFrom, trimTo)
-	if err == nil && seq > first && q.opts.Durability == Sync {
-		// Sync explicitly rather than with SyncWrites: it covers the value
-		// log too and, unlike Badger's own sync on write, reports failure.
-		err = q.sync()
-	}
 
 	q.mu.Lock()
 	if err != nil {
-		q.stats.Failed += seq - first
 		for _, c := range cursors {
 			c.dirty = true // retry with the next commit
 		}
 	} else {
-		q.next = seq
+		q.assigned = seq
 		if trimTo > trimFrom {
 			q.stats.Deleted += trimTo - trimFrom
 			q.oldest = trimTo
 		}
-		if seq > first {
-			q.stats.Appended += seq - first
-			q.stats.Commits++
-			if !q.closed {
-				close(q.arrived)
-				q.arrived = make(chan struct{})
-			}
-		}
 	}
 	moreTrim := err == nil && q.lowWaterLocked() > q.oldest
 	q.mu.Unlock()
+	if moreTrim {
+		q.nudge()
+	}
 
+	if err == nil && seq > first && q.opts.Durability == Sync {
+		// The caller reuses batch's array.
+		q.syncq <- &written{batch: append([]*request(nil), batch...), next: seq}
+		return true
+	}
+	q.finish(batch, seq, err)
+	return err == nil && seq > first
+}
+
+// finish publishes a batch to readers once it is durable (or has failed)
+// and calls its callbacks.
+func (q *Queue) finish(batch []*request, next uint64, err error) {
+	n := uint64(0)
+	for _, r := range batch {
+		n += uint64(len(r.msgs))
+	}
+	q.mu.Lock()
+	if err != nil {
+		q.stats.Failed += n
+	} else if n > 0 {
+		// A batch whose fsync failed may still be on disk; if a later one
+		// succeeds, readers see both: the device was told to resend, so
+		// that is a duplicate, never a loss.
+		q.next = max(q.next, next)
+		q.stats.Appended += n
+		q.stats.Commits++
+		if !q.closed {
+			close(q.arrived)
+			q.arrived = make(chan struct{})
+		}
+	}
+	trim := err == nil && q.lowWaterLocked() > q.oldest
+	q.mu.Unlock()
+	if trim {
+		q.nudge() // what no consumer holds can go
+	}
 	if err != nil {
 		err = fmt.Errorf("queue: append: %w", err)
-		q.log.Error("queue: commit failed", "messages", seq-first, "err", err)
+		q.log.Error("queue: commit failed", "messages", n, "err", err)
 	}
 	for _, r := range batch {
 		r.done(err)
 	}
-	if moreTrim {
-		q.nudge()
-	}
-	return err == nil && seq > first
 }
 
 func (q *Queue) write(batch []*request, first, next uint64, cursors []*Consumer, trimFrom, trimTo uint64) error {
