@@ -66,6 +66,7 @@ type Config struct {
 	ReconnectMin   time.Duration
 	ReconnectMax   time.Duration
 	SessionExpiry  time.Duration
+	MaxRate        int // messages per second forwarded at most; 0 for no cap
 	Forward        []Rule
 	Logger         *slog.Logger
 }
@@ -93,7 +94,8 @@ type Bridge struct {
 	sess *trackedSession
 
 	// Owned by the Run goroutine.
-	buf []*queue.Message // read from the queue, not yet handed to the upstream
+	buf    []*queue.Message // read from the queue, not yet handed to the upstream
+	nextAt time.Time        // with MaxRate, when the next message may go
 
 	mu      sync.Mutex
 	window  chan struct{} // one token per message in flight
@@ -309,6 +311,9 @@ func (b *Bridge) forward(ctx context.Context, cli *paho.Client) error {
 			b.buf = b.buf[1:]
 			continue
 		}
+		if err := b.pace(ctx); err != nil {
+			return err
+		}
 		window, abandon := b.current()
 		select {
 		case window <- struct{}{}:
@@ -337,6 +342,28 @@ func (b *Bridge) forward(ctx context.Context, cli *paho.Client) error {
 			return err
 		}
 	}
+}
+
+// pace holds the forwarding loop to MaxRate messages per second. Pacing
+// the single ordered loop keeps the order: live messages wait behind the
+// backlog rather than overtaking it. Up to a tenth of a second's worth may
+// go in a burst after an idle spell.
+func (b *Bridge) pace(ctx context.Context) error {
+	if b.cfg.MaxRate <= 0 {
+		return nil
+	}
+	interval := time.Second / time.Duration(b.cfg.MaxRate)
+	now := time.Now()
+	if floor := now.Add(-100 * time.Millisecond); b.nextAt.Before(floor) {
+		b.nextAt = floor
+	}
+	if wait := b.nextAt.Sub(now); wait > 0 {
+		if !sleep(ctx, wait) {
+			return context.Cause(ctx)
+		}
+	}
+	b.nextAt = b.nextAt.Add(interval)
+	return nil
 }
 
 // route applies the forward rules: the first that matches wins. It returns

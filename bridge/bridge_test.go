@@ -232,3 +232,20 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// TestMaxRate: a backlog drains no faster than max_rate allows (the lower
+// bound on time is exact; nothing here depends on the machine's speed).
+func TestMaxRate(t *testing.T) {
+	up := mqtttest.StartMochi(t, "127.0.0.1:0", nil)
+	r := startBridge(t, up.Addr, []Rule{{Filter: "#", QoS: 1}}, func(c *Config) { c.MaxRate = 200 })
+	want := seqPayloads("r", 100)
+	start := time.Now()
+	r.publish(t, "t", want...)
+	got := up.WaitDistinct(t, len(want), 20*time.Second)
+	elapsed := time.Since(start)
+	checkInOrder(t, got, want)
+	// 99 intervals at 200/s, less a 0.1 s burst allowance: at least 0.395 s.
+	if elapsed < 380*time.Millisecond {
+		t.Fatalf("100 messages forwarded in %v: faster than max_rate 200/s", elapsed)
+	}
+}

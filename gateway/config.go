@@ -56,6 +56,21 @@ type BrokerConfig struct {
 type QueueConfig struct {
 	Durability   string   `toml:"durability"`    // "sync" (default) or "interval"
 	SyncInterval Duration `toml:"sync_interval"` // default 100ms; > 0 and <= 10s; used with "interval"
+	// MaxBytes is the disk budget for queued messages, default 1 GiB; "0"
+	// means no budget (only min_free applies).
+	MaxBytes Size `toml:"max_bytes"`
+	// OnFull is what happens at max_bytes: "drop-oldest" (default) deletes
+	// the oldest messages, counted per bridge; "reject" refuses new ones.
+	OnFull string `toml:"on_full"`
+	// MinFree is the free space to keep on the data directory's
+	// filesystem: below it new messages are refused. Default 64 MiB.
+	MinFree Size `toml:"min_free"`
+	// MaxAge deletes messages older than this even if not yet forwarded;
+	// default "0s" (off).
+	MaxAge Duration `toml:"max_age"`
+	// KeepLocal keeps messages no bridge needs any more for this long;
+	// default "0s" (deleted at once).
+	KeepLocal Duration `toml:"keep_local"`
 }
 
 // BridgeConfig is one upstream MQTT 5 broker that local messages are
@@ -69,6 +84,9 @@ type BridgeConfig struct {
 	URLs []string `toml:"urls"`
 	// ClientID defaults to "ralph-<hostname>-<name>".
 	ClientID string `toml:"client_id"`
+	// MaxRate caps forwarding in messages per second, 0 (default) for no
+	// cap: a backlog drained after an outage does not swamp a metered link.
+	MaxRate int `toml:"max_rate"`
 	// MaxInflight is the number of QoS>0 publishes awaiting acknowledgement
 	// from upstream; default 32, allowed 1..65535.
 	MaxInflight    int      `toml:"max_inflight"`
@@ -243,6 +261,9 @@ func defaults() *Config {
 		Queue: QueueConfig{
 			Durability:   "sync",
 			SyncInterval: Duration{100 * time.Millisecond},
+			MaxBytes:     giB,
+			OnFull:       "drop-oldest",
+			MinFree:      64 * miB,
 		},
 	}
 }
@@ -671,6 +692,23 @@ func (p *configParser) validate(cfg *Config) error {
 		return p.errorf(root.key("queue", "sync_interval"), "%s is out of range (allowed: more than 0s, at most %s)",
 			formatDuration(d), formatDuration(maxSyncInterval))
 	}
+	if s := cfg.Queue.MaxBytes; s != 0 && s < miB {
+		return p.errorf(root.key("queue", "max_bytes"), "%s is too small (allowed: 0 for no budget, or at least %s)", formatSize(s), formatSize(miB))
+	}
+	if err := p.oneOf(root.key("queue", "on_full"), cfg.Queue.OnFull, "drop-oldest", "reject"); err != nil {
+		return err
+	}
+	if s := cfg.Queue.MinFree; s < 0 {
+		return p.errorf(root.key("queue", "min_free"), "must not be negative")
+	}
+	for _, d := range []struct {
+		key string
+		v   time.Duration
+	}{{"max_age", cfg.Queue.MaxAge.Duration}, {"keep_local", cfg.Queue.KeepLocal.Duration}} {
+		if d.v < 0 {
+			return p.errorf(root.key("queue", d.key), "%s is negative (use \"0s\" for off)", formatDuration(d.v))
+		}
+	}
 	firstName := map[string]int{} // bridge name → index of its first bridge
 	for i := range cfg.Bridges {
 		if err := p.validateBridge(&cfg.Bridges[i], root.key("bridge").index(i), firstName); err != nil {
@@ -790,6 +828,9 @@ func (p *configParser) validateBridge(b *BridgeConfig, bp keyPath, firstName map
 	}
 	if n := b.MaxInflight; n < 1 || n > 65535 {
 		return p.errorf(bp.key("max_inflight"), "%d is out of range (allowed 1 .. 65535)", n)
+	}
+	if r := b.MaxRate; r < 0 {
+		return p.errorf(bp.key("max_rate"), "%d must be 0 (no cap) or a positive number of messages per second", r)
 	}
 	if d := b.KeepAlive.Duration; d < time.Second || d > maxKeepAlive {
 		return p.errorf(bp.key("keepalive"), "%s is out of range (allowed 1s .. %s)", formatDuration(d), formatDuration(maxKeepAlive))

@@ -30,7 +30,8 @@ func TestDefaultConfig(t *testing.T) {
 			MaxPacketSize:  256 * 1024,
 			ReceiveMaximum: 256,
 		},
-		Queue: QueueConfig{Durability: "sync", SyncInterval: Duration{100 * time.Millisecond}},
+		Queue: QueueConfig{Durability: "sync", SyncInterval: Duration{100 * time.Millisecond},
+			MaxBytes: 1 << 30, OnFull: "drop-oldest", MinFree: 64 << 20},
 	}
 	if !reflect.DeepEqual(cfg, want) {
 		t.Errorf("DefaultConfig() = %+v, want %+v", cfg, want)
@@ -356,6 +357,14 @@ func TestParseConfigErrors(t *testing.T) {
 			`ralph.toml:2: broker.receive_maximum: 0 is out of range (allowed 1 .. 65535)`},
 		{"bad durability", doc(`data_dir = "d"`, ``, `[queue]`, `durability = "fast"`),
 			`ralph.toml:4: queue.durability: "fast" is not one of sync, interval`},
+		{"bad on_full", doc(`[queue]`, `on_full = "drop-newest"`),
+			`ralph.toml:2: queue.on_full: "drop-newest" is not one of drop-oldest, reject`},
+		{"tiny max_bytes", doc(`[queue]`, `max_bytes = "1KiB"`),
+			`ralph.toml:2: queue.max_bytes: 1KiB is too small (allowed: 0 for no budget, or at least 1MiB)`},
+		{"negative max_age", doc(`[queue]`, `max_age = "-1h"`),
+			`ralph.toml:2: queue.max_age: -1h is negative (use "0s" for off)`},
+		{"negative max_rate", doc(`[[bridge]]`, `name = "a"`, `urls = ["mqtt://x"]`, `max_rate = -5`, `[[bridge.forward]]`, `local = "#"`),
+			`ralph.toml:4: bridge[0].max_rate: -5 must be 0 (no cap) or a positive number of messages per second`},
 		{"sync_interval zero", doc(`[queue]`, `sync_interval = "0s"`),
 			`ralph.toml:2: queue.sync_interval: 0s is out of range (allowed: more than 0s, at most 10s)`},
 		{"sync_interval too long", doc(`[queue]`, `sync_interval = "1m"`),

@@ -39,10 +39,23 @@ func New(cfg *Config, log *slog.Logger) (*Gateway, error) {
 	if cfg.Queue.Durability == "interval" {
 		durability = queue.Interval
 	}
+	onFull := queue.DropOldest
+	if cfg.Queue.OnFull == "reject" {
+		onFull = queue.Reject
+	}
+	minFree := int64(cfg.Queue.MinFree)
+	if minFree == 0 {
+		minFree = -1 // "0" in the config means no check
+	}
 	q, err := queue.Open(queue.Options{
 		Dir:          dir,
 		Durability:   durability,
 		SyncInterval: cfg.Queue.SyncInterval.Duration,
+		MaxBytes:     int64(cfg.Queue.MaxBytes),
+		OnFull:       onFull,
+		MinFree:      minFree,
+		MaxAge:       cfg.Queue.MaxAge.Duration,
+		KeepLocal:    cfg.Queue.KeepLocal.Duration,
 		Logger:       log.With("component", "queue"),
 	})
 	if err != nil {
@@ -85,6 +98,7 @@ func bridgeConfig(bc BridgeConfig, log *slog.Logger) bridge.Config {
 		ReconnectMin:   bc.ReconnectMin.Duration,
 		ReconnectMax:   bc.ReconnectMax.Duration,
 		SessionExpiry:  bc.SessionExpiry.Duration,
+		MaxRate:        bc.MaxRate,
 		Logger:         log.With("component", "bridge"),
 	}
 	for _, s := range bc.URLs {

@@ -346,7 +346,10 @@ func (b *Broker) releaseOne(r *release) {
 // failure reason code; every other publisher is disconnected, so that it
 // resends once it reconnects. (mochi would acknowledge on any other path.)
 func (b *Broker) refuse(cl *mqtt.Client, pk packets.Packet, err error) {
-	code := packets.ErrUnspecifiedError
+	code, reason := packets.ErrUnspecifiedError, "message could not be stored"
+	if errors.Is(err, queue.ErrFull) {
+		code, reason = packets.ErrQuotaExceeded, "queue full"
+	}
 	b.log.Error("publish not stored: refusing it", "client", cl.ID, "topic", pk.TopicName, "qos", pk.FixedHeader.Qos, "err", err)
 	if cl.Closed() {
 		return
@@ -356,7 +359,7 @@ func (b *Broker) refuse(cl *mqtt.Client, pk packets.Packet, err error) {
 			FixedHeader: packets.FixedHeader{Type: packets.Puback},
 			PacketID:    pk.PacketID,
 			ReasonCode:  code.Code,
-			Properties:  packets.Properties{ReasonString: "message could not be stored"},
+			Properties:  packets.Properties{ReasonString: reason},
 		}
 		if cl.WritePacket(ack) == nil {
 			return

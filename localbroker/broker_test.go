@@ -45,9 +45,15 @@ type env struct {
 
 func start(t *testing.T, opts ...func(*Options)) *env {
 	t.Helper()
+	return startWithQueue(t, queue.Options{}, opts...)
+}
+
+func startWithQueue(t *testing.T, qo queue.Options, opts ...func(*Options)) *env {
+	t.Helper()
 	logs := new(logBuf)
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	q, err := queue.Open(queue.Options{Dir: t.TempDir(), Logger: log})
+	qo.Dir, qo.Logger = t.TempDir(), log
+	q, err := queue.Open(qo)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -286,5 +292,38 @@ func TestReceiveMaximumEnforced(t *testing.T) {
 	}
 	if got := e.b.Stats().OverReceiveMx; got != 1 {
 		t.Fatalf("OverReceiveMx = %d, want 1", got)
+	}
+}
+
+// TestQueueFullRefusesWithQuotaExceeded: with on_full = reject, a full
+// queue refuses publishes; an MQTT 5 QoS 1 publisher is told "quota
+// exceeded" (0x97) and stays connected, and what was stored is untouched.
+func TestQueueFullRefusesWithQuotaExceeded(t *testing.T) {
+	e := startWithQueue(t, queue.Options{MaxBytes: 600, OnFull: queue.Reject})
+	if _, err := e.q.Consumer("hold", queue.ConsumerOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	pub := mqtttest.Dial(t, e.addr, "pub", 5)
+	var ok, refused int
+	for i := 1; i <= 20; i++ {
+		pub.Publish(uint16(i), 1, "sensors/t", []byte(fmt.Sprintf("%03d", i)))
+		pk := pub.Read(5 * time.Second)
+		switch {
+		case pk.FixedHeader.Type == packets.Puback && pk.ReasonCode == 0:
+			if refused > 0 {
+				t.Fatalf("publish %d accepted after an earlier one was refused", i)
+			}
+			ok++
+		case pk.FixedHeader.Type == packets.Puback && pk.ReasonCode == packets.ErrQuotaExceeded.Code:
+			refused++
+		default:
+			t.Fatalf("publish %d: type %d reason %#x", i, pk.FixedHeader.Type, pk.ReasonCode)
+		}
+	}
+	if ok == 0 || refused == 0 {
+		t.Fatalf("%d accepted, %d refused: want some of each", ok, refused)
+	}
+	if s := e.q.Stats(); s.Appended != uint64(ok) || s.Rejected != uint64(refused) {
+		t.Fatalf("queue stats %+v: want %d appended, %d rejected", s, ok, refused)
 	}
 }

@@ -31,6 +31,8 @@ type Consumer struct {
 	acked     map[uint64]struct{} // acknowledged seqs above cursor
 	dirty     bool                // cursor changed since last persisted
 	removed   bool
+	dropped   uint64 // deleted before this consumer acknowledged them
+	unlogged  uint64 // dropped since the last log line
 }
 
 // ConsumerOptions tune a consumer.
@@ -241,6 +243,14 @@ func (c *Consumer) Backlog() uint64 {
 	c.q.mu.Lock()
 	defer c.q.mu.Unlock()
 	return c.q.next - c.cursor - uint64(len(c.acked))
+}
+
+// Dropped returns how many messages were deleted, since the queue was
+// opened, before this consumer acknowledged them (queue full or MaxAge).
+func (c *Consumer) Dropped() uint64 {
+	c.q.mu.Lock()
+	defer c.q.mu.Unlock()
+	return c.dropped
 }
 
 // Close unregisters the consumer: its cursor stays persisted, but it no

@@ -42,12 +42,45 @@ const (
 // ErrClosed is returned for operations on a closed queue.
 var ErrClosed = errors.New("queue: closed")
 
+// FullPolicy says what an append does when the queue is at MaxBytes.
+type FullPolicy int
+
+const (
+	// DropOldest deletes the oldest messages to make room, advancing the
+	// consumers that had not yet acknowledged them (counted per consumer).
+	DropOldest FullPolicy = iota
+	// Reject fails the append with ErrFull and touches nothing stored.
+	Reject
+)
+
+// ErrFull is returned for appends refused because the queue is at its
+// byte budget (with Reject) or the disk is nearly full (always).
+var ErrFull = errors.New("queue: full")
+
 // Options configure a Queue. Only Dir is required.
 type Options struct {
 	Dir          string
 	Durability   Durability
 	SyncInterval time.Duration // for Interval; default 100ms
-	Logger       *slog.Logger
+
+	// MaxBytes is the budget for stored messages (their keys and records);
+	// 0 means no budget. OnFull says what happens when an append would
+	// exceed it.
+	MaxBytes int64
+	OnFull   FullPolicy
+	// MinFree is the free space to leave on the data directory's
+	// filesystem: below it every append fails with ErrFull, whatever
+	// OnFull says, because Badger must not run out of space mid-write.
+	// Default 64 MiB; negative disables the check.
+	MinFree int64
+	// MaxAge deletes messages older than this even if unacknowledged
+	// (counted per consumer); 0 keeps them until acknowledged.
+	MaxAge time.Duration
+	// KeepLocal keeps messages that every consumer has acknowledged (or
+	// that no consumer wanted) for this long; 0 deletes them at once.
+	KeepLocal time.Duration
+
+	Logger *slog.Logger
 }
 
 // Key layout. Sequence numbers are big-endian so that key order is append order.
@@ -58,6 +91,7 @@ const (
 
 var keyNext = []byte("xnext")     // first sequence number not yet assigned
 var keyOldest = []byte("xoldest") // first sequence number not yet deleted
+var keyBytes = []byte("xbytes")   // bytes of stored messages
 
 func msgKey(seq uint64) []byte {
 	k := make([]byte, 9)
@@ -83,6 +117,7 @@ type Queue struct {
 	reqs    chan *request
 	syncq   chan *written // written batches awaiting fsync (Sync durability)
 	kick    chan struct{} // nudges the committer to persist cursors or trim
+	gcKick  chan struct{}
 	stop    chan struct{}
 	stopped chan struct{}
 
@@ -95,26 +130,35 @@ type Queue struct {
 	assigned       uint64      // first seq not yet written (owned by the committer)
 	next           uint64      // first seq not yet durable (readers may read below it)
 	oldest         uint64      // first seq not yet deleted
+	bytes          int64       // stored message bytes (keys and records)
+	diskLow        bool        // free space under MinFree at the last commit
+	lastFullLog    time.Time
 	consumers      map[string]*Consumer
 	arrived        chan struct{} // closed and replaced whenever next advances
 
 	stats Stats // guarded by mu
 }
 
-// Stats are counters about the queue since it was opened.
+// Stats are counters about the queue since it was opened, and its size.
 type Stats struct {
-	Appended uint64 // messages appended
-	Commits  uint64 // group commits that stored messages
-	Syncs    uint64 // fsyncs
-	Deleted  uint64 // messages deleted after every consumer acknowledged them
-	Failed   uint64 // appends that failed
-	Head     uint64 // next sequence number
-	Oldest   uint64 // oldest sequence number still stored
+	Appended    uint64 // messages appended
+	Commits     uint64 // group commits that stored messages
+	Syncs       uint64 // fsyncs
+	Deleted     uint64 // messages deleted after every consumer acknowledged them
+	DroppedFull uint64 // messages deleted unacknowledged to make room (DropOldest)
+	Expired     uint64 // messages deleted unacknowledged for MaxAge
+	Rejected    uint64 // appends refused with ErrFull
+	Failed      uint64 // appends that failed otherwise
+	Head        uint64 // next sequence number
+	Oldest      uint64 // oldest sequence number still stored
+	Bytes       int64  // stored message bytes
+	DiskLow     bool   // free space was under MinFree at the last commit
 }
 
 type request struct {
 	msgs []*Message
 	done func(error)
+	err  error // set when the request is refused
 }
 
 // Open opens (or creates) the queue in opts.Dir.
@@ -124,6 +168,9 @@ func Open(opts Options) (*Queue, error) {
 	}
 	if opts.SyncInterval <= 0 {
 		opts.SyncInterval = 100 * time.Millisecond
+	}
+	if opts.MinFree == 0 {
+		opts.MinFree = 64 << 20
 	}
 	db, err := badger.Open(badgerOptions(opts.Dir, opts.Logger))
 	if err != nil {
@@ -136,6 +183,7 @@ func Open(opts Options) (*Queue, error) {
 		reqs:      make(chan *request, maxBatchMsgs),
 		syncq:     make(chan *written, 64),
 		kick:      make(chan struct{}, 1),
+		gcKick:    make(chan struct{}, 1),
 		stop:      make(chan struct{}),
 		stopped:   make(chan struct{}),
 		consumers: make(map[string]*Consumer),
@@ -147,6 +195,7 @@ func Open(opts Options) (*Queue, error) {
 	}
 	q.assigned = q.next
 	go q.commitLoop()
+	go q.gcLoop()
 	return q, nil
 }
 
@@ -160,6 +209,11 @@ func (q *Queue) load() error {
 		if q.oldest, err = getUint64(txn, keyOldest); err != nil {
 			return err
 		}
+		b, err := getUint64(txn, keyBytes)
+		if err != nil {
+			return err
+		}
+		q.bytes = int64(b)
 		// keyNext is written in the same transaction as the messages, so the
 		// newest key can only be behind it; check in case of an older layout.
 		it := txn.NewIterator(badger.IteratorOptions{Reverse: true, PrefetchValues: false})
@@ -247,6 +301,13 @@ func (q *Queue) commitLoop() {
 		defer t.Stop()
 		syncTick = t.C
 	}
+	// Time alone makes messages due for deletion under MaxAge and KeepLocal.
+	var tick <-chan time.Time
+	if period := min(max(q.opts.MaxAge, q.opts.KeepLocal)/10, time.Minute); period > 0 {
+		t := time.NewTicker(max(period, time.Second))
+		defer t.Stop()
+		tick = t.C
+	}
 	unsynced := false
 	batch := make([]*request, 0, 64)
 	for {
@@ -255,6 +316,7 @@ func (q *Queue) commitLoop() {
 		case r := <-q.reqs:
 			batch = append(batch, r)
 		case <-q.kick:
+		case <-tick:
 		case <-syncTick:
 			if unsynced {
 				q.sync()
@@ -354,26 +416,46 @@ func (q *Queue) sync() error {
 // deletions, and reports whether it wrote messages. The batch's callbacks
 // run once it is durable: here, or in syncLoop.
 func (q *Queue) commit(batch []*request) bool {
-	q.mu.Lock()
-	first := q.assigned
-	seq := first
+	// Encode first: the budget is counted in encoded bytes.
+	var recs [][]byte
 	for _, r := range batch {
 		for _, m := range r.msgs {
-			m.Seq = seq
-			seq++
+			recs = append(recs, encodeMessage(nil, m))
 		}
 	}
+	now := time.Now()
+	q.mu.Lock()
 	cursors := q.dirtyCursorsLocked()
-	trimFrom, trimTo := q.oldest, q.lowWaterLocked()
-	if trimTo > trimFrom+maxTrimPerTxn {
-		trimTo = trimFrom + maxTrimPerTxn
-	}
+	trimTo := q.lowWaterLocked()
+	from, next, bytes := q.oldest, q.next, q.bytes
 	q.mu.Unlock()
+	q.checkDisk()
 
-	if seq == first && len(cursors) == 0 && trimTo <= trimFrom {
+	// What goes: acknowledged messages (held for KeepLocal), then expired
+	// ones (MaxAge), then, if appends need room, the oldest (DropOldest).
+	d := deletion{from: from, to: from}
+	if err := q.plan(&d, now, trimTo, next, batch, recs, bytes); err != nil {
+		q.log.Error("queue: planning deletions", "err", err)
+		d = deletion{from: from, to: from}
+	}
+
+	first := q.assigned
+	seq := first
+	i := 0
+	for _, r := range batch {
+		for _, m := range r.msgs {
+			if r.err == nil {
+				m.Seq = seq
+				seq++
+			}
+			i++
+		}
+	}
+	if seq == first && len(cursors) == 0 && d.to == d.from && !hasRefused(batch) {
 		return false
 	}
-	err := q.write(batch, first, seq, cursors, trimFrom, trimTo)
+	newBytes := bytes - d.bytes + d.added
+	err := q.write(batch, recs, first, seq, cursors, d, newBytes)
 
 	q.mu.Lock()
 	if err != nil {
@@ -382,10 +464,8 @@ func (q *Queue) commit(batch []*request) bool {
 		}
 	} else {
 		q.assigned = seq
-		if trimTo > trimFrom {
-			q.stats.Deleted += trimTo - trimFrom
-			q.oldest = trimTo
-		}
+		q.applyDeletionLocked(d, now)
+		q.bytes = newBytes
 	}
 	moreTrim := err == nil && q.lowWaterLocked() > q.oldest
 	q.mu.Unlock()
@@ -402,14 +482,28 @@ func (q *Queue) commit(batch []*request) bool {
 	return err == nil && seq > first
 }
 
+func hasRefused(batch []*request) bool {
+	for _, r := range batch {
+		if r.err != nil {
+			return true
+		}
+	}
+	return false
+}
+
 // finish publishes a batch to readers once it is durable (or has failed)
 // and calls its callbacks.
 func (q *Queue) finish(batch []*request, next uint64, err error) {
-	n := uint64(0)
+	var n, refused uint64
 	for _, r := range batch {
-		n += uint64(len(r.msgs))
+		if r.err != nil {
+			refused += uint64(len(r.msgs))
+		} else {
+			n += uint64(len(r.msgs))
+		}
 	}
 	q.mu.Lock()
+	q.stats.Rejected += refused
 	if err != nil {
 		q.stats.Failed += n
 	} else if n > 0 {
@@ -434,21 +528,26 @@ func (q *Queue) finish(batch []*request, next uint64, err error) {
 		q.log.Error("queue: commit failed", "messages", n, "err", err)
 	}
 	for _, r := range batch {
-		r.done(err)
+		if r.err != nil {
+			r.done(r.err)
+		} else {
+			r.done(err)
+		}
 	}
 }
 
-func (q *Queue) write(batch []*request, first, next uint64, cursors []*Consumer, trimFrom, trimTo uint64) error {
+func (q *Queue) write(batch []*request, recs [][]byte, first, next uint64, cursors []*Consumer, d deletion, bytes int64) error {
 	txn := q.db.NewTransaction(true)
 	defer txn.Discard()
-	var buf []byte
+	i := 0
 	for _, r := range batch {
 		for _, m := range r.msgs {
-			buf = encodeMessage(buf[:0], m)
-			// Badger keeps a reference to the value until commit.
-			if err := txn.Set(msgKey(m.Seq), append([]byte(nil), buf...)); err != nil {
-				return err
+			if r.err == nil {
+				if err := txn.Set(msgKey(m.Seq), recs[i]); err != nil {
+					return err
+				}
 			}
+			i++
 		}
 	}
 	if next > first {
@@ -465,13 +564,18 @@ func (q *Queue) write(batch []*request, first, next uint64, cursors []*Consumer,
 			return err
 		}
 	}
-	if trimTo > trimFrom {
-		for s := trimFrom; s < trimTo; s++ {
+	if d.to > d.from {
+		for s := d.from; s < d.to; s++ {
 			if err := txn.Delete(msgKey(s)); err != nil {
 				return err
 			}
 		}
-		if err := txn.Set(keyOldest, uint64Bytes(trimTo)); err != nil {
+		if err := txn.Set(keyOldest, uint64Bytes(d.to)); err != nil {
+			return err
+		}
+	}
+	if d.to > d.from || next > first {
+		if err := txn.Set(keyBytes, uint64Bytes(uint64(max(bytes, 0)))); err != nil {
 			return err
 		}
 	}
@@ -515,7 +619,7 @@ func (q *Queue) Stats() Stats {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	s := q.stats
-	s.Head, s.Oldest = q.next, q.oldest
+	s.Head, s.Oldest, s.Bytes, s.DiskLow = q.next, q.oldest, q.bytes, q.diskLow
 	return s
 }
 

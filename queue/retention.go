@@ -1,0 +1,227 @@
+package queue
+
+import (
+	"encoding/binary"
+	"syscall"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+)
+
+// deletion is what one commit deletes from the front of the log, in three
+// consecutive ranges: [from, ackedTo) acknowledged by every consumer,
+// [ackedTo, expiredTo) older than MaxAge, [expiredTo, to) dropped to make
+// room for appends.
+type deletion struct {
+	from, ackedTo, expiredTo, to uint64
+	bytes                        int64 // size of what is deleted
+	added                        int64 // size of the appends accepted
+}
+
+// recordSize is what a message counts against MaxBytes.
+func recordSize(rec []byte) int64 { return int64(len(rec)) + 9 }
+
+// plan decides the deletions and which requests in batch are refused.
+// Only the committer deletes, so it may read the log's front unlocked.
+func (q *Queue) plan(d *deletion, now time.Time, lowWater, durable uint64, batch []*request, recs [][]byte, bytes int64) error {
+	txn := q.db.NewTransaction(false)
+	defer txn.Discard()
+	it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{prefixMsg}})
+	defer it.Close()
+	it.Seek(msgKey(d.from))
+
+	// cur reads the message under the iterator; arrived only when asked.
+	cur := func(withAge bool) (seq uint64, size int64, arrived time.Time, ok bool) {
+		if !it.Valid() {
+			return 0, 0, time.Time{}, false
+		}
+		item := it.Item()
+		seq = binary.BigEndian.Uint64(item.Key()[1:])
+		size = item.ValueSize() + 9
+		if withAge {
+			err := item.Value(func(b []byte) error {
+				arrived = decodeArrived(b)
+				return nil
+			})
+			if err != nil {
+				return 0, 0, time.Time{}, false
+			}
+		}
+		return seq, size, arrived, true
+	}
+	take := func(seq uint64, size int64) {
+		d.to = seq + 1
+		d.bytes += size
+		it.Next()
+	}
+
+	budget := maxTrimPerTxn
+	for ; budget > 0; budget-- {
+		seq, size, arrived, ok := cur(q.opts.KeepLocal > 0)
+		if !ok || seq >= lowWater || (q.opts.KeepLocal > 0 && now.Sub(arrived) < q.opts.KeepLocal) {
+			break
+		}
+		take(seq, size)
+	}
+	d.ackedTo = d.to
+	if q.opts.MaxAge > 0 {
+		for ; budget > 0; budget-- {
+			seq, size, arrived, ok := cur(true)
+			if !ok || seq >= durable || now.Sub(arrived) < q.opts.MaxAge {
+				break
+			}
+			take(seq, size)
+		}
+	}
+	d.expiredTo = d.to
+
+	i := 0
+	for _, r := range batch {
+		need := int64(0)
+		for range r.msgs {
+			need += recordSize(recs[i])
+			i++
+		}
+		switch {
+		case q.diskLow:
+			r.err = ErrFull
+		case q.opts.MaxBytes <= 0:
+			d.added += need
+		default:
+			for bytes-d.bytes+d.added+need > q.opts.MaxBytes && q.opts.OnFull == DropOldest {
+				// Only durable messages may go: younger ones are not yet
+				// acknowledged to their publishers.
+				seq, size, _, ok := cur(false)
+				if !ok || seq >= durable {
+					break
+				}
+				take(seq, size)
+			}
+			if bytes-d.bytes+d.added+need > q.opts.MaxBytes {
+				r.err = ErrFull
+			} else {
+				d.added += need
+			}
+		}
+	}
+	return nil
+}
+
+// decodeArrived reads the arrival time from the front of a record.
+func decodeArrived(b []byte) time.Time {
+	if len(b) < 3 || b[0] != recordVersion {
+		return time.Time{}
+	}
+	v, n := binary.Uvarint(b[2:])
+	if n <= 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, int64(v))
+}
+
+// applyDeletionLocked moves the front of the log past a committed
+// deletion: consumers that had not acknowledged what was deleted skip it,
+// and the loss is counted and logged (at most every logEvery).
+func (q *Queue) applyDeletionLocked(d deletion, now time.Time) {
+	if d.to <= d.from {
+		return
+	}
+	q.oldest = d.to
+	q.stats.Deleted += d.ackedTo - d.from
+	q.stats.Expired += d.expiredTo - d.ackedTo
+	q.stats.DroppedFull += d.to - d.expiredTo
+	if d.to-d.from >= gcAfterDeletes {
+		q.kickGC()
+	}
+	for _, c := range q.consumers {
+		if c.cursor >= d.to {
+			continue
+		}
+		lost := d.to - c.cursor
+		for s := range c.acked {
+			if s < d.to {
+				delete(c.acked, s)
+				lost--
+			}
+		}
+		c.dropped += lost
+		c.unlogged += lost
+		c.cursor = d.to
+		c.readPos = max(c.readPos, d.to)
+		c.dirty = true
+	}
+	if now.Sub(q.lastFullLog) < logEvery {
+		return
+	}
+	for _, c := range q.consumers {
+		if c.unlogged == 0 {
+			continue
+		}
+		reason := "queue full"
+		if q.opts.MaxAge > 0 && d.expiredTo > d.ackedTo {
+			reason = "older than max_age or queue full"
+		}
+		q.log.Warn("queue: dropped unforwarded messages", "consumer", c.name, "dropped", c.unlogged,
+			"reason", reason, "bytes", q.bytes, "max_bytes", q.opts.MaxBytes)
+		c.unlogged = 0
+	}
+	q.lastFullLog = now
+}
+
+const (
+	logEvery       = 10 * time.Second
+	gcAfterDeletes = 50_000
+	gcEvery        = 5 * time.Minute
+)
+
+// checkDisk refreshes diskLow from the filesystem's free space and logs
+// the transitions.
+func (q *Queue) checkDisk() {
+	if q.opts.MinFree < 0 {
+		return
+	}
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(q.opts.Dir, &st); err != nil {
+		return
+	}
+	free := int64(st.Bavail) * int64(st.Bsize)
+	low := free < q.opts.MinFree
+	q.mu.Lock()
+	was := q.diskLow
+	q.diskLow = low
+	q.mu.Unlock()
+	switch {
+	case low && !was:
+		q.log.Error("queue: disk nearly full: refusing new messages", "dir", q.opts.Dir, "free", free, "min_free", q.opts.MinFree)
+	case !low && was:
+		q.log.Info("queue: disk space back: accepting messages again", "dir", q.opts.Dir, "free", free)
+	}
+}
+
+func (q *Queue) kickGC() {
+	select {
+	case q.gcKick <- struct{}{}:
+	default:
+	}
+}
+
+// gcLoop reclaims value-log space. Messages under the value threshold
+// live in the LSM tree and are reclaimed by compaction; larger ones sit in
+// value-log files that only GC rewrites.
+func (q *Queue) gcLoop() {
+	t := time.NewTicker(gcEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-q.stop:
+			return
+		case <-t.C:
+		case <-q.gcKick:
+		}
+		for range 16 {
+			if q.db.RunValueLogGC(0.5) != nil {
+				break
+			}
+		}
+	}
+}

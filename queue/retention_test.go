@@ -1,0 +1,146 @@
+package queue
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"testing"
+	"time"
+)
+
+// sizeOf is what one test message counts against MaxBytes.
+func sizeOf(m *Message) int64 { return recordSize(encodeMessage(nil, m)) }
+
+func payloadsOf(msgs []*Message) []string {
+	var out []string
+	for _, m := range msgs {
+		out = append(out, string(m.Payload))
+	}
+	return out
+}
+
+func TestFullDropOldest(t *testing.T) {
+	per := sizeOf(msg("t", "00"))
+	q := openTest(t, t.TempDir(), func(o *Options) { o.MaxBytes = 10 * per; o.OnFull = DropOldest })
+	defer q.Close()
+	c, _ := q.Consumer("up", ConsumerOptions{})
+	for i := range 25 {
+		if err := q.Append(context.Background(), msg("t", fmt.Sprintf("%02d", i))); err != nil {
+			t.Fatalf("append %d: %v", i, err)
+		}
+	}
+	got := payloadsOf(readN(t, c, 10))
+	if fmt.Sprint(got) != "[15 16 17 18 19 20 21 22 23 24]" {
+		t.Fatalf("after dropping, consumer read %v, want the newest ten", got)
+	}
+	if c.Dropped() != 15 {
+		t.Fatalf("consumer dropped %d, want 15", c.Dropped())
+	}
+	s := q.Stats()
+	if s.DroppedFull != 15 || s.Bytes != 10*per || s.Rejected != 0 {
+		t.Fatalf("stats %+v: want 15 dropped, %d bytes, none rejected", s, 10*per)
+	}
+}
+
+func TestFullReject(t *testing.T) {
+	per := sizeOf(msg("t", "00"))
+	dir := t.TempDir()
+	q := openTest(t, dir, func(o *Options) { o.MaxBytes = 10 * per; o.OnFull = Reject })
+	c, _ := q.Consumer("up", ConsumerOptions{})
+	var refused int
+	for i := range 25 {
+		err := q.Append(context.Background(), msg("t", fmt.Sprintf("%02d", i)))
+		switch {
+		case errors.Is(err, ErrFull):
+			refused++
+		case err != nil:
+			t.Fatal(err)
+		}
+	}
+	if refused != 15 {
+		t.Fatalf("%d appends refused, want 15", refused)
+	}
+	got := payloadsOf(readN(t, c, 10))
+	if fmt.Sprint(got) != "[00 01 02 03 04 05 06 07 08 09]" {
+		t.Fatalf("consumer read %v, want the first ten untouched", got)
+	}
+	// Acknowledging makes room again.
+	c.Rewind()
+	for _, m := range readN(t, c, 5) {
+		c.Ack(m.Seq)
+	}
+	waitFor(t, "acknowledged messages deleted", func() bool { return q.Stats().Bytes == 5*per })
+	if err := q.Append(context.Background(), msg("t", "25")); err != nil {
+		t.Fatalf("append after acks freed room: %v", err)
+	}
+	q.Close()
+
+	// The byte count survives a restart: the budget still holds.
+	q = openTest(t, dir, func(o *Options) { o.MaxBytes = 10 * per; o.OnFull = Reject })
+	defer q.Close()
+	if _, err := q.Consumer("up", ConsumerOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if got := q.Stats().Bytes; got != 6*per {
+		t.Fatalf("bytes after reopen %d, want %d", got, 6*per)
+	}
+	for i := range 4 {
+		if err := q.Append(context.Background(), msg("t", strconv.Itoa(30+i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := q.Append(context.Background(), msg("t", "99")); !errors.Is(err, ErrFull) {
+		t.Fatalf("append beyond the budget after reopen: %v, want ErrFull", err)
+	}
+}
+
+func TestMaxAge(t *testing.T) {
+	q := openTest(t, t.TempDir(), func(o *Options) { o.MaxAge = time.Hour })
+	defer q.Close()
+	c, _ := q.Consumer("up", ConsumerOptions{})
+	old := time.Now().Add(-2 * time.Hour)
+	for i := range 3 {
+		m := msg("t", "old"+strconv.Itoa(i))
+		m.Arrived = old
+		q.Append(context.Background(), m)
+	}
+	q.Append(context.Background(), msg("t", "new"))
+	// The next commit deletes what is older than MaxAge.
+	q.Append(context.Background(), msg("t", "newer"))
+	waitFor(t, "expiry", func() bool { return q.Stats().Expired == 3 })
+	got := payloadsOf(readN(t, c, 2))
+	if fmt.Sprint(got) != "[new newer]" {
+		t.Fatalf("read %v, want [new newer]", got)
+	}
+	if c.Dropped() != 3 {
+		t.Fatalf("consumer dropped %d, want 3", c.Dropped())
+	}
+}
+
+func TestKeepLocal(t *testing.T) {
+	q := openTest(t, t.TempDir(), func(o *Options) { o.KeepLocal = time.Hour })
+	defer q.Close()
+	old := msg("t", "old")
+	old.Arrived = time.Now().Add(-2 * time.Hour)
+	q.Append(context.Background(), old)
+	q.Append(context.Background(), msg("t", "recent"))
+	// No consumer wants either: the old one goes, the recent one stays.
+	waitFor(t, "old message released", func() bool { return q.Stats().Deleted == 1 })
+	if s := q.Stats(); s.Oldest != s.Head-1 {
+		t.Fatalf("oldest %d head %d: want exactly one message kept", s.Oldest, s.Head)
+	}
+}
+
+func TestDiskLowRefusesAppends(t *testing.T) {
+	// Ask for more free space than any test machine has.
+	q := openTest(t, t.TempDir(), func(o *Options) { o.MinFree = 1 << 60 })
+	defer q.Close()
+	err := q.Append(context.Background(), msg("t", "x"))
+	if !errors.Is(err, ErrFull) {
+		t.Fatalf("append with the disk 'full': %v, want ErrFull", err)
+	}
+	if s := q.Stats(); !s.DiskLow || s.Rejected != 1 || s.Appended != 0 {
+		t.Fatalf("stats %+v: want DiskLow, 1 rejected, 0 appended", s)
+	}
+}
