@@ -27,7 +27,9 @@ func badgerOptions(dir string, log *slog.Logger) badger.Options {
 		WithNumMemtables(2).
 		WithNumLevelZeroTables(2).
 		WithNumLevelZeroTablesStall(8).
-		WithBaseTableSize(2 << 20).
+		// Compaction keeps a pool of table builders, each holding twice
+		// its table's size: small tables keep that pool to a few MB.
+		WithBaseTableSize(512 << 10).
 		// No compression: queued messages are short-lived and sensor
 		// payloads compress poorly, while Snappy's table-building buffers
 		// cost over 20 MB of heap during flushes. Without compression no

@@ -132,6 +132,7 @@ type Queue struct {
 	oldest         uint64      // first seq not yet deleted
 	bytes          int64       // stored message bytes (keys and records)
 	diskLow        bool        // free space under MinFree at the last commit
+	sinceReclaim   uint64      // messages deleted since the log was last empty and reclaimed
 	lastFullLog    time.Time
 	consumers      map[string]*Consumer
 	arrived        chan struct{} // closed and replaced whenever next advances
@@ -148,6 +149,7 @@ type Stats struct {
 	DroppedFull uint64 // messages deleted unacknowledged to make room (DropOldest)
 	Expired     uint64 // messages deleted unacknowledged for MaxAge
 	Rejected    uint64 // appends refused with ErrFull
+	Reclaims    uint64 // times the space of a drained backlog was given back
 	Failed      uint64 // appends that failed otherwise
 	Head        uint64 // next sequence number
 	Oldest      uint64 // oldest sequence number still stored
@@ -468,9 +470,16 @@ func (q *Queue) commit(batch []*request) bool {
 		q.bytes = newBytes
 	}
 	moreTrim := err == nil && q.lowWaterLocked() > q.oldest
+	reclaim := err == nil && q.oldest == q.assigned && q.sinceReclaim >= reclaimAfter
+	if reclaim {
+		q.sinceReclaim = 0
+	}
 	q.mu.Unlock()
 	if moreTrim {
 		q.nudge()
+	}
+	if reclaim {
+		q.reclaim()
 	}
 
 	if err == nil && seq > first && q.opts.Durability == Sync {

@@ -130,6 +130,7 @@ func (q *Queue) applyDeletionLocked(d deletion, now time.Time) {
 	q.stats.Deleted += d.ackedTo - d.from
 	q.stats.Expired += d.expiredTo - d.ackedTo
 	q.stats.DroppedFull += d.to - d.expiredTo
+	q.sinceReclaim += d.to - d.from
 	if d.to-d.from >= gcAfterDeletes {
 		q.kickGC()
 	}
@@ -169,6 +170,7 @@ func (q *Queue) applyDeletionLocked(d deletion, now time.Time) {
 }
 
 const (
+	reclaimAfter   = 100_000
 	logEvery       = 10 * time.Second
 	gcAfterDeletes = 50_000
 	gcEvery        = 5 * time.Minute
@@ -224,4 +226,27 @@ func (q *Queue) gcLoop() {
 			}
 		}
 	}
+}
+
+// reclaim gives back the disk space of a large backlog once it is gone.
+// Deleted keys otherwise hold their space until compaction pushes them to
+// the last level, which for a drained backlog may be never. It runs on the
+// committer, with the log empty: nothing can be appended meanwhile.
+func (q *Queue) reclaim() {
+	start := time.Now()
+	// DropPrefix does nothing unless a live key has the prefix, and every
+	// message key is deleted by now: give it one (seq 0 is never used).
+	err := q.db.Update(func(txn *badger.Txn) error { return txn.Set(msgKey(0), nil) })
+	if err == nil {
+		err = q.db.DropPrefix([]byte{prefixMsg})
+	}
+	if err != nil {
+		q.log.Warn("queue: reclaiming space of deleted messages", "err", err)
+		return
+	}
+	q.mu.Lock()
+	q.stats.Reclaims++
+	q.mu.Unlock()
+	q.log.Info("queue: reclaimed the space of delivered messages", "took", time.Since(start).Round(time.Millisecond))
+	q.kickGC()
 }

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strconv"
 	"testing"
 	"time"
@@ -143,4 +145,61 @@ func TestDiskLowRefusesAppends(t *testing.T) {
 	if s := q.Stats(); !s.DiskLow || s.Rejected != 1 || s.Appended != 0 {
 		t.Fatalf("stats %+v: want DiskLow, 1 rejected, 0 appended", s)
 	}
+}
+
+// TestReclaimAfterDrain: once a large backlog is delivered and deleted,
+// its disk space comes back (deleted keys alone would hold it until a
+// compaction that may never come).
+func TestReclaimAfterDrain(t *testing.T) {
+	dir := t.TempDir()
+	q := openTest(t, dir)
+	defer q.Close()
+	c, _ := q.Consumer("up", ConsumerOptions{})
+	payload := make([]byte, 64)
+	const n = reclaimAfter + 1000
+	for i := 0; i < n; i += 1000 {
+		batch := make([]*Message, 1000)
+		for j := range batch {
+			batch[j] = &Message{Topic: "t", Payload: payload, QoS: 1, Arrived: time.Now()}
+		}
+		if err := q.Append(context.Background(), batch...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	full := sstBytes(t, dir)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	for done := 0; done < n; {
+		msgs, err := c.Read(ctx, 4096)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range msgs {
+			c.Ack(m.Seq)
+		}
+		done += len(msgs)
+	}
+	waitFor(t, "space reclaimed", func() bool { return q.Stats().Reclaims == 1 })
+	if after := sstBytes(t, dir); after > full/10 {
+		t.Fatalf("tables hold %d bytes after the drain, %d with the backlog: space not reclaimed", after, full)
+	}
+	// The queue goes on working.
+	if err := q.Append(context.Background(), msg("t", "after")); err != nil {
+		t.Fatal(err)
+	}
+	if m := readN(t, c, 1)[0]; string(m.Payload) != "after" {
+		t.Fatalf("read %q after reclaim", m.Payload)
+	}
+}
+
+func sstBytes(t *testing.T, dir string) int64 {
+	t.Helper()
+	var n int64
+	files, _ := filepath.Glob(filepath.Join(dir, "*.sst"))
+	for _, f := range files {
+		if st, err := os.Stat(f); err == nil {
+			n += st.Size()
+		}
+	}
+	return n
 }

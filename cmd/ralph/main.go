@@ -20,6 +20,10 @@ import (
 	"github.com/ralph-gateway/ralph/gateway"
 )
 
+// defaultMemoryLimit is the Go heap's soft limit unless GOMEMLIMIT says
+// otherwise.
+const defaultMemoryLimit = 80 << 20
+
 // version is set at build time with -ldflags "-X main.version=...".
 var version = ""
 
@@ -108,6 +112,11 @@ func runGateway(args []string, stderr io.Writer) int {
 	}
 	log := newLogger(cfg.Log, stderr)
 	log.Info("starting ralph", "version", versionString(), "config", path)
+	if os.Getenv("GOMEMLIMIT") == "" {
+		// A soft heap limit for a 512 MB board: the garbage collector
+		// works harder near it instead of letting the heap double.
+		debug.SetMemoryLimit(defaultMemoryLimit)
+	}
 	g, err := gateway.New(cfg, log)
 	if err != nil {
 		log.Error("cannot start", "err", err)
