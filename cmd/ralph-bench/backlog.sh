@@ -49,12 +49,15 @@ CONF
 now_ms() { date +%s%3N; }
 wait_port() { until (echo > /dev/tcp/127.0.0.1/$1) 2>/dev/null; do sleep 0.005; done; }
 mib() { awk '{printf "%.1f MiB", $1/1048576}'; }
-hwm() { awk '/VmHWM/ {printf "%.1f MiB", $2/1024}' /proc/$1/status; }
+# Peak RSS, and the current split between heap (anonymous) and mapped
+# database files (file-backed pages the kernel can drop under pressure).
+hwm() { awk '/VmHWM|RssAnon|RssFile/ {printf "%s %.1f MiB  ", $1, $2/1024}' /proc/$1/status; }
 
 echo "== ingest: $N x 64 B QoS 1 from $PUBS publishers, upstream down"
 "$work/ralph" run --config "$work/ralph.toml" 2> "$work/ralph1.log" & echo $! > "$work/ralph.pid"
 wait_port $RPORT
 "$work/rb" -broker 127.0.0.1:$RPORT -publishers $PUBS -messages $((N / PUBS)) -qos 1 -inflight 32 -pid "$(cat "$work/ralph.pid")" | grep -E 'throughput|ack latency|rss'
+echo "ralph memory after ingest: $(hwm "$(cat "$work/ralph.pid")")"
 written=$(awk '$1 == "write_bytes:" {print $2}' /proc/"$(cat "$work/ralph.pid")"/io)
 echo "disk written per message: $((written / N)) bytes"
 kill -TERM "$(cat "$work/ralph.pid")"; wait "$(cat "$work/ralph.pid")" || true
@@ -71,7 +74,7 @@ wait_port $RPORT
 echo "restart to accepting connections: $(( $(now_ms) - t0 )) ms"
 wait "$(cat "$work/sub.pid")" || true
 grep -E 'received|integrity|throughput' "$work/drain.out"
-echo "ralph peak RSS (restart + drain): $(hwm "$(cat "$work/ralph.pid")")"
+echo "ralph memory after restart + drain: $(hwm "$(cat "$work/ralph.pid")")"
 sleep 5 # let deletions commit and compaction run
 grep -E "reclaim" "$work/ralph2.log" || true
 kill -TERM "$(cat "$work/ralph.pid")"; wait "$(cat "$work/ralph.pid")" || true
