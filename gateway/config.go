@@ -27,7 +27,16 @@ type Config struct {
 	Log     LogConfig      `toml:"log"`
 	Broker  BrokerConfig   `toml:"broker"`
 	Queue   QueueConfig    `toml:"queue"`
+	HTTP    HTTPConfig     `toml:"http"`
 	Bridges []BridgeConfig `toml:"bridge"`
+}
+
+// HTTPConfig configures the local HTTP endpoint: /healthz, /metrics
+// (Prometheus) and /status, which `ralph status` reads.
+type HTTPConfig struct {
+	// Listen is a host:port, default "127.0.0.1:9883"; "" turns the
+	// endpoint off. It has no authentication: keep it on loopback.
+	Listen string `toml:"listen"`
 }
 
 // LogConfig selects how much Ralph logs and in which format.
@@ -110,6 +119,12 @@ type ForwardRule struct {
 	RemotePrefix string `toml:"remote_prefix"` // optional
 	QoS          int    `toml:"qos"`           // 0, 1 or 2; default 1
 }
+
+// DefaultHTTPListen is where the HTTP endpoint listens unless configured.
+const DefaultHTTPListen = "127.0.0.1:9883"
+
+// String formats s like the config does, e.g. "1GiB".
+func (s Size) String() string { return formatSize(s) }
 
 // Duration is a time.Duration written as a string such as "30s" or "1h30m".
 type Duration struct{ time.Duration }
@@ -265,6 +280,7 @@ func defaults() *Config {
 			OnFull:       "drop-oldest",
 			MinFree:      64 * miB,
 		},
+		HTTP: HTTPConfig{Listen: DefaultHTTPListen},
 	}
 }
 
@@ -707,6 +723,11 @@ func (p *configParser) validate(cfg *Config) error {
 	}{{"max_age", cfg.Queue.MaxAge.Duration}, {"keep_local", cfg.Queue.KeepLocal.Duration}} {
 		if d.v < 0 {
 			return p.errorf(root.key("queue", d.key), "%s is negative (use \"0s\" for off)", formatDuration(d.v))
+		}
+	}
+	if a := cfg.HTTP.Listen; a != "" {
+		if _, err := checkListenAddr(a); err != nil {
+			return p.errorf(root.key("http", "listen"), "%v", err)
 		}
 	}
 	firstName := map[string]int{} // bridge name → index of its first bridge

@@ -32,6 +32,7 @@ func TestDefaultConfig(t *testing.T) {
 		},
 		Queue: QueueConfig{Durability: "sync", SyncInterval: Duration{100 * time.Millisecond},
 			MaxBytes: 1 << 30, OnFull: "drop-oldest", MinFree: 64 << 20},
+		HTTP: HTTPConfig{Listen: "127.0.0.1:9883"},
 	}
 	if !reflect.DeepEqual(cfg, want) {
 		t.Errorf("DefaultConfig() = %+v, want %+v", cfg, want)

@@ -8,10 +8,12 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/url"
 	"os"
 	"path/filepath"
 	"sync"
+	"time"
 
 	"github.com/ralph-gateway/ralph/bridge"
 	"github.com/ralph-gateway/ralph/localbroker"
@@ -22,15 +24,20 @@ import (
 type Gateway struct {
 	cfg     *Config
 	log     *slog.Logger
+	version string
+	started time.Time
 	q       *queue.Queue
 	broker  *localbroker.Broker
 	bridges []*bridge.Bridge
+	cons    []*queue.Consumer // bridges[i] reads through cons[i]
+	httpL   net.Listener      // nil when the endpoint is off
 }
 
-// New opens the queue in cfg.DataDir, binds the broker's listeners and
-// prepares the bridges. Nothing is served until Run.
-func New(cfg *Config, log *slog.Logger) (*Gateway, error) {
-	g := &Gateway{cfg: cfg, log: log}
+// New opens the queue in cfg.DataDir, binds the broker's and the HTTP
+// endpoint's listeners and prepares the bridges. Nothing is served until
+// Run. version is what /status reports.
+func New(cfg *Config, log *slog.Logger, version string) (*Gateway, error) {
+	g := &Gateway{cfg: cfg, log: log, version: version, started: time.Now()}
 	dir := filepath.Join(cfg.DataDir, "db")
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return nil, fmt.Errorf("gateway: data dir: %w", err)
@@ -73,6 +80,7 @@ func New(cfg *Config, log *slog.Logger) (*Gateway, error) {
 			return nil, fmt.Errorf("gateway: bridge %s: %w", bc.Name, err)
 		}
 		g.bridges = append(g.bridges, bridge.New(bridgeConfig(bc, log), cons))
+		g.cons = append(g.cons, cons)
 	}
 	g.broker, err = localbroker.New(localbroker.Options{
 		Listen:         cfg.Broker.Listen,
@@ -84,6 +92,13 @@ func New(cfg *Config, log *slog.Logger) (*Gateway, error) {
 	if err != nil {
 		q.Close()
 		return nil, fmt.Errorf("gateway: %w", err)
+	}
+	if a := cfg.HTTP.Listen; a != "" {
+		if g.httpL, err = net.Listen("tcp", a); err != nil {
+			g.broker.Close()
+			q.Close()
+			return nil, fmt.Errorf("gateway: http endpoint: %w", err)
+		}
 	}
 	return g, nil
 }
@@ -131,7 +146,14 @@ func (g *Gateway) Run(ctx context.Context) error {
 		g.q.Close()
 		return err
 	}
-	g.log.Info("ralph is running", "listen", g.broker.Addrs(), "data_dir", g.cfg.DataDir, "bridges", len(g.bridges))
+	httpCtx, stopHTTP := context.WithCancel(context.Background())
+	httpDone := make(chan struct{})
+	if g.httpL != nil {
+		go func() { defer close(httpDone); g.serveHTTP(httpCtx, g.httpL) }()
+	} else {
+		close(httpDone)
+	}
+	g.log.Info("ralph is running", "listen", g.broker.Addrs(), "http", g.cfg.HTTP.Listen, "data_dir", g.cfg.DataDir, "bridges", len(g.bridges))
 	bctx, stopBridges := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	for _, b := range g.bridges {
@@ -143,6 +165,8 @@ func (g *Gateway) Run(ctx context.Context) error {
 	}
 	<-ctx.Done()
 	g.log.Info("shutting down")
+	stopHTTP()
+	<-httpDone
 	err := g.broker.Close()
 	stopBridges()
 	wg.Wait()

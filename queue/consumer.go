@@ -5,6 +5,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -251,6 +253,52 @@ func (c *Consumer) Dropped() uint64 {
 	c.q.mu.Lock()
 	defer c.q.mu.Unlock()
 	return c.dropped
+}
+
+// Purge acknowledges everything appended so far: the consumer's backlog is
+// abandoned (counted as dropped). It returns how many messages that was.
+func (c *Consumer) Purge() uint64 {
+	q := c.q
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	n := q.next - c.cursor - uint64(len(c.acked))
+	c.cursor, c.readPos = q.next, max(c.readPos, q.next)
+	clear(c.acked)
+	c.dropped += n
+	c.dirty = true
+	q.scheduleCursorWriteLocked()
+	return n
+}
+
+// ConsumerStats describe one consumer.
+type ConsumerStats struct {
+	Name    string `json:"name"`
+	Cursor  uint64 `json:"cursor"`
+	Backlog uint64 `json:"backlog"`
+	Dropped uint64 `json:"dropped"`
+}
+
+// Consumers returns the registered consumers' state, sorted by name.
+func (q *Queue) Consumers() []ConsumerStats {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	var out []ConsumerStats
+	for _, c := range q.consumers {
+		out = append(out, ConsumerStats{c.name, c.cursor, q.next - c.cursor - uint64(len(c.acked)), c.dropped})
+	}
+	slices.SortFunc(out, func(a, b ConsumerStats) int { return strings.Compare(a.Name, b.Name) })
+	return out
+}
+
+// Peek returns up to n stored messages from the oldest on, without
+// changing anything.
+func (q *Queue) Peek(n int) ([]*Message, error) {
+	q.mu.Lock()
+	from, head := q.oldest, q.next
+	q.mu.Unlock()
+	c := &Consumer{q: q, name: "peek", acked: map[uint64]struct{}{}}
+	msgs, _, err := c.load(from, head, n)
+	return msgs, err
 }
 
 // Close unregisters the consumer: its cursor stays persisted, but it no

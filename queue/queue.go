@@ -155,6 +155,7 @@ type Stats struct {
 	Oldest      uint64 // oldest sequence number still stored
 	Bytes       int64  // stored message bytes
 	DiskLow     bool   // free space was under MinFree at the last commit
+	LastError   string // the last commit or fsync failure, cleared by a success
 }
 
 type request struct {
@@ -515,7 +516,9 @@ func (q *Queue) finish(batch []*request, next uint64, err error) {
 	q.stats.Rejected += refused
 	if err != nil {
 		q.stats.Failed += n
+		q.stats.LastError = err.Error()
 	} else if n > 0 {
+		q.stats.LastError = ""
 		// A batch whose fsync failed may still be on disk; if a later one
 		// succeeds, readers see both: the device was told to resend, so
 		// that is a duplicate, never a loss.

@@ -123,7 +123,7 @@ func (p *proc) stop() {
 }
 
 type setup struct {
-	dir, config, addr, upAddr string
+	dir, config, addr, upAddr, httpAddr string
 }
 
 // newSetup writes a config: the issue's minimal example, on free ports,
@@ -131,11 +131,14 @@ type setup struct {
 func newSetup(t *testing.T, upAddr string, extra string) setup {
 	t.Helper()
 	dir := t.TempDir()
-	s := setup{dir: dir, addr: fmt.Sprintf("127.0.0.1:%d", mqtttest.FreePort(t)), upAddr: upAddr}
+	s := setup{dir: dir, addr: fmt.Sprintf("127.0.0.1:%d", mqtttest.FreePort(t)), upAddr: upAddr,
+		httpAddr: fmt.Sprintf("127.0.0.1:%d", mqtttest.FreePort(t))}
 	s.config = filepath.Join(dir, "ralph.toml")
 	cfg := fmt.Sprintf(`data_dir = %q
 [broker]
 listen = [%q]
+[http]
+listen = %q
 [[bridge]]
 name = "up"
 urls = ["mqtt://%s"]
@@ -147,7 +150,7 @@ reconnect_max = "200ms"
   local = "sensors/#"
   remote_prefix = "edge/"
   qos = 1
-`, filepath.Join(dir, "data"), s.addr, upAddr, extra)
+`, filepath.Join(dir, "data"), s.addr, s.httpAddr, upAddr, extra)
 	if err := os.WriteFile(s.config, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}

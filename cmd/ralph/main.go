@@ -1,7 +1,9 @@
 // Command ralph is the Ralph edge MQTT gateway.
 //
 //	ralph [run] [--config FILE]   run the gateway (no file: the embedded default config)
-//	ralph check --config FILE     validate a config file and exit
+//	ralph check --config FILE     validate a config file, print a summary
+//	ralph status [--json]         health, queue and bridges of the running gateway
+//	ralph queue stats|peek [N]|purge --bridge NAME
 //	ralph version                 print the version
 package main
 
@@ -15,6 +17,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"strings"
 	"syscall"
 
 	"github.com/ralph-gateway/ralph/gateway"
@@ -41,6 +44,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return runGateway(args, stderr)
 	case "check":
 		return check(args, stdout, stderr)
+	case "status":
+		return status(args, stdout, stderr)
+	case "queue":
+		return queueCmd(args, stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, "ralph", versionString())
 		return 0
@@ -56,8 +63,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 func usage(w io.Writer) {
 	fmt.Fprint(w, `usage:
   ralph [run] [--config FILE]   run the gateway (default: embedded config, broker on 127.0.0.1:1883)
-  ralph check --config FILE     validate a config file
+  ralph check --config FILE     validate a config file and print a summary
+  ralph status [--json]         ask the running gateway: health, queue, bridges
+  ralph queue stats|peek [N]|purge --bridge NAME
+                                inspect or purge the queue (running or stopped)
   ralph version                 print the version
+  (status and queue take --config FILE, default /etc/ralph/ralph.toml, or --addr HOST:PORT)
 `)
 }
 
@@ -97,11 +108,34 @@ func loadConfig(fs *flag.FlagSet, args []string, required bool, stderr io.Writer
 }
 
 func check(args []string, stdout, stderr io.Writer) int {
-	_, path, ok := loadConfig(flag.NewFlagSet("check", flag.ContinueOnError), args, true, stderr)
+	cfg, path, ok := loadConfig(flag.NewFlagSet("check", flag.ContinueOnError), args, true, stderr)
 	if !ok {
 		return 1
 	}
 	fmt.Fprintf(stdout, "%s: ok\n", path)
+	fmt.Fprintf(stdout, "data_dir %s\n", cfg.DataDir)
+	anon := ""
+	if cfg.Broker.AllowAnonymous {
+		anon = " (anonymous clients allowed)"
+	}
+	fmt.Fprintf(stdout, "broker listens on %s%s\n", strings.Join(cfg.Broker.Listen, ", "), anon)
+	fmt.Fprintf(stdout, "queue: durability %s, max_bytes %s, on_full %s\n", cfg.Queue.Durability, cfg.Queue.MaxBytes, cfg.Queue.OnFull)
+	if cfg.HTTP.Listen != "" {
+		fmt.Fprintf(stdout, "http endpoint on %s\n", cfg.HTTP.Listen)
+	}
+	for _, b := range cfg.Bridges {
+		fmt.Fprintf(stdout, "bridge %s → %s as %s\n", b.Name, strings.Join(b.URLs, ", "), b.ClientID)
+		for _, f := range b.Forward {
+			strip := ""
+			if f.StripPrefix != "" {
+				strip = fmt.Sprintf(" without %q", f.StripPrefix)
+			}
+			fmt.Fprintf(stdout, "  forward %s → %q + topic%s, qos %d\n", f.Local, f.RemotePrefix, strip, f.QoS)
+		}
+	}
+	if len(cfg.Bridges) == 0 {
+		fmt.Fprintln(stdout, "no bridges: messages are stored but forwarded nowhere")
+	}
 	return 0
 }
 
@@ -117,7 +151,7 @@ func runGateway(args []string, stderr io.Writer) int {
 		// works harder near it instead of letting the heap double.
 		debug.SetMemoryLimit(defaultMemoryLimit)
 	}
-	g, err := gateway.New(cfg, log)
+	g, err := gateway.New(cfg, log, versionString())
 	if err != nil {
 		log.Error("cannot start", "err", err)
 		return 1

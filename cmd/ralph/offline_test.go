@@ -206,6 +206,9 @@ func TestDiskFull(t *testing.T) {
 	if c := strings.Count(p.logs.String(), "disk nearly full"); c != 1 {
 		t.Fatalf("'disk nearly full' logged %d times, want once per episode", c)
 	}
+	if code, body := healthz(t, s); code != 503 || !strings.Contains(body, "disk nearly full") {
+		t.Fatalf("/healthz with the disk full: %d %s", code, body)
+	}
 
 	os.Remove(filler)
 	after, _ := publishEach(t, s.addr, "dev", "sensors/a", payloads("c", 0, 20))
@@ -213,6 +216,9 @@ func TestDiskFull(t *testing.T) {
 		t.Fatalf("space back: %d of 20 accepted", len(after))
 	}
 	waitLog(t, p, "disk space back")
+	if code, body := healthz(t, s); code != 200 {
+		t.Fatalf("/healthz with space back: %d %s", code, body)
+	}
 	p.kill()
 	p = startRalph(t, s.config, s.addr)
 	want := append(before, after...)

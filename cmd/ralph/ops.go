@@ -1,0 +1,285 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/ralph-gateway/ralph/gateway"
+	"github.com/ralph-gateway/ralph/queue"
+)
+
+// defaultConfigPath is where the package installs the config; status and
+// queue look there when no --config or --addr is given.
+const defaultConfigPath = "/etc/ralph/ralph.toml"
+
+// target is how an operator command reaches the gateway: its HTTP
+// endpoint, and the config for opening the data dir when it is stopped.
+type target struct {
+	addr string
+	cfg  *gateway.Config
+}
+
+func opsFlags(fs *flag.FlagSet) (cfgPath, addr *string) {
+	cfgPath = fs.String("config", "", "config file (default "+defaultConfigPath+" if it exists)")
+	addr = fs.String("addr", "", "HTTP endpoint host:port (default: http.listen from the config)")
+	return cfgPath, addr
+}
+
+func resolve(cfgPath, addr string) (target, error) {
+	var t target
+	if cfgPath == "" {
+		if _, err := os.Stat(defaultConfigPath); err == nil {
+			cfgPath = defaultConfigPath
+		}
+	}
+	if cfgPath != "" {
+		cfg, err := gateway.LoadConfig(cfgPath)
+		if err != nil {
+			return t, err
+		}
+		t.cfg = cfg
+	} else {
+		t.cfg = gateway.DefaultConfig()
+	}
+	t.addr = addr
+	if t.addr == "" {
+		t.addr = t.cfg.HTTP.Listen
+	}
+	return t, nil
+}
+
+// get fetches path from the endpoint and decodes JSON into v.
+func (t target) do(method, path string, v any) error {
+	if t.addr == "" {
+		return errors.New("the HTTP endpoint is off (http.listen = \"\")")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, method, "http://"+t.addr+path, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode >= 300 && resp.StatusCode != http.StatusServiceUnavailable {
+		var e struct{ Error string }
+		json.NewDecoder(resp.Body).Decode(&e)
+		return fmt.Errorf("%s %s: %s: %s", method, path, resp.Status, e.Error)
+	}
+	return json.NewDecoder(resp.Body).Decode(v)
+}
+
+func status(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("status", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cfgPath, addr := opsFlags(fs)
+	asJSON := fs.Bool("json", false, "print the status as JSON")
+	if fs.Parse(args) != nil {
+		return 2
+	}
+	t, err := resolve(*cfgPath, *addr)
+	if err != nil {
+		fmt.Fprintf(stderr, "ralph status: %v\n", err)
+		return 1
+	}
+	var st gateway.Status
+	if err := t.do("GET", "/status", &st); err != nil {
+		fmt.Fprintf(stderr, "ralph status: cannot reach ralph at %s: %v\n", t.addr, err)
+		return 1
+	}
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		enc.Encode(st)
+	} else {
+		printStatus(stdout, st)
+	}
+	if !st.Healthy {
+		return 1
+	}
+	return 0
+}
+
+func printStatus(w io.Writer, st gateway.Status) {
+	fmt.Fprintf(w, "ralph %s, up %s, %d clients, listening on %s\n", st.Version,
+		time.Since(st.Started).Round(time.Second), st.Clients, strings.Join(st.Listen, ", "))
+	if st.Healthy {
+		fmt.Fprintln(w, "health: ok")
+	} else {
+		fmt.Fprintf(w, "health: UNHEALTHY: %s\n", strings.Join(st.Unhealthy, "; "))
+	}
+	q := st.Queue
+	budget := "no budget"
+	if q.MaxBytes > 0 {
+		budget = fmt.Sprintf("%.0f%% of %s", 100*float64(q.Bytes)/float64(q.MaxBytes), bytesStr(q.MaxBytes))
+	}
+	fmt.Fprintf(w, "queue: %d messages, %s (%s), oldest %s old; appended %d, rejected %d, dropped %d (full) %d (max_age)\n",
+		q.Messages, bytesStr(q.Bytes), budget, (time.Duration(q.OldestAge) * time.Second).String(),
+		q.Appended, q.Rejected, q.DroppedFull, q.Expired)
+	if q.DiskLow {
+		fmt.Fprintln(w, "queue: DISK NEARLY FULL: new messages are refused")
+	}
+	for _, b := range st.Bridges {
+		state := "offline"
+		if b.Connected {
+			state = "online"
+		}
+		fmt.Fprintf(w, "bridge %s: %s since %s (%s), queued %d, in flight %d, forwarded %d, dropped %d, reconnects %d\n",
+			b.Name, state, b.Since.Local().Format(time.DateTime), orDash(b.URL), b.Queued, b.Inflight, b.Forwarded, b.Dropped, b.Reconnects)
+		if b.LastError != "" {
+			fmt.Fprintf(w, "  last error: %s\n", b.LastError)
+		}
+	}
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func bytesStr(n int64) string {
+	switch {
+	case n >= 1<<30:
+		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	case n >= 1<<10:
+		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
+	}
+	return fmt.Sprintf("%d B", n)
+}
+
+// queueCmd is `ralph queue stats|peek [N]|purge --bridge NAME`. It asks
+// the running gateway, or opens the data dir itself when ralph is stopped.
+func queueCmd(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprintln(stderr, "usage: ralph queue stats|peek [N]|purge --bridge NAME [--config FILE] [--addr HOST:PORT]")
+		return 2
+	}
+	sub, args := args[0], args[1:]
+	var count string // peek's N may come before the flags
+	if sub == "peek" && len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		count, args = args[0], args[1:]
+	}
+	fs := flag.NewFlagSet("queue "+sub, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cfgPath, addr := opsFlags(fs)
+	bridgeName := fs.String("bridge", "", "with purge: the bridge whose backlog to drop")
+	if fs.Parse(args) != nil {
+		return 2
+	}
+	t, err := resolve(*cfgPath, *addr)
+	if err != nil {
+		fmt.Fprintf(stderr, "ralph queue: %v\n", err)
+		return 1
+	}
+	enc := json.NewEncoder(stdout)
+	enc.SetIndent("", "  ")
+	switch sub {
+	case "stats":
+		var st gateway.Status
+		if err := t.do("GET", "/status", &st); err == nil {
+			enc.Encode(map[string]any{"queue": st.Queue, "bridges": st.Bridges})
+			return 0
+		}
+		return offline(t, stderr, func(q *queue.Queue, _ map[string]*queue.Consumer) error {
+			enc.Encode(map[string]any{"queue": q.Stats(), "bridges": q.Consumers()})
+			return nil
+		})
+	case "peek":
+		n := 10
+		if count == "" && fs.NArg() > 0 {
+			count = fs.Arg(0)
+		}
+		if count != "" {
+			if n, err = strconv.Atoi(count); err != nil || n < 1 {
+				fmt.Fprintf(stderr, "ralph queue peek: %q is not a positive number\n", count)
+				return 2
+			}
+		}
+		var msgs []gateway.PeekedMessage
+		if err := t.do("GET", "/queue/peek?n="+strconv.Itoa(n), &msgs); err == nil {
+			enc.Encode(msgs)
+			return 0
+		}
+		return offline(t, stderr, func(q *queue.Queue, _ map[string]*queue.Consumer) error {
+			msgs, err := q.Peek(n)
+			if err == nil {
+				enc.Encode(gateway.Peeked(msgs))
+			}
+			return err
+		})
+	case "purge":
+		if *bridgeName == "" {
+			fmt.Fprintln(stderr, "ralph queue purge: --bridge NAME is required")
+			return 2
+		}
+		var res map[string]uint64
+		if err := t.do("POST", "/queue/purge?bridge="+*bridgeName, &res); err == nil {
+			fmt.Fprintf(stdout, "purged %d messages for bridge %s\n", res["purged"], *bridgeName)
+			return 0
+		} else if !isUnreachable(err) {
+			fmt.Fprintf(stderr, "ralph queue purge: %v\n", err)
+			return 1
+		}
+		return offline(t, stderr, func(q *queue.Queue, cons map[string]*queue.Consumer) error {
+			c, ok := cons[*bridgeName]
+			if !ok {
+				return fmt.Errorf("no bridge named %q in the config", *bridgeName)
+			}
+			fmt.Fprintf(stdout, "purged %d messages for bridge %s\n", c.Purge(), *bridgeName)
+			return nil
+		})
+	}
+	fmt.Fprintf(stderr, "ralph queue: unknown subcommand %q (stats, peek, purge)\n", sub)
+	return 2
+}
+
+func isUnreachable(err error) bool {
+	return strings.Contains(err.Error(), "connection refused") || strings.Contains(err.Error(), "endpoint is off")
+}
+
+// offline opens the data dir directly: only possible while ralph is
+// stopped, since Badger locks its directory.
+func offline(t target, stderr io.Writer, fn func(*queue.Queue, map[string]*queue.Consumer) error) int {
+	dir := filepath.Join(t.cfg.DataDir, "db")
+	if _, err := os.Stat(dir); err != nil {
+		fmt.Fprintf(stderr, "ralph queue: ralph does not answer at %s and there is no queue at %s\n", t.addr, dir)
+		return 1
+	}
+	q, err := queue.Open(queue.Options{Dir: dir, MinFree: -1, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		fmt.Fprintf(stderr, "ralph queue: ralph does not answer at %s, and opening %s failed (is ralph running?): %v\n", t.addr, dir, err)
+		return 1
+	}
+	defer q.Close()
+	// Register every configured bridge, and leave them registered until
+	// the queue closes: what no consumer holds would be deleted.
+	cons := make(map[string]*queue.Consumer)
+	for _, b := range t.cfg.Bridges {
+		if c, err := q.Consumer("bridge/"+b.Name, queue.ConsumerOptions{}); err == nil {
+			cons[b.Name] = c
+		}
+	}
+	if err := fn(q, cons); err != nil {
+		fmt.Fprintf(stderr, "ralph queue: %v\n", err)
+		return 1
+	}
+	return 0
+}

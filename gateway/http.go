@@ -1,0 +1,290 @@
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"time"
+	"unicode/utf8"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/ralph-gateway/ralph/queue"
+)
+
+// Status is the gateway's state as /status reports it and `ralph status`
+// prints it.
+type Status struct {
+	Version   string         `json:"version"`
+	Started   time.Time      `json:"started"`
+	Listen    []string       `json:"listen"`
+	Clients   int            `json:"clients"`
+	Broker    BrokerStatus   `json:"broker"`
+	Queue     QueueStatus    `json:"queue"`
+	Bridges   []BridgeStatus `json:"bridges"`
+	Healthy   bool           `json:"healthy"`
+	Unhealthy []string       `json:"unhealthy,omitempty"`
+}
+
+// BrokerStatus counts what the local broker stored and refused.
+type BrokerStatus struct {
+	Stored      uint64 `json:"stored"`
+	StoreFailed uint64 `json:"store_failed"`
+	Orphaned    uint64 `json:"orphaned"`
+}
+
+// QueueStatus describes the durable queue.
+type QueueStatus struct {
+	Messages    uint64  `json:"messages"`
+	Bytes       int64   `json:"bytes"`
+	MaxBytes    int64   `json:"max_bytes"`
+	OldestAge   float64 `json:"oldest_age_seconds"`
+	Appended    uint64  `json:"appended"`
+	Rejected    uint64  `json:"rejected"`
+	DroppedFull uint64  `json:"dropped_full"`
+	Expired     uint64  `json:"expired"`
+	DiskLow     bool    `json:"disk_low"`
+	LastError   string  `json:"last_error,omitempty"`
+}
+
+// BridgeStatus describes one bridge.
+type BridgeStatus struct {
+	Name       string    `json:"name"`
+	Connected  bool      `json:"connected"`
+	URL        string    `json:"url,omitempty"`
+	Since      time.Time `json:"since"`
+	LastError  string    `json:"last_error,omitempty"`
+	Queued     uint64    `json:"queued"`
+	Inflight   int       `json:"inflight"`
+	Forwarded  uint64    `json:"forwarded"`
+	Dropped    uint64    `json:"dropped"`
+	Rejected   uint64    `json:"rejected"`
+	Expired    uint64    `json:"expired"`
+	Reconnects uint64    `json:"reconnects"`
+}
+
+// Status gathers the gateway's current state.
+func (g *Gateway) Status() Status {
+	qs := g.q.Stats()
+	bs := g.broker.Stats()
+	st := Status{
+		Version: g.version,
+		Started: g.started,
+		Listen:  g.broker.Addrs(),
+		Clients: g.broker.ClientCount(),
+		Broker:  BrokerStatus{Stored: bs.Stored, StoreFailed: bs.StoreFailed, Orphaned: bs.Orphaned},
+		Queue: QueueStatus{
+			Messages: qs.Head - qs.Oldest, Bytes: qs.Bytes, MaxBytes: int64(g.cfg.Queue.MaxBytes),
+			Appended: qs.Appended, Rejected: qs.Rejected, DroppedFull: qs.DroppedFull, Expired: qs.Expired,
+			DiskLow: qs.DiskLow, LastError: qs.LastError,
+		},
+	}
+	if msgs, err := g.q.Peek(1); err == nil && len(msgs) > 0 {
+		st.Queue.OldestAge = time.Since(msgs[0].Arrived).Seconds()
+	}
+	for i, b := range g.bridges {
+		s := b.Stats()
+		st.Bridges = append(st.Bridges, BridgeStatus{
+			Name: g.cfg.Bridges[i].Name, Connected: s.Connected, URL: s.URL, Since: s.Since, LastError: s.LastError,
+			Queued: s.Backlog, Inflight: s.Inflight, Forwarded: s.Forwarded, Dropped: g.cons[i].Dropped(),
+			Rejected: s.Rejected, Expired: s.Expired, Reconnects: s.Reconnects,
+		})
+	}
+	st.Unhealthy = g.unhealthy()
+	st.Healthy = len(st.Unhealthy) == 0
+	return st
+}
+
+// unhealthy lists why the gateway cannot do its job, if it cannot: the
+// broker must accept connections and the queue must be able to store.
+func (g *Gateway) unhealthy() []string {
+	var why []string
+	for _, a := range g.broker.Addrs() {
+		c, err := net.DialTimeout("tcp", dialable(a), time.Second)
+		if err != nil {
+			why = append(why, fmt.Sprintf("broker not accepting connections on %s: %v", a, err))
+			continue
+		}
+		c.Close()
+	}
+	qs := g.q.Stats()
+	if qs.DiskLow {
+		why = append(why, fmt.Sprintf("disk nearly full: less than min_free (%s) free on %s", formatSize(g.cfg.Queue.MinFree), g.cfg.DataDir))
+	}
+	if qs.LastError != "" {
+		why = append(why, "queue cannot store messages: "+qs.LastError)
+	}
+	return why
+}
+
+// dialable turns a listen address into one to dial: all-interfaces
+// listeners are reached on loopback.
+func dialable(addr string) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return addr
+	}
+	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+		host = "127.0.0.1"
+	}
+	return net.JoinHostPort(host, port)
+}
+
+// PeekedMessage is a queued message as /queue/peek shows it.
+type PeekedMessage struct {
+	Seq     uint64    `json:"seq"`
+	Topic   string    `json:"topic"`
+	QoS     byte      `json:"qos"`
+	Retain  bool      `json:"retain,omitempty"`
+	Origin  string    `json:"origin"`
+	Arrived time.Time `json:"arrived"`
+	Payload string    `json:"payload"`          // as text when it is UTF-8
+	Base64  []byte    `json:"base64,omitempty"` // otherwise
+}
+
+// Peeked converts queued messages for display.
+func Peeked(msgs []*queue.Message) []PeekedMessage {
+	out := []PeekedMessage{}
+	for _, m := range msgs {
+		p := PeekedMessage{Seq: m.Seq, Topic: m.Topic, QoS: m.QoS, Retain: m.Retain, Origin: m.Origin, Arrived: m.Arrived}
+		if utf8.Valid(m.Payload) {
+			p.Payload = string(m.Payload)
+		} else {
+			p.Base64 = m.Payload
+		}
+		out = append(out, p)
+	}
+	return out
+}
+
+// serveHTTP runs the HTTP endpoint until ctx is done.
+func (g *Gateway) serveHTTP(ctx context.Context, l net.Listener) {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		&metrics{g: g},
+	)
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		why := g.unhealthy()
+		if len(why) > 0 {
+			writeJSON(w, http.StatusServiceUnavailable, map[string]any{"status": "unhealthy", "reasons": why})
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]any{"status": "ok"})
+	})
+	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, g.Status())
+	})
+	mux.HandleFunc("GET /queue/peek", func(w http.ResponseWriter, r *http.Request) {
+		n, err := strconv.Atoi(r.URL.Query().Get("n"))
+		if err != nil || n < 1 || n > 10000 {
+			writeJSON(w, http.StatusBadRequest, map[string]string{"error": "n must be a number from 1 to 10000"})
+			return
+		}
+		msgs, err := g.q.Peek(n)
+		if err != nil {
+			writeJSON(w, http.StatusInternalServerError, map[string]string{"error": err.Error()})
+			return
+		}
+		out := Peeked(msgs)
+		writeJSON(w, http.StatusOK, out)
+	})
+	mux.HandleFunc("POST /queue/purge", func(w http.ResponseWriter, r *http.Request) {
+		name := r.URL.Query().Get("bridge")
+		for i, bc := range g.cfg.Bridges {
+			if bc.Name == name {
+				n := g.cons[i].Purge()
+				g.log.Warn("queue purged for a bridge", "bridge", name, "messages", n)
+				writeJSON(w, http.StatusOK, map[string]uint64{"purged": n})
+				return
+			}
+		}
+		writeJSON(w, http.StatusNotFound, map[string]string{"error": fmt.Sprintf("no bridge named %q", name)})
+	})
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, ErrorLog: slog.NewLogLogger(g.log.Handler(), slog.LevelWarn)}
+	go func() {
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		srv.Shutdown(sctx)
+	}()
+	if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		g.log.Error("http endpoint stopped", "err", err)
+	}
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.Encode(v)
+}
+
+// metrics exposes the gateway's counters to Prometheus, read from the
+// packages' own statistics at each scrape: no second set of counters.
+type metrics struct{ g *Gateway }
+
+func (m *metrics) Describe(ch chan<- *prometheus.Desc) { prometheus.DescribeByCollect(m, ch) }
+
+func (m *metrics) Collect(ch chan<- prometheus.Metric) {
+	st := m.g.Status()
+	qs := m.g.q.Stats()
+	counter := func(name, help string, v float64, labels ...string) {
+		emit(ch, prometheus.CounterValue, name, help, v, labels...)
+	}
+	gauge := func(name, help string, v float64, labels ...string) {
+		emit(ch, prometheus.GaugeValue, name, help, v, labels...)
+	}
+	gauge("ralph_clients_connected", "MQTT clients connected to the local broker.", float64(st.Clients))
+	counter("ralph_broker_stored_total", "Publishes stored in the queue.", float64(st.Broker.Stored))
+	counter("ralph_broker_store_failed_total", "Publishes that could not be stored (refused).", float64(st.Broker.StoreFailed))
+	counter("ralph_queue_appended_total", "Messages appended to the queue.", float64(qs.Appended))
+	counter("ralph_queue_commits_total", "Group commits that stored messages.", float64(qs.Commits))
+	counter("ralph_queue_fsyncs_total", "Fsyncs of the queue.", float64(qs.Syncs))
+	counter("ralph_queue_deleted_total", "Messages deleted after every bridge had them.", float64(qs.Deleted))
+	counter("ralph_queue_dropped_total", "Messages deleted before every bridge had them.", float64(qs.DroppedFull), "reason", "full")
+	counter("ralph_queue_dropped_total", "Messages deleted before every bridge had them.", float64(qs.Expired), "reason", "max_age")
+	counter("ralph_queue_rejected_total", "Appends refused: queue or disk full.", float64(qs.Rejected))
+	gauge("ralph_queue_messages", "Messages stored in the queue.", float64(st.Queue.Messages))
+	gauge("ralph_queue_bytes", "Bytes of messages stored in the queue.", float64(qs.Bytes))
+	gauge("ralph_queue_max_bytes", "The queue's disk budget (0: none).", float64(st.Queue.MaxBytes))
+	gauge("ralph_queue_oldest_age_seconds", "Age of the oldest stored message.", st.Queue.OldestAge)
+	gauge("ralph_queue_disk_low", "1 while free disk space is under min_free.", b2f(qs.DiskLow))
+	gauge("ralph_healthy", "1 when /healthz reports ok.", b2f(st.Healthy))
+	for _, b := range st.Bridges {
+		gauge("ralph_bridge_connected", "1 while the bridge is connected upstream.", b2f(b.Connected), "bridge", b.Name)
+		gauge("ralph_bridge_queued", "Messages waiting for the bridge.", float64(b.Queued), "bridge", b.Name)
+		gauge("ralph_bridge_inflight", "Messages sent upstream, awaiting acknowledgement.", float64(b.Inflight), "bridge", b.Name)
+		counter("ralph_bridge_forwarded_total", "Messages acknowledged by the upstream.", float64(b.Forwarded), "bridge", b.Name)
+		counter("ralph_bridge_dropped_total", "Messages deleted before the bridge forwarded them.", float64(b.Dropped), "bridge", b.Name)
+		counter("ralph_bridge_rejected_total", "Messages the upstream refused.", float64(b.Rejected), "bridge", b.Name)
+		counter("ralph_bridge_expired_total", "Messages whose MQTT expiry passed before forwarding.", float64(b.Expired), "bridge", b.Name)
+		counter("ralph_bridge_reconnects_total", "Upstream connections lost.", float64(b.Reconnects), "bridge", b.Name)
+	}
+}
+
+func emit(ch chan<- prometheus.Metric, t prometheus.ValueType, name, help string, v float64, labels ...string) {
+	var keys, values []string
+	for i := 0; i+1 < len(labels); i += 2 {
+		keys, values = append(keys, labels[i]), append(values, labels[i+1])
+	}
+	ch <- prometheus.MustNewConstMetric(prometheus.NewDesc(name, help, keys, nil), t, v, values...)
+}
+
+func b2f(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}
