@@ -31,13 +31,14 @@ type Gateway struct {
 	bridges []*bridge.Bridge
 	cons    []*queue.Consumer // bridges[i] reads through cons[i]
 	httpL   net.Listener      // nil when the endpoint is off
+	ready   chan struct{}     // closed once Run serves
 }
 
 // New opens the queue in cfg.DataDir, binds the broker's and the HTTP
 // endpoint's listeners and prepares the bridges. Nothing is served until
 // Run. version is what /status reports.
 func New(cfg *Config, log *slog.Logger, version string) (*Gateway, error) {
-	g := &Gateway{cfg: cfg, log: log, version: version, started: time.Now()}
+	g := &Gateway{cfg: cfg, log: log, version: version, started: time.Now(), ready: make(chan struct{})}
 	dir := filepath.Join(cfg.DataDir, "db")
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return nil, fmt.Errorf("gateway: data dir: %w", err)
@@ -134,6 +135,16 @@ func bridgeConfig(bc BridgeConfig, log *slog.Logger) bridge.Config {
 	return c
 }
 
+// Ready returns once Run serves clients, or with ctx's error.
+func (g *Gateway) Ready(ctx context.Context) error {
+	select {
+	case <-g.ready:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
 // Addrs returns the addresses the local broker listens on.
 func (g *Gateway) Addrs() []string { return g.broker.Addrs() }
 
@@ -153,6 +164,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 	} else {
 		close(httpDone)
 	}
+	close(g.ready)
 	g.log.Info("ralph is running", "listen", g.broker.Addrs(), "http", g.cfg.HTTP.Listen, "data_dir", g.cfg.DataDir, "bridges", len(g.bridges))
 	bctx, stopBridges := context.WithCancel(context.Background())
 	var wg sync.WaitGroup

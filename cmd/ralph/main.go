@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
 	"runtime/debug"
@@ -158,6 +159,23 @@ func runGateway(args []string, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	// SIGHUP would otherwise end the process (systemctl reload sends it).
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	go func() {
+		for range hup {
+			log.Warn("SIGHUP: reloading the configuration is not supported yet; restart ralph to apply changes")
+		}
+	}()
+	go func() {
+		// Tell systemd (Type=notify) once the broker accepts connections.
+		if err := g.Ready(ctx); err == nil {
+			if err := sdNotify("READY=1"); err != nil {
+				log.Warn("sd_notify failed", "err", err)
+			}
+		}
+	}()
 	if err := g.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
 		log.Error("stopped with an error", "err", err)
 		return 1
@@ -175,4 +193,23 @@ func newLogger(c gateway.LogConfig, w io.Writer) *slog.Logger {
 		return slog.New(slog.NewJSONHandler(w, opts))
 	}
 	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// sdNotify sends state to systemd's notification socket, if there is one
+// (the sd_notify protocol: one datagram to $NOTIFY_SOCKET).
+func sdNotify(state string) error {
+	path := os.Getenv("NOTIFY_SOCKET")
+	if path == "" {
+		return nil
+	}
+	if path[0] == '@' {
+		path = "\x00" + path[1:] // abstract socket
+	}
+	c, err := net.DialUnix("unixgram", nil, &net.UnixAddr{Name: path, Net: "unixgram"})
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	_, err = c.Write([]byte(state))
+	return err
 }

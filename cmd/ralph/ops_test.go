@@ -4,9 +4,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -161,4 +165,45 @@ func TestQueueCommands(t *testing.T) {
 func healthz(t *testing.T, s setup) (int, string) {
 	t.Helper()
 	return httpGet(t, fmt.Sprintf("http://%s/healthz", s.httpAddr))
+}
+
+// TestSystemdIntegration: ralph tells systemd it is ready (sd_notify, for
+// Type=notify) once it serves, and survives the SIGHUP of `systemctl
+// reload`, saying it needs a restart instead.
+func TestSystemdIntegration(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "notify.sock")
+	l, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	up := newMochi(t)
+	s := newSetup(t, up.addr(), "")
+	cmd := exec.Command(ralphBin, "run", "--config", s.config)
+	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+sock)
+	logs := new(syncBuf)
+	cmd.Stdout, cmd.Stderr = logs, logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	l.SetReadDeadline(time.Now().Add(10 * time.Second))
+	buf := make([]byte, 64)
+	n, err := l.Read(buf)
+	if err != nil || string(buf[:n]) != "READY=1" {
+		t.Fatalf("notify socket got %q, %v; log:\n%s", buf[:n], err, logs)
+	}
+	// Ready means ready: a device can publish right away.
+	publish(t, s.addr, "dev", 5, "sensors/a", payloads("a", 0, 1))
+
+	cmd.Process.Signal(syscall.SIGHUP)
+	deadline := time.Now().Add(5 * time.Second)
+	for !strings.Contains(logs.String(), "restart ralph to apply changes") {
+		if time.Now().After(deadline) {
+			t.Fatalf("no log line for SIGHUP:\n%s", logs)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	publish(t, s.addr, "dev", 5, "sensors/a", payloads("a", 1, 1))
+	up.collector().WaitAll(t, []string{"a-000000", "a-000001"}, 10*time.Second)
 }
