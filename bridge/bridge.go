@@ -59,6 +59,8 @@ type Config struct {
 	Name           string
 	URLs           []*url.URL // tried in order; schemes mqtt, tcp, mqtts, ssl, tls
 	ClientID       string
+	Username       string
+	Password       []byte      // nil: no password
 	TLS            *tls.Config // for TLS URLs; nil means system roots
 	MaxInflight    int
 	KeepAlive      time.Duration
@@ -224,10 +226,14 @@ func (b *Bridge) connect(ctx context.Context, u *url.URL) (*paho.Client, context
 	first := b.status.URL == ""
 	b.mu.Unlock()
 	ca, err := cli.Connect(dctx, &paho.Connect{
-		ClientID:   b.cfg.ClientID,
-		KeepAlive:  uint16(min(b.cfg.KeepAlive/time.Second, 65535)),
-		CleanStart: first, // nothing of an earlier run's session is known: start afresh
-		Properties: &paho.ConnectProperties{SessionExpiryInterval: &expiry},
+		ClientID:     b.cfg.ClientID,
+		KeepAlive:    uint16(min(b.cfg.KeepAlive/time.Second, 65535)),
+		CleanStart:   first, // nothing of an earlier run's session is known: start afresh
+		Properties:   &paho.ConnectProperties{SessionExpiryInterval: &expiry},
+		Username:     b.cfg.Username,
+		UsernameFlag: b.cfg.Username != "",
+		Password:     b.cfg.Password,
+		PasswordFlag: b.cfg.Password != nil,
 	})
 	if err != nil {
 		conn.Close()

@@ -1,6 +1,8 @@
 package gateway
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	_ "embed"
 	"errors"
 	"fmt"
@@ -106,6 +108,21 @@ type BridgeConfig struct {
 	// SessionExpiry is the upstream MQTT 5 session expiry interval, default
 	// 1h, 0 .. 4294967295s, whole seconds.
 	SessionExpiry Duration `toml:"session_expiry"`
+	// Username and Password authenticate to the upstream broker;
+	// PasswordFile reads the password from a file (its first line) so
+	// that it can be kept out of this one.
+	Username     string `toml:"username"`
+	Password     string `toml:"password"`
+	PasswordFile string `toml:"password_file"`
+	// TLS settings for mqtts:// URLs. CAFile (PEM) replaces the system
+	// roots; CertFile and KeyFile (PEM) are a client certificate for
+	// mutual TLS; ServerName overrides the name the server's certificate
+	// must carry; InsecureSkipVerify turns verification off (testing only).
+	CAFile             string `toml:"ca_file"`
+	CertFile           string `toml:"cert_file"`
+	KeyFile            string `toml:"key_file"`
+	ServerName         string `toml:"server_name"`
+	InsecureSkipVerify bool   `toml:"insecure_skip_verify"`
 	// Forward lists which local topics are forwarded; at least one.
 	Forward []ForwardRule `toml:"forward"`
 }
@@ -877,6 +894,9 @@ func (p *configParser) validateBridge(b *BridgeConfig, bp keyPath, firstName map
 	} else if d%time.Second != 0 {
 		return p.errorf(bp.key("session_expiry"), "%s is not a whole number of seconds", formatDuration(d))
 	}
+	if err := p.validateBridgeAuth(b, bp, has); err != nil {
+		return err
+	}
 	if len(b.Forward) == 0 {
 		return p.errorf(bp.key("forward"), "at least one [[bridge.forward]] rule is required")
 	}
@@ -886,6 +906,77 @@ func (p *configParser) validateBridge(b *BridgeConfig, bp keyPath, firstName map
 		}
 	}
 	return nil
+}
+
+// validateBridgeAuth checks credentials and TLS files now, so that a bad
+// path or PEM is reported with its line rather than at the first connect.
+func (p *configParser) validateBridgeAuth(b *BridgeConfig, bp keyPath, has func(string) bool) error {
+	if has("password") && has("password_file") {
+		return p.errorf(bp.key("password_file"), "set password or password_file, not both")
+	}
+	if (has("password") || has("password_file")) && b.Username == "" {
+		return p.errorf(bp.key("username"), "required with a password")
+	}
+	if b.PasswordFile != "" {
+		if _, err := ReadPasswordFile(b.PasswordFile); err != nil {
+			return p.errorf(bp.key("password_file"), "%v", err)
+		}
+	}
+	tlsURL := false
+	for _, u := range b.URLs {
+		tlsURL = tlsURL || isTLSURL(u)
+	}
+	for _, k := range []struct {
+		key string
+		set bool
+	}{{"ca_file", b.CAFile != ""}, {"cert_file", b.CertFile != ""}, {"key_file", b.KeyFile != ""}, {"server_name", b.ServerName != ""}, {"insecure_skip_verify", b.InsecureSkipVerify}} {
+		if k.set && !tlsURL {
+			return p.errorf(bp.key(k.key), "applies to TLS only, and no URL of this bridge is mqtts://, ssl:// or tls://")
+		}
+	}
+	if b.CAFile != "" {
+		pem, err := os.ReadFile(b.CAFile)
+		if err != nil {
+			return p.errorf(bp.key("ca_file"), "%v", err)
+		}
+		if !x509.NewCertPool().AppendCertsFromPEM(pem) {
+			return p.errorf(bp.key("ca_file"), "%s holds no PEM certificate", b.CAFile)
+		}
+	}
+	switch {
+	case b.CertFile != "" && b.KeyFile == "":
+		return p.errorf(bp.key("key_file"), "required with cert_file")
+	case b.KeyFile != "" && b.CertFile == "":
+		return p.errorf(bp.key("cert_file"), "required with key_file")
+	case b.CertFile != "":
+		if _, err := tls.LoadX509KeyPair(b.CertFile, b.KeyFile); err != nil {
+			return p.errorf(bp.key("cert_file"), "%v", err)
+		}
+	}
+	return nil
+}
+
+// ReadPasswordFile returns the first line of a password file.
+func ReadPasswordFile(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", err
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	line = strings.TrimRight(line, "\r")
+	if line == "" {
+		return "", fmt.Errorf("%s: the first line is empty", path)
+	}
+	return line, nil
+}
+
+func isTLSURL(u string) bool {
+	for _, s := range []string{"mqtts://", "ssl://", "tls://"} {
+		if strings.HasPrefix(strings.ToLower(u), s) {
+			return true
+		}
+	}
+	return false
 }
 
 func validBridgeName(s string) bool {

@@ -6,6 +6,8 @@ package gateway
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"log/slog"
 	"net"
@@ -80,7 +82,12 @@ func New(cfg *Config, log *slog.Logger, version string) (*Gateway, error) {
 			q.Close()
 			return nil, fmt.Errorf("gateway: bridge %s: %w", bc.Name, err)
 		}
-		g.bridges = append(g.bridges, bridge.New(bridgeConfig(bc, log), cons))
+		bcfg, err := bridgeConfig(bc, log)
+		if err != nil {
+			q.Close()
+			return nil, fmt.Errorf("gateway: bridge %s: %w", bc.Name, err)
+		}
+		g.bridges = append(g.bridges, bridge.New(bcfg, cons))
 		g.cons = append(g.cons, cons)
 	}
 	g.broker, err = localbroker.New(localbroker.Options{
@@ -104,7 +111,7 @@ func New(cfg *Config, log *slog.Logger, version string) (*Gateway, error) {
 	return g, nil
 }
 
-func bridgeConfig(bc BridgeConfig, log *slog.Logger) bridge.Config {
+func bridgeConfig(bc BridgeConfig, log *slog.Logger) (bridge.Config, error) {
 	c := bridge.Config{
 		Name:           bc.Name,
 		ClientID:       bc.ClientID,
@@ -132,7 +139,40 @@ func bridgeConfig(bc BridgeConfig, log *slog.Logger) bridge.Config {
 			QoS:          byte(f.QoS),
 		})
 	}
-	return c
+	c.Username = bc.Username
+	if bc.Password != "" {
+		c.Password = []byte(bc.Password)
+	}
+	if bc.PasswordFile != "" {
+		pw, err := ReadPasswordFile(bc.PasswordFile)
+		if err != nil {
+			return c, err
+		}
+		c.Password = []byte(pw)
+	}
+	tc := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: bc.ServerName, InsecureSkipVerify: bc.InsecureSkipVerify}
+	if bc.CAFile != "" {
+		pem, err := os.ReadFile(bc.CAFile)
+		if err != nil {
+			return c, err
+		}
+		tc.RootCAs = x509.NewCertPool()
+		if !tc.RootCAs.AppendCertsFromPEM(pem) {
+			return c, fmt.Errorf("%s holds no PEM certificate", bc.CAFile)
+		}
+	}
+	if bc.CertFile != "" {
+		cert, err := tls.LoadX509KeyPair(bc.CertFile, bc.KeyFile)
+		if err != nil {
+			return c, err
+		}
+		tc.Certificates = []tls.Certificate{cert}
+	}
+	if bc.InsecureSkipVerify {
+		log.Warn("bridge: TLS certificate verification is OFF (insecure_skip_verify = true): anyone on the path can read and alter this link", "bridge", bc.Name)
+	}
+	c.TLS = tc
+	return c, nil
 }
 
 // Ready returns once Run serves clients, or with ctx's error.

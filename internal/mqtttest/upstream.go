@@ -226,6 +226,28 @@ func StartMosquitto(t testing.TB, port int, dir string) *Mosquitto {
 	if err := os.WriteFile(conf, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	return startMosquitto(t, port, dir, conf)
+}
+
+// StartMosquittoConf runs mosquitto with the given configuration text
+// (listeners included), waiting until port accepts connections.
+func StartMosquittoConf(t testing.TB, port int, dir, cfg string) *Mosquitto {
+	t.Helper()
+	if _, err := os.Stat(MosquittoPath); err != nil {
+		t.Fatalf("this test needs Eclipse Mosquitto at %s: apt-get install -y mosquitto mosquitto-clients (%v)", MosquittoPath, err)
+	}
+	if os.Geteuid() == 0 {
+		cfg += "user root\n"
+	}
+	conf := filepath.Join(dir, "mosquitto.conf")
+	if err := os.WriteFile(conf, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return startMosquitto(t, port, dir, conf)
+}
+
+func startMosquitto(t testing.TB, port int, dir, conf string) *Mosquitto {
+	t.Helper()
 	m := &Mosquitto{Port: port, dir: dir, t: t}
 	m.cmd = exec.Command(MosquittoPath, "-c", conf)
 	if err := m.cmd.Start(); err != nil {
