@@ -100,12 +100,16 @@ func msgKey(seq uint64) []byte {
 	return k
 }
 
-// Limits on one group commit. Badger refuses transactions above ~15% of the
-// memtable size; staying well under it avoids splitting.
+// Limits on one group commit. Badger refuses a transaction of more than
+// 15% of the memtable size (600 KiB with 4 MiB memtables) or of more entries
+// than fit that in skiplist nodes (6,553); a commit holds at most
+// maxBatchMsgs appends of maxBatchBytes in all, plus maxTrimPerTxn
+// acknowledged and maxDropPerTxn dropped deletions, and stays under both.
 const (
-	maxBatchMsgs  = 4096
-	maxBatchBytes = 1 << 20
-	maxTrimPerTxn = 8192
+	maxBatchMsgs  = 2048
+	maxBatchBytes = 400 << 10
+	maxTrimPerTxn = 1024
+	maxDropPerTxn = 2048
 )
 
 // A Queue is a durable, ordered message log. It is safe for concurrent use.
@@ -277,6 +281,14 @@ func (q *Queue) Append(ctx context.Context, msgs ...*Message) error {
 // of the AppendAsync calls, on the committer's goroutine, so done must not
 // block for long.
 func (q *Queue) AppendAsync(msgs []*Message, done func(error)) {
+	size := 0
+	for _, m := range msgs {
+		size += m.size()
+	}
+	if len(msgs) > maxBatchMsgs || size > maxBatchBytes {
+		done(fmt.Errorf("queue: one append of %d messages, %d bytes, exceeds the limit of %d messages, %d bytes", len(msgs), size, maxBatchMsgs, maxBatchBytes))
+		return
+	}
 	q.intake.RLock()
 	defer q.intake.RUnlock()
 	if q.closed {
@@ -350,23 +362,39 @@ func (q *Queue) commitLoop() {
 		n, size := 0, 0
 		for _, r := range batch {
 			n += len(r.msgs)
+			for _, m := range r.msgs {
+				size += m.size()
+			}
 		}
 	more:
-		for n < maxBatchMsgs && size < maxBatchBytes {
+		for {
 			select {
 			case r := <-q.reqs:
+				rs := 0
+				for _, m := range r.msgs {
+					rs += m.size()
+				}
+				if n+len(r.msgs) > maxBatchMsgs || size+rs > maxBatchBytes {
+					// Over the transaction limit: it opens the next batch.
+					q.commitAndSync(batch, &unsynced)
+					batch = append(batch[:0], r)
+					n, size = len(r.msgs), rs
+					continue
+				}
 				batch = append(batch, r)
 				n += len(r.msgs)
-				for _, m := range r.msgs {
-					size += m.size()
-				}
+				size += rs
 			default:
 				break more
 			}
 		}
-		if q.commit(batch) && q.opts.Durability == Interval {
-			unsynced = true
-		}
+		q.commitAndSync(batch, &unsynced)
+	}
+}
+
+func (q *Queue) commitAndSync(batch []*request, unsynced *bool) {
+	if q.commit(batch) && q.opts.Durability == Interval {
+		*unsynced = true
 	}
 }
 

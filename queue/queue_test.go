@@ -18,6 +18,8 @@ import (
 	"time"
 )
 
+var debugQueue *Queue
+
 func openTest(t testing.TB, dir string, opts ...func(*Options)) *Queue {
 	t.Helper()
 	o := Options{Dir: dir, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
@@ -28,6 +30,7 @@ func openTest(t testing.TB, dir string, opts ...func(*Options)) *Queue {
 	if err != nil {
 		t.Fatal(err)
 	}
+	debugQueue = q
 	return q
 }
 
@@ -261,6 +264,9 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	deadline := time.Now().Add(10 * time.Second)
 	for !cond() {
 		if time.Now().After(deadline) {
+			if debugQueue != nil {
+				t.Logf("stats: %+v", debugQueue.Stats())
+			}
 			t.Fatalf("timed out waiting for %s", what)
 		}
 		time.Sleep(5 * time.Millisecond)

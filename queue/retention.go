@@ -75,6 +75,7 @@ func (q *Queue) plan(d *deletion, now time.Time, lowWater, durable uint64, batch
 	}
 	d.expiredTo = d.to
 
+	drops := maxDropPerTxn
 	i := 0
 	for _, r := range batch {
 		need := int64(0)
@@ -88,7 +89,7 @@ func (q *Queue) plan(d *deletion, now time.Time, lowWater, durable uint64, batch
 		case q.opts.MaxBytes <= 0:
 			d.added += need
 		default:
-			for bytes-d.bytes+d.added+need > q.opts.MaxBytes && q.opts.OnFull == DropOldest {
+			for bytes-d.bytes+d.added+need > q.opts.MaxBytes && q.opts.OnFull == DropOldest && drops > 0 {
 				// Only durable messages may go: younger ones are not yet
 				// acknowledged to their publishers.
 				seq, size, _, ok := cur(false)
@@ -96,6 +97,7 @@ func (q *Queue) plan(d *deletion, now time.Time, lowWater, durable uint64, batch
 					break
 				}
 				take(seq, size)
+				drops--
 			}
 			if bytes-d.bytes+d.added+need > q.opts.MaxBytes {
 				r.err = ErrFull

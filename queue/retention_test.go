@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 )
@@ -202,4 +203,62 @@ func sstBytes(t *testing.T, dir string) int64 {
 		}
 	}
 	return n
+}
+
+// TestTransactionLimits: however appends arrive, no commit exceeds what
+// Badger takes in one transaction (it would fail with "Txn is too big").
+func TestTransactionLimits(t *testing.T) {
+	q := openTest(t, t.TempDir())
+	defer q.Close()
+	c, _ := q.Consumer("up", ConsumerOptions{})
+	big := make([]byte, 900) // under the value threshold: counted whole
+	errs := make(chan error, 64)
+	for range 64 {
+		go func() {
+			var err error
+			for range 50 {
+				batch := make([]*Message, 20)
+				for i := range batch {
+					batch[i] = &Message{Topic: "t", Payload: big, QoS: 1, Arrived: time.Now()}
+				}
+				if err = q.Append(context.Background(), batch...); err != nil {
+					break
+				}
+			}
+			errs <- err
+		}()
+	}
+	for range 64 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if s := q.Stats(); s.Appended != 64*50*20 || s.LastError != "" {
+		t.Fatalf("stats %+v: want %d appended, no error", s, 64*50*20)
+	}
+	// Acknowledge all 64,000 at once: the deletions must be split too.
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	for done := 0; done < 64*50*20; {
+		msgs, err := c.Read(ctx, 2048)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range msgs {
+			c.Ack(m.Seq)
+		}
+		done += len(msgs)
+	}
+	waitFor(t, "all deleted", func() bool { return q.Stats().Deleted == 64*50*20 })
+	if s := q.Stats(); s.LastError != "" || s.Bytes != 0 {
+		t.Fatalf("stats %+v: want no error and 0 bytes", s)
+	}
+	// One append bigger than a transaction is refused, with the limit named.
+	huge := make([]*Message, maxBatchMsgs+1)
+	for i := range huge {
+		huge[i] = msg("t", "x")
+	}
+	if err := q.Append(context.Background(), huge...); err == nil || !strings.Contains(err.Error(), "exceeds the limit") {
+		t.Fatalf("append of %d messages: %v", len(huge), err)
+	}
 }
