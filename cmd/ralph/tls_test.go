@@ -42,7 +42,10 @@ func TestUpstreamTLSAndAuth(t *testing.T) {
 		{"server cert from an unknown CA", "require_certificate false\nallow_anonymous true",
 			fmt.Sprintf("ca_file = %q", other.CA), "certificate signed by unknown authority"},
 		{"client cert missing", "require_certificate true\nallow_anonymous true",
-			fmt.Sprintf("ca_file = %q", pki.CA), "certificate"},
+			// TLS 1.3 lets the client finish its handshake before the
+			// server checks for a certificate: the refusal may surface as
+			// the server's alert or as the connection being reset.
+			fmt.Sprintf("ca_file = %q", pki.CA), "certificate required|connection reset|broken pipe|EOF"},
 		{"wrong password", fmt.Sprintf("require_certificate false\nallow_anonymous false\npassword_file %s", pwFile),
 			fmt.Sprintf("ca_file = %q\nusername = \"ralph\"\npassword_file = %q", pki.CA, filepath.Join(dir, "wrong")), "connect refused"},
 	}
@@ -78,7 +81,11 @@ allow_anonymous true
 			st := waitStatus(t, s, "a connection error", func(st gateway.Status) bool {
 				return st.Bridges[0].LastError != "" && st.Bridges[0].Reconnects == 0
 			})
-			if st.Bridges[0].Connected || !strings.Contains(st.Bridges[0].LastError, tt.wantErr) {
+			matched := false
+			for _, w := range strings.Split(tt.wantErr, "|") {
+				matched = matched || strings.Contains(st.Bridges[0].LastError, w)
+			}
+			if st.Bridges[0].Connected || !matched {
 				t.Fatalf("bridge %+v: want disconnected with an error containing %q", st.Bridges[0], tt.wantErr)
 			}
 			if got := c.Messages(); len(got) != 0 {
