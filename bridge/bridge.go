@@ -97,6 +97,7 @@ type Bridge struct {
 
 	// Owned by the Run goroutine.
 	buf    []*queue.Message // read from the queue, not yet handed to the upstream
+	conn   *flushConn       // the current upstream connection
 	nextAt time.Time        // with MaxRate, when the next message may go
 
 	mu      sync.Mutex
@@ -211,6 +212,7 @@ func (b *Bridge) connect(ctx context.Context, u *url.URL) (*paho.Client, context
 	if err != nil {
 		return nil, nil, err
 	}
+	b.conn = conn.(*flushConn)
 	down, setDown := context.WithCancelCause(ctx)
 	cli := paho.NewClient(paho.ClientConfig{
 		ClientID:      b.cfg.ClientID,
@@ -278,7 +280,11 @@ func (b *Bridge) dial(ctx context.Context, u *url.URL) (net.Conn, error) {
 	switch u.Scheme {
 	case "mqtt", "tcp":
 		var d net.Dialer
-		return d.DialContext(ctx, "tcp", u.Host)
+		c, err := d.DialContext(ctx, "tcp", u.Host)
+		if err != nil {
+			return nil, err
+		}
+		return newFlushConn(c), nil
 	case "mqtts", "ssl", "tls":
 		cfg := b.cfg.TLS
 		if cfg == nil {
@@ -293,8 +299,7 @@ func (b *Bridge) dial(ctx context.Context, u *url.URL) (net.Conn, error) {
 		if err != nil {
 			return nil, err
 		}
-		// paho writes from several goroutines; tls.Conn needs a lock.
-		return packets.NewThreadSafeConn(c), nil
+		return newFlushConn(c), nil // its lock serialises paho's writers, as tls.Conn needs
 	}
 	return nil, fmt.Errorf("unsupported URL scheme %q", u.Scheme)
 }
@@ -304,6 +309,7 @@ func (b *Bridge) dial(ctx context.Context, u *url.URL) (net.Conn, error) {
 func (b *Bridge) forward(ctx context.Context, cli *paho.Client) error {
 	for {
 		if len(b.buf) == 0 {
+			b.conn.Flush() // about to wait for the queue
 			msgs, err := b.cons.Read(ctx, b.cfg.MaxInflight)
 			if err != nil {
 				return context.Cause(ctx)
@@ -323,8 +329,13 @@ func (b *Bridge) forward(ctx context.Context, cli *paho.Client) error {
 		window, abandon := b.current()
 		select {
 		case window <- struct{}{}:
-		case <-ctx.Done():
-			return context.Cause(ctx)
+		default:
+			b.conn.Flush() // about to wait for an acknowledgement
+			select {
+			case window <- struct{}{}:
+			case <-ctx.Done():
+				return context.Cause(ctx)
+			}
 		}
 		if pub.QoS == 0 {
 			_, err := cli.Publish(ctx, pub)
@@ -358,12 +369,14 @@ func (b *Bridge) pace(ctx context.Context) error {
 	if b.cfg.MaxRate <= 0 {
 		return nil
 	}
+
 	interval := time.Second / time.Duration(b.cfg.MaxRate)
 	now := time.Now()
 	if floor := now.Add(-100 * time.Millisecond); b.nextAt.Before(floor) {
 		b.nextAt = floor
 	}
 	if wait := b.nextAt.Sub(now); wait > 0 {
+		b.conn.Flush() // about to wait for the rate limit
 		if !sleep(ctx, wait) {
 			return context.Cause(ctx)
 		}

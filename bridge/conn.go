@@ -1,0 +1,67 @@
+package bridge
+
+import (
+	"bufio"
+	"net"
+	"sync"
+	"time"
+)
+
+// flushConn gathers writes to the upstream connection: the forwarding loop
+// flushes when it is about to wait (for the queue, for a window slot), so
+// a backlog goes out in a few large writes instead of one system call per
+// PUBLISH. Anything written by paho itself (PINGREQ, acks) is flushed
+// within flushDelay at the latest. Writes are serialised, as paho needs.
+type flushConn struct {
+	net.Conn
+	mu    sync.Mutex
+	w     *bufio.Writer
+	timer *time.Timer
+	err   error
+}
+
+const flushDelay = time.Millisecond
+
+func newFlushConn(c net.Conn) *flushConn {
+	f := &flushConn{Conn: c, w: bufio.NewWriterSize(c, 32<<10)}
+	f.timer = time.AfterFunc(time.Hour, func() { f.Flush() })
+	f.timer.Stop()
+	return f
+}
+
+func (f *flushConn) Write(p []byte) (int, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.err != nil {
+		return 0, f.err
+	}
+	wasEmpty := f.w.Buffered() == 0
+	n, err := f.w.Write(p)
+	if err != nil {
+		f.err = err
+		return n, err
+	}
+	if wasEmpty && f.w.Buffered() > 0 {
+		f.timer.Reset(flushDelay)
+	}
+	return n, nil
+}
+
+// Flush writes out what is buffered.
+func (f *flushConn) Flush() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.err != nil {
+		return f.err
+	}
+	if f.w.Buffered() > 0 {
+		f.err = f.w.Flush()
+	}
+	return f.err
+}
+
+func (f *flushConn) Close() error {
+	f.timer.Stop()
+	f.Flush()
+	return f.Conn.Close()
+}
