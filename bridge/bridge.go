@@ -54,6 +54,31 @@ func (r Rule) Remote(local string) string {
 	return r.RemotePrefix + strings.TrimPrefix(local, r.StripPrefix)
 }
 
+// SubRule brings upstream messages down to the local broker.
+type SubRule struct {
+	Filter      string // upstream topic filter
+	StripPrefix string // removed from the upstream topic when present
+	LocalPrefix string // then prepended
+	QoS         byte   // subscription QoS
+	Retain      bool   // keep the retain flag locally
+}
+
+// Local returns the local topic for an upstream one.
+func (r SubRule) Local(remote string) string {
+	return r.LocalPrefix + strings.TrimPrefix(remote, r.StripPrefix)
+}
+
+// Local is where downlink messages go: the local broker's in-process
+// publish, which stores a message durably before delivering it.
+type Local interface {
+	Publish(ctx context.Context, m *queue.Message) error
+}
+
+// OriginPrefix marks messages that came down from a bridge: no bridge
+// forwards them upstream again, so two gateways (or a gateway and a cloud
+// rule) can never bounce a message between them.
+const OriginPrefix = "$bridge/"
+
 // Config configures a Bridge.
 type Config struct {
 	Name           string
@@ -70,6 +95,8 @@ type Config struct {
 	SessionExpiry  time.Duration
 	MaxRate        int // messages per second forwarded at most; 0 for no cap
 	Forward        []Rule
+	Subscribe      []SubRule
+	Local          Local // required with Subscribe
 	Logger         *slog.Logger
 }
 
@@ -83,6 +110,7 @@ type Stats struct {
 	Skipped    uint64 // matched no forward rule
 	Expired    uint64 // MQTT 5 message expiry passed before forwarding
 	Rejected   uint64 // refused by the upstream with an error reason code
+	Downlinked uint64 // received from the upstream and published locally
 	Reconnects uint64
 	Inflight   int
 	Backlog    uint64
@@ -105,7 +133,7 @@ type Bridge struct {
 	abandon chan struct{} // closed when the upstream session is lost
 	status  Stats
 
-	forwarded, skipped, expired, rejected atomic.Uint64
+	forwarded, skipped, expired, rejected, downlinked atomic.Uint64
 }
 
 // New returns a bridge that reads through cons. Call Run to start it.
@@ -146,6 +174,7 @@ func (b *Bridge) Stats() Stats {
 	s.Skipped = b.skipped.Load()
 	s.Expired = b.expired.Load()
 	s.Rejected = b.rejected.Load()
+	s.Downlinked = b.downlinked.Load()
 	s.Backlog = b.cons.Backlog()
 	return s
 }
@@ -222,6 +251,11 @@ func (b *Bridge) connect(ctx context.Context, u *url.URL) (*paho.Client, context
 		OnServerDisconnect: func(d *paho.Disconnect) {
 			setDown(fmt.Errorf("server disconnected: reason %#x %s", d.ReasonCode, reasonString(d)))
 		},
+		// Downlink messages are acknowledged upstream only once stored.
+		EnableManualAcknowledgment: true,
+		OnPublishReceived: []func(paho.PublishReceived) (bool, error){func(pr paho.PublishReceived) (bool, error) {
+			return b.downlink(down, setDown, pr)
+		}},
 	})
 	expiry := uint32(min(b.cfg.SessionExpiry/time.Second, 1<<32-1))
 	b.mu.Lock()
@@ -256,6 +290,11 @@ func (b *Bridge) connect(ctx context.Context, u *url.URL) (*paho.Client, context
 		case <-down.Done():
 		}
 	}()
+	if err := b.subscribe(dctx, cli); err != nil {
+		setDown(err)
+		cli.Disconnect(&paho.Disconnect{ReasonCode: 0})
+		return nil, nil, err
+	}
 	if !ca.SessionPresent {
 		// Whatever was in flight went with the old session: read it again.
 		b.resetWindow()
@@ -385,9 +424,87 @@ func (b *Bridge) pace(ctx context.Context) error {
 	return nil
 }
 
+// subscribe asks the upstream for the subscribe rules' topics. With a
+// resumed session the subscriptions exist already; asking again is
+// harmless and covers a changed configuration.
+func (b *Bridge) subscribe(ctx context.Context, cli *paho.Client) error {
+	if len(b.cfg.Subscribe) == 0 {
+		return nil
+	}
+	sub := &paho.Subscribe{}
+	for _, r := range b.cfg.Subscribe {
+		// Retain-as-published: without it the upstream clears the retain
+		// flag of messages it forwards to a live subscription.
+		sub.Subscriptions = append(sub.Subscriptions, paho.SubscribeOptions{Topic: r.Filter, QoS: r.QoS, RetainAsPublished: r.Retain})
+	}
+	ack, err := cli.Subscribe(ctx, sub)
+	if err != nil {
+		return fmt.Errorf("subscribe: %w", err)
+	}
+	for i, code := range ack.Reasons {
+		if code >= 0x80 && i < len(b.cfg.Subscribe) {
+			b.log.Warn("upstream refused a subscription", "filter", b.cfg.Subscribe[i].Filter, "reason", fmt.Sprintf("%#x", code))
+		}
+	}
+	return nil
+}
+
+// downlink publishes a message from the upstream locally and only then
+// acknowledges it upstream. If it cannot be stored the connection is
+// dropped unacknowledged, so the upstream sends it again later.
+func (b *Bridge) downlink(ctx context.Context, setDown context.CancelCauseFunc, pr paho.PublishReceived) (bool, error) {
+	p := pr.Packet
+	for _, r := range b.cfg.Subscribe {
+		if !topic.Match(r.Filter, p.Topic) {
+			continue
+		}
+		m := &queue.Message{
+			Topic:   r.Local(p.Topic),
+			Payload: p.Payload,
+			QoS:     min(p.QoS, r.QoS),
+			Retain:  r.Retain && p.Retain,
+			Origin:  OriginPrefix + b.cfg.Name,
+			Arrived: time.Now(),
+		}
+		if pp := p.Properties; pp != nil {
+			m.ContentType, m.ResponseTopic, m.CorrelationData = pp.ContentType, pp.ResponseTopic, pp.CorrelationData
+			if pp.PayloadFormat != nil {
+				m.PayloadFormat = *pp.PayloadFormat
+			}
+			if pp.MessageExpiry != nil {
+				m.ExpiryInterval = *pp.MessageExpiry
+			}
+			for _, u := range pp.User {
+				m.UserProperties = append(m.UserProperties, queue.UserProperty{Key: u.Key, Value: u.Value})
+			}
+		}
+		if topic.ValidateName(m.Topic) != nil {
+			break
+		}
+		pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		err := b.cfg.Local.Publish(pctx, m)
+		cancel()
+		if err != nil {
+			b.log.Error("downlink message not stored: reconnecting so the upstream resends it", "topic", p.Topic, "err", err)
+			setDown(fmt.Errorf("downlink: %w", err))
+			return false, err
+		}
+		b.downlinked.Add(1)
+		return true, pr.Client.Ack(p)
+	}
+	// Matched by no rule (an overlapping subscription of the session, say):
+	// acknowledge and drop.
+	b.log.Debug("downlink message matches no subscribe rule", "topic", p.Topic)
+	return false, pr.Client.Ack(p)
+}
+
 // route applies the forward rules: the first that matches wins. It returns
 // nil for a message that is not to be forwarded.
 func (b *Bridge) route(m *queue.Message) *paho.Publish {
+	if strings.HasPrefix(m.Origin, OriginPrefix) {
+		b.skipped.Add(1) // came down from a bridge: never back up
+		return nil
+	}
 	for _, r := range b.cfg.Forward {
 		if !topic.Match(r.Filter, m.Topic) {
 			continue

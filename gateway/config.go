@@ -125,6 +125,21 @@ type BridgeConfig struct {
 	InsecureSkipVerify bool   `toml:"insecure_skip_verify"`
 	// Forward lists which local topics are forwarded; at least one.
 	Forward []ForwardRule `toml:"forward"`
+	// Subscribe lists which upstream topics come down to local devices.
+	Subscribe []SubscribeRule `toml:"subscribe"`
+}
+
+// SubscribeRule brings messages from the upstream down to the local
+// broker: Ralph subscribes to Remote upstream; a message received is
+// published locally on its topic with StripPrefix removed (when present)
+// and LocalPrefix prepended. Such messages are never forwarded upstream
+// again, by any bridge.
+type SubscribeRule struct {
+	Remote      string `toml:"remote"`       // required MQTT topic filter
+	StripPrefix string `toml:"strip_prefix"` // optional
+	LocalPrefix string `toml:"local_prefix"` // optional
+	QoS         int    `toml:"qos"`          // 0, 1 or 2; default 1
+	Retain      bool   `toml:"retain"`       // keep the retain flag locally; default false
 }
 
 // ForwardRule forwards local messages whose topic matches Local upstream.
@@ -685,6 +700,11 @@ func (p *configParser) fillBridgeDefaults(cfg *Config) {
 				b.Forward[j].QoS = defaultQoS
 			}
 		}
+		for j := range b.Subscribe {
+			if _, ok := lookup(p.tree, bp.key("subscribe").index(j).key("qos")); !ok {
+				b.Subscribe[j].QoS = defaultQoS
+			}
+		}
 	}
 }
 
@@ -897,8 +917,13 @@ func (p *configParser) validateBridge(b *BridgeConfig, bp keyPath, firstName map
 	if err := p.validateBridgeAuth(b, bp, has); err != nil {
 		return err
 	}
-	if len(b.Forward) == 0 {
-		return p.errorf(bp.key("forward"), "at least one [[bridge.forward]] rule is required")
+	if len(b.Forward) == 0 && len(b.Subscribe) == 0 {
+		return p.errorf(bp.key("forward"), "at least one [[bridge.forward]] or [[bridge.subscribe]] rule is required")
+	}
+	for i := range b.Subscribe {
+		if err := p.validateSubscribe(&b.Subscribe[i], bp.key("subscribe").index(i)); err != nil {
+			return err
+		}
 	}
 	for i := range b.Forward {
 		if err := p.validateForward(&b.Forward[i], bp.key("forward").index(i)); err != nil {
@@ -1049,6 +1074,27 @@ func (p *configParser) validateForward(r *ForwardRule, rp keyPath) error {
 		return p.errorf(rp.key("local"), "%v", err)
 	}
 	for _, k := range []struct{ key, v string }{{"strip_prefix", r.StripPrefix}, {"remote_prefix", r.RemotePrefix}} {
+		if k.v == "" {
+			continue
+		}
+		if err := topic.ValidateName(k.v); err != nil {
+			return p.errorf(rp.key(k.key), "%v", err)
+		}
+	}
+	if r.QoS < 0 || r.QoS > 2 {
+		return p.errorf(rp.key("qos"), "%d is not one of 0, 1, 2", r.QoS)
+	}
+	return nil
+}
+
+func (p *configParser) validateSubscribe(r *SubscribeRule, rp keyPath) error {
+	if _, ok := lookup(p.tree, rp.key("remote")); !ok {
+		return p.errorf(rp.key("remote"), `required key is missing (an MQTT topic filter, e.g. "site/shed/cmd/#")`)
+	}
+	if err := topic.ValidateFilter(r.Remote); err != nil {
+		return p.errorf(rp.key("remote"), "%v", err)
+	}
+	for _, k := range []struct{ key, v string }{{"strip_prefix", r.StripPrefix}, {"local_prefix", r.LocalPrefix}} {
 		if k.v == "" {
 			continue
 		}

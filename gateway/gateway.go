@@ -72,24 +72,7 @@ func New(cfg *Config, log *slog.Logger, version string) (*Gateway, error) {
 		return nil, fmt.Errorf("gateway: %w", err)
 	}
 	g.q = q
-	// Consumers register before the broker accepts anything, so no message
-	// can be released before every bridge's cursor holds it.
-	for _, bc := range cfg.Bridges {
-		// Persisting the cursor every quarter window keeps the re-sends
-		// after a crash near one window.
-		cons, err := q.Consumer("bridge/"+bc.Name, queue.ConsumerOptions{PersistEvery: max(1, bc.MaxInflight/4)})
-		if err != nil {
-			q.Close()
-			return nil, fmt.Errorf("gateway: bridge %s: %w", bc.Name, err)
-		}
-		bcfg, err := bridgeConfig(bc, log)
-		if err != nil {
-			q.Close()
-			return nil, fmt.Errorf("gateway: bridge %s: %w", bc.Name, err)
-		}
-		g.bridges = append(g.bridges, bridge.New(bcfg, cons))
-		g.cons = append(g.cons, cons)
-	}
+	// The broker binds its listeners now but accepts no one until Run.
 	g.broker, err = localbroker.New(localbroker.Options{
 		Listen:         cfg.Broker.Listen,
 		Queue:          q,
@@ -101,11 +84,31 @@ func New(cfg *Config, log *slog.Logger, version string) (*Gateway, error) {
 		q.Close()
 		return nil, fmt.Errorf("gateway: %w", err)
 	}
+	fail := func(err error) (*Gateway, error) {
+		g.broker.Close()
+		q.Close()
+		return nil, err
+	}
+	// Consumers register before the broker accepts anything, so no message
+	// can be released before every bridge's cursor holds it.
+	for _, bc := range cfg.Bridges {
+		// Persisting the cursor every quarter window keeps the re-sends
+		// after a crash near one window.
+		cons, err := q.Consumer("bridge/"+bc.Name, queue.ConsumerOptions{PersistEvery: max(1, bc.MaxInflight/4)})
+		if err != nil {
+			return fail(fmt.Errorf("gateway: bridge %s: %w", bc.Name, err))
+		}
+		bcfg, err := bridgeConfig(bc, log)
+		if err != nil {
+			return fail(fmt.Errorf("gateway: bridge %s: %w", bc.Name, err))
+		}
+		bcfg.Local = g.broker
+		g.bridges = append(g.bridges, bridge.New(bcfg, cons))
+		g.cons = append(g.cons, cons)
+	}
 	if a := cfg.HTTP.Listen; a != "" {
 		if g.httpL, err = net.Listen("tcp", a); err != nil {
-			g.broker.Close()
-			q.Close()
-			return nil, fmt.Errorf("gateway: http endpoint: %w", err)
+			return fail(fmt.Errorf("gateway: http endpoint: %w", err))
 		}
 	}
 	return g, nil
@@ -130,6 +133,15 @@ func bridgeConfig(bc BridgeConfig, log *slog.Logger) (bridge.Config, error) {
 			panic(fmt.Sprintf("gateway: URL %q passed validation but does not parse: %v", s, err))
 		}
 		c.URLs = append(c.URLs, u)
+	}
+	for _, r := range bc.Subscribe {
+		c.Subscribe = append(c.Subscribe, bridge.SubRule{
+			Filter:      r.Remote,
+			StripPrefix: r.StripPrefix,
+			LocalPrefix: r.LocalPrefix,
+			QoS:         byte(r.QoS),
+			Retain:      r.Retain,
+		})
 	}
 	for _, f := range bc.Forward {
 		c.Forward = append(c.Forward, bridge.Rule{

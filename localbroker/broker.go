@@ -177,6 +177,46 @@ func (b *Broker) Close() error {
 	return err
 }
 
+// Publish stores m and delivers it to local subscribers, as if a client
+// had published it, for in-process publishers (bridge downlink, serial
+// boards). It returns once m is durable and handed to mochi; m.Origin says
+// where it came from, which the queue keeps.
+func (b *Broker) Publish(ctx context.Context, m *queue.Message) error {
+	if m.Arrived.IsZero() {
+		m.Arrived = time.Now()
+	}
+	if err := b.q.Append(ctx, m); err != nil {
+		return fmt.Errorf("localbroker: publish %s: %w", m.Topic, err)
+	}
+	b.stored.Add(1)
+	pk := packets.Packet{
+		FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: m.QoS, Retain: m.Retain},
+		TopicName:   m.Topic,
+		Payload:     m.Payload,
+		Properties: packets.Properties{
+			ContentType:           m.ContentType,
+			ResponseTopic:         m.ResponseTopic,
+			CorrelationData:       m.CorrelationData,
+			MessageExpiryInterval: m.ExpiryInterval,
+			PayloadFormat:         m.PayloadFormat,
+			PayloadFormatFlag:     m.PayloadFormat != 0,
+		},
+		Connect: packets.ConnectParams{ClientIdentifier: releaseMark},
+	}
+	if m.QoS > 0 {
+		pk.PacketID = 1 // required on a QoS>0 PUBLISH; the inline client acks nothing
+	}
+	for _, u := range m.UserProperties {
+		pk.Properties.User = append(pk.Properties.User, packets.UserProperty{Key: u.Key, Val: u.Value})
+	}
+	// The message is stored: a delivery problem is logged, not returned,
+	// so that the caller does not send it again.
+	if err := b.srv.InjectPacket(b.inline, pk); err != nil {
+		b.log.Error("delivering an in-process message", "topic", m.Topic, "origin", m.Origin, "err", err)
+	}
+	return nil
+}
+
 // Stats returns the broker's counters.
 func (b *Broker) Stats() Stats {
 	return Stats{

@@ -1,0 +1,70 @@
+package main
+
+import (
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/ralph-gateway/ralph/gateway"
+	"github.com/ralph-gateway/ralph/internal/mqtttest"
+)
+
+// TestDownlink: a message published upstream under a subscribe rule
+// reaches a local subscriber with its topic rewritten, retained if asked,
+// and is never forwarded back up, even though a forward rule matches
+// every local topic.
+func TestDownlink(t *testing.T) {
+	up := newMosquitto(t)
+	s := newSetup(t, up.addr(), "")
+	cfg, _ := os.ReadFile(s.config)
+	conf := strings.Replace(string(cfg), `local = "sensors/#"`, `local = "#"`, 1) + `
+  [[bridge.subscribe]]
+  remote = "site/cmd/#"
+  strip_prefix = "site/"
+  qos = 1
+  retain = true
+`
+	os.WriteFile(s.config, []byte(conf), 0o644)
+	p := startRalph(t, s.config, s.addr)
+	waitStatus(t, s, "the bridge connected", func(st gateway.Status) bool { return st.Bridges[0].Connected })
+
+	sub := mqtttest.Dial(t, s.addr, "device", 5)
+	sub.Subscribe("cmd/#", 1)
+	port := strings.Split(up.addr(), ":")[1]
+	if out, err := exec.Command("mosquitto_pub", "-h", "127.0.0.1", "-p", port, "-q", "1", "-r", "-t", "site/cmd/led", "-m", "on").CombinedOutput(); err != nil {
+		t.Fatalf("mosquitto_pub: %v %s", err, out)
+	}
+	pk := sub.Read(10 * time.Second)
+	if pk.FixedHeader.Type != packets.Publish || pk.TopicName != "cmd/led" || string(pk.Payload) != "on" {
+		t.Fatalf("device got type %d %q %q, want cmd/led on", pk.FixedHeader.Type, pk.TopicName, pk.Payload)
+	}
+	if pk.FixedHeader.Qos > 0 {
+		sub.Write(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Puback}, PacketID: pk.PacketID})
+	}
+	// A device connecting later gets it as a retained message.
+	late := mqtttest.Dial(t, s.addr, "late", 5)
+	late.Subscribe("cmd/#", 0)
+	if pk := late.Read(5 * time.Second); pk.TopicName != "cmd/led" || !pk.FixedHeader.Retain {
+		t.Fatalf("late subscriber got %q retain=%v, want the retained cmd/led", pk.TopicName, pk.FixedHeader.Retain)
+	}
+
+	// Loop check: a local message published after the downlink one is
+	// forwarded; the queue is forwarded in order, so had the downlink
+	// message been forwarded it would have arrived first.
+	want := publish(t, s.addr, "sensor", 5, "sensors/x", payloads("x", 0, 1))
+	got := up.collector().WaitAll(t, want, 10*time.Second)
+	for _, m := range got {
+		if strings.Contains(m.Topic, "cmd/led") {
+			t.Fatalf("downlink message went back upstream as %q", m.Topic)
+		}
+	}
+	st := waitStatus(t, s, "one downlinked", func(st gateway.Status) bool { return st.Bridges[0].Downlinked == 1 })
+	if st.Bridges[0].Forwarded != 1 {
+		t.Fatalf("bridge forwarded %d, want 1 (only the local message)", st.Bridges[0].Forwarded)
+	}
+	p.stop()
+}
