@@ -21,6 +21,7 @@ package bridge
 import (
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -68,10 +69,12 @@ func (r SubRule) Local(remote string) string {
 	return r.LocalPrefix + strings.TrimPrefix(remote, r.StripPrefix)
 }
 
-// Local is where downlink messages go: the local broker's in-process
-// publish, which stores a message durably before delivering it.
+// Local is the local broker: Publish stores a downlink message durably
+// and delivers it; Announce delivers a retained status message without
+// storing it.
 type Local interface {
 	Publish(ctx context.Context, m *queue.Message) error
+	Announce(topic string, payload []byte) error
 }
 
 // OriginPrefix marks messages that came down from a bridge: no bridge
@@ -96,7 +99,8 @@ type Config struct {
 	MaxRate        int // messages per second forwarded at most; 0 for no cap
 	Forward        []Rule
 	Subscribe      []SubRule
-	Local          Local // required with Subscribe
+	Local          Local  // downlink and link state go here; required with Subscribe
+	StateTopic     string // upstream topic for a retained "online" birth and "offline" will; "" for none
 	Logger         *slog.Logger
 }
 
@@ -206,6 +210,12 @@ func (b *Bridge) Run(ctx context.Context) {
 		err = b.forward(down, cli)
 		if ctx.Err() != nil {
 			b.drain(cli, 2*time.Second)
+			if b.cfg.StateTopic != "" {
+				// A clean DISCONNECT discards the will: say it ourselves.
+				pctx, cancel := context.WithTimeout(context.Background(), time.Second)
+				cli.Publish(pctx, &paho.Publish{Topic: b.cfg.StateTopic, Payload: []byte("offline"), Retain: true})
+				cancel()
+			}
 			cli.Disconnect(&paho.Disconnect{ReasonCode: 0})
 			b.setDown(errors.New("shut down"))
 			return
@@ -261,7 +271,12 @@ func (b *Bridge) connect(ctx context.Context, u *url.URL) (*paho.Client, context
 	b.mu.Lock()
 	first := b.status.URL == ""
 	b.mu.Unlock()
+	var will *paho.WillMessage
+	if b.cfg.StateTopic != "" {
+		will = &paho.WillMessage{Topic: b.cfg.StateTopic, Payload: []byte("offline"), QoS: 1, Retain: true}
+	}
 	ca, err := cli.Connect(dctx, &paho.Connect{
+		WillMessage:  will,
 		ClientID:     b.cfg.ClientID,
 		KeepAlive:    uint16(min(b.cfg.KeepAlive/time.Second, 65535)),
 		CleanStart:   first, // nothing of an earlier run's session is known: start afresh
@@ -301,9 +316,17 @@ func (b *Bridge) connect(ctx context.Context, u *url.URL) (*paho.Client, context
 		b.cons.Rewind()
 		b.buf = nil
 	}
+	if b.cfg.StateTopic != "" {
+		// QoS 0: a QoS 1 publish here would be taken for a queued message
+		// by the session wrapper. The will (QoS 1) covers the other side.
+		if _, err := cli.Publish(dctx, &paho.Publish{Topic: b.cfg.StateTopic, Payload: []byte("online"), Retain: true}); err != nil {
+			b.log.Warn("publishing the upstream state topic", "topic", b.cfg.StateTopic, "err", err)
+		}
+	}
 	b.mu.Lock()
 	b.status.Connected, b.status.URL, b.status.Since, b.status.LastError = true, redact(u), time.Now(), ""
 	b.mu.Unlock()
+	b.publishState()
 	b.log.Info("upstream connected", "url", redact(u), "session_present", ca.SessionPresent)
 	return cli, down, nil
 }
@@ -606,13 +629,44 @@ func (b *Bridge) drain(cli *paho.Client, d time.Duration) {
 
 func (b *Bridge) setDown(err error) {
 	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.status.Connected {
+	changed := b.status.Connected || b.status.Since.IsZero()
+	if changed {
 		b.status.Since = time.Now()
 	}
 	b.status.Connected = false
 	if err != nil {
 		b.status.LastError = err.Error()
+	}
+	b.mu.Unlock()
+	if changed {
+		b.publishState()
+	}
+}
+
+// StateTopic is the local, retained topic where a bridge publishes its
+// link state as JSON: {"state":"online"|"offline","since":...,"url":...,"error":...}.
+func StateTopic(name string) string { return "$SYS/ralph/bridges/" + name + "/state" }
+
+// publishState announces the link state locally, retained, when it
+// changes (not at every failed attempt of an outage).
+func (b *Bridge) publishState() {
+	if b.cfg.Local == nil {
+		return
+	}
+	b.mu.Lock()
+	st := struct {
+		State string    `json:"state"`
+		Since time.Time `json:"since"`
+		URL   string    `json:"url,omitempty"`
+		Error string    `json:"error,omitempty"`
+	}{"offline", b.status.Since, b.status.URL, b.status.LastError}
+	if b.status.Connected {
+		st.State = "online"
+	}
+	b.mu.Unlock()
+	payload, _ := json.Marshal(st)
+	if err := b.cfg.Local.Announce(StateTopic(b.cfg.Name), payload); err != nil {
+		b.log.Warn("publishing the link state locally", "err", err)
 	}
 }
 

@@ -123,6 +123,10 @@ type BridgeConfig struct {
 	KeyFile            string `toml:"key_file"`
 	ServerName         string `toml:"server_name"`
 	InsecureSkipVerify bool   `toml:"insecure_skip_verify"`
+	// StateTopic is an upstream topic where the bridge publishes a
+	// retained "online" when it connects and leaves "offline" as its will,
+	// like Mosquitto's bridge notifications. Default "" (none).
+	StateTopic string `toml:"state_topic"`
 	// Forward lists which local topics are forwarded; at least one.
 	Forward []ForwardRule `toml:"forward"`
 	// Subscribe lists which upstream topics come down to local devices.

@@ -125,6 +125,7 @@ func bridgeConfig(bc BridgeConfig, log *slog.Logger) (bridge.Config, error) {
 		ReconnectMax:   bc.ReconnectMax.Duration,
 		SessionExpiry:  bc.SessionExpiry.Duration,
 		MaxRate:        bc.MaxRate,
+		StateTopic:     bc.StateTopic,
 		Logger:         log.With("component", "bridge"),
 	}
 	for _, s := range bc.URLs {
@@ -200,9 +201,9 @@ func (g *Gateway) Ready(ctx context.Context) error {
 // Addrs returns the addresses the local broker listens on.
 func (g *Gateway) Addrs() []string { return g.broker.Addrs() }
 
-// Run serves until ctx is done, then shuts down: the broker stops accepting
-// and releases every message it handed to the queue, the bridges wait
-// briefly for in-flight acknowledgements, and the queue is closed cleanly.
+// Run serves until ctx is done, then shuts down: the bridges wait briefly
+// for in-flight acknowledgements, the broker stops accepting and releases
+// every message it handed to the queue, and the queue is closed cleanly.
 func (g *Gateway) Run(ctx context.Context) error {
 	if err := g.broker.Serve(); err != nil {
 		g.broker.Close()
@@ -231,9 +232,11 @@ func (g *Gateway) Run(ctx context.Context) error {
 	g.log.Info("shutting down")
 	stopHTTP()
 	<-httpDone
-	err := g.broker.Close()
+	// Bridges first: they wait briefly for in-flight acknowledgements and
+	// announce their state through the broker while it still runs.
 	stopBridges()
 	wg.Wait()
+	err := g.broker.Close()
 	if cerr := g.q.Close(); cerr != nil && err == nil {
 		err = cerr
 	}

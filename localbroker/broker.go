@@ -217,6 +217,23 @@ func (b *Broker) Publish(ctx context.Context, m *queue.Message) error {
 	return nil
 }
 
+// Announce delivers a retained status message of Ralph's own (a bridge's
+// link state, say) to local subscribers without storing it in the queue:
+// it is not device data, it is announced again after a restart, and it
+// must not show as a backlog.
+func (b *Broker) Announce(topic string, payload []byte) error {
+	pk := packets.Packet{
+		FixedHeader: packets.FixedHeader{Type: packets.Publish, Retain: true},
+		TopicName:   topic,
+		Payload:     payload,
+		Connect:     packets.ConnectParams{ClientIdentifier: releaseMark},
+	}
+	if err := b.srv.InjectPacket(b.inline, pk); err != nil {
+		return fmt.Errorf("localbroker: announce %s: %w", topic, err)
+	}
+	return nil
+}
+
 // Stats returns the broker's counters.
 func (b *Broker) Stats() Stats {
 	return Stats{
