@@ -99,8 +99,10 @@ type Config struct {
 	MaxRate        int // messages per second forwarded at most; 0 for no cap
 	Forward        []Rule
 	Subscribe      []SubRule
-	Local          Local  // downlink and link state go here; required with Subscribe
-	StateTopic     string // upstream topic for a retained "online" birth and "offline" will; "" for none
+	Local          Local         // downlink and link state go here; required with Subscribe
+	StateTopic     string        // upstream topic for a retained "online" birth and "offline" will; "" for none
+	PrimaryRetry   time.Duration // connected to a later URL this long, go back to the first; 0 never
+	AckTimeout     time.Duration // messages in flight with no acknowledgement this long: reconnect; 0 never
 	Logger         *slog.Logger
 }
 
@@ -138,6 +140,7 @@ type Bridge struct {
 	status  Stats
 
 	forwarded, skipped, expired, rejected, downlinked atomic.Uint64
+	lastProgress                                      atomic.Int64 // unix nanos of the last ack, or of a send into an empty window
 }
 
 // New returns a bridge that reads through cons. Call Run to start it.
@@ -188,8 +191,8 @@ func (b *Bridge) Stats() Stats {
 // shutdown leaves few duplicates behind.
 func (b *Bridge) Run(ctx context.Context) {
 	attempt := 0
-	for i := 0; ctx.Err() == nil; i++ {
-		u := b.cfg.URLs[i%len(b.cfg.URLs)]
+	for i := 0; ctx.Err() == nil; {
+		u := b.cfg.URLs[i]
 		cli, down, err := b.connect(ctx, u)
 		if err != nil {
 			b.setDown(err)
@@ -197,7 +200,7 @@ func (b *Bridge) Run(ctx context.Context) {
 				return
 			}
 			b.log.Warn("upstream connection failed", "url", redact(u), "err", err)
-			if (i+1)%len(b.cfg.URLs) == 0 { // every URL tried: back off
+			if i = (i + 1) % len(b.cfg.URLs); i == 0 { // every URL tried: back off
 				if !sleep(ctx, b.backoff(attempt)) {
 					return
 				}
@@ -206,8 +209,24 @@ func (b *Bridge) Run(ctx context.Context) {
 			continue
 		}
 		attempt = 0
-		i-- // stay on this URL next time
-		err = b.forward(down, cli)
+		fctx, stop := context.WithCancelCause(down)
+		if i > 0 && b.cfg.PrimaryRetry > 0 {
+			// Like Mosquitto's round_robin false: a secondary is a fallback.
+			t := time.AfterFunc(b.cfg.PrimaryRetry, func() { stop(errBackToPrimary) })
+			context.AfterFunc(fctx, func() { t.Stop() })
+		}
+		if b.cfg.AckTimeout > 0 {
+			go b.watchdog(fctx, stop)
+		}
+		err = b.forward(fctx, cli)
+		stop(nil)
+		if errors.Is(err, errBackToPrimary) && ctx.Err() == nil {
+			b.log.Info("going back to the first upstream URL", "from", redact(u), "to", redact(b.cfg.URLs[0]))
+			b.setDown(err)
+			cli.Disconnect(&paho.Disconnect{ReasonCode: 0})
+			i = 0
+			continue
+		}
 		if ctx.Err() != nil {
 			b.drain(cli, 2*time.Second)
 			if b.cfg.StateTopic != "" {
@@ -227,6 +246,33 @@ func (b *Bridge) Run(ctx context.Context) {
 		b.status.Reconnects++
 		b.mu.Unlock()
 		if !sleep(ctx, b.cfg.ReconnectMin) {
+			return
+		}
+	}
+}
+
+var (
+	errBackToPrimary = errors.New("primary_retry elapsed on a secondary upstream")
+	errStuck         = errors.New("connected, but nothing acknowledged for ack_timeout while messages wait: reconnecting")
+)
+
+// watchdog ends a connection that is up but makes no progress: messages
+// in flight and no acknowledgement for AckTimeout. A half-open TCP link on
+// a cellular modem looks exactly like that until keepalive notices.
+func (b *Bridge) watchdog(ctx context.Context, stop context.CancelCauseFunc) {
+	t := time.NewTicker(max(b.cfg.AckTimeout/4, 10*time.Millisecond))
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		window, _ := b.current()
+		last := time.Unix(0, b.lastProgress.Load())
+		if len(window) > 0 && time.Since(last) > b.cfg.AckTimeout {
+			b.log.Warn("upstream stuck", "in_flight", len(window), "since", last)
+			stop(errStuck)
 			return
 		}
 	}
@@ -410,6 +456,9 @@ func (b *Bridge) forward(ctx context.Context, cli *paho.Client) error {
 			b.buf = b.buf[1:]
 			continue
 		}
+		if len(window) == 1 { // the window was empty: the clock starts now
+			b.lastProgress.Store(time.Now().UnixNano())
+		}
 		b.sess.handOver(m.Seq, window, abandon)
 		_, err := cli.PublishWithOptions(ctx, pub, paho.PublishOptions{Method: paho.PublishMethod_AsyncSend})
 		if b.sess.handedOver() {
@@ -585,6 +634,7 @@ func (b *Bridge) completed(seq uint64, cp packets.ControlPacket) {
 	default:
 		return // the client shut down before an answer: resent later
 	}
+	b.lastProgress.Store(time.Now().UnixNano())
 	if code >= 0x80 {
 		// Retrying a message the upstream refuses would block everything
 		// behind it; count it and move on.

@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"net/url"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -248,4 +249,56 @@ func TestMaxRate(t *testing.T) {
 	if elapsed < 380*time.Millisecond {
 		t.Fatalf("100 messages forwarded in %v: faster than max_rate 200/s", elapsed)
 	}
+}
+
+// TestFailoverAndBackToPrimary: with the first upstream down the bridge
+// uses the second; once the first is back it returns to it after
+// PrimaryRetry; when the first dies it fails over again. Nothing is lost.
+func TestFailoverAndBackToPrimary(t *testing.T) {
+	primary := fmt.Sprintf("127.0.0.1:%d", mqtttest.FreePort(t))
+	secondary := mqtttest.StartMochi(t, "127.0.0.1:0", nil)
+	r := startBridge(t, primary, []Rule{{Filter: "#", QoS: 1}}, func(c *Config) {
+		u, _ := url.Parse("mqtt://" + secondary.Addr)
+		c.URLs = append(c.URLs, u)
+		c.PrimaryRetry = 300 * time.Millisecond
+	})
+	first := seqPayloads("a", 50)
+	r.publish(t, "t", first...)
+	secondary.WaitDistinct(t, 50, 10*time.Second)
+
+	up := mqtttest.StartMochi(t, primary, nil)
+	waitFor(t, "back on the primary", func() bool { return r.b.Stats().Connected && r.b.Stats().URL == "mqtt://"+primary })
+	second := seqPayloads("b", 50)
+	r.publish(t, "t", second...)
+	up.WaitAll(t, second, 10*time.Second)
+
+	up.Stop()
+	third := seqPayloads("c", 50)
+	r.publish(t, "t", third...)
+	got := secondary.WaitAll(t, third, 10*time.Second)
+	for _, w := range append(append([]string{}, first...), third...) {
+		found := false
+		for _, m := range got {
+			found = found || m.Payload == w
+		}
+		if !found {
+			t.Fatalf("%s missing on the secondary", w)
+		}
+	}
+}
+
+// TestWatchdog: an upstream that stays connected but acknowledges nothing
+// is left after AckTimeout; once it works again everything arrives.
+func TestWatchdog(t *testing.T) {
+	up := mqtttest.StartMochi(t, "127.0.0.1:0", nil)
+	up.Stall.Store(true)
+	r := startBridge(t, up.Addr, []Rule{{Filter: "#", QoS: 1}}, func(c *Config) { c.AckTimeout = 300 * time.Millisecond })
+	want := seqPayloads("w", 10)
+	r.publish(t, "t", want...)
+	waitFor(t, "the watchdog to reconnect", func() bool { return r.b.Stats().Reconnects > 0 })
+	if e := r.b.Stats().LastError; !strings.Contains(e, "nothing acknowledged") {
+		t.Fatalf("last error %q, want the watchdog's", e)
+	}
+	up.Stall.Store(false)
+	checkInOrder(t, up.WaitAll(t, want, 10*time.Second), want)
 }

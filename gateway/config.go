@@ -127,6 +127,12 @@ type BridgeConfig struct {
 	// retained "online" when it connects and leaves "offline" as its will,
 	// like Mosquitto's bridge notifications. Default "" (none).
 	StateTopic string `toml:"state_topic"`
+	// PrimaryRetry: connected to a later URL for this long, the bridge
+	// goes back to the first one. Default 5m; "0s" stays.
+	PrimaryRetry Duration `toml:"primary_retry"`
+	// AckTimeout: messages in flight and no acknowledgement for this long
+	// means a stuck link: reconnect. Default 60s; "0s" never.
+	AckTimeout Duration `toml:"ack_timeout"`
 	// Forward lists which local topics are forwarded; at least one.
 	Forward []ForwardRule `toml:"forward"`
 	// Subscribe lists which upstream topics come down to local devices.
@@ -694,6 +700,8 @@ func (p *configParser) fillBridgeDefaults(cfg *Config) {
 			{"reconnect_min", &b.ReconnectMin, defaultReconnectMin},
 			{"reconnect_max", &b.ReconnectMax, defaultReconnectMax},
 			{"session_expiry", &b.SessionExpiry, defaultSessionExpiry},
+			{"primary_retry", &b.PrimaryRetry, 5 * time.Minute},
+			{"ack_timeout", &b.AckTimeout, time.Minute},
 		} {
 			if !has(d.key) {
 				d.dst.Duration = d.def

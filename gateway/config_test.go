@@ -127,6 +127,8 @@ func TestParseConfigMinimal(t *testing.T) {
 		ReconnectMin:   Duration{time.Second},
 		ReconnectMax:   Duration{60 * time.Second},
 		SessionExpiry:  Duration{time.Hour},
+		PrimaryRetry:   Duration{5 * time.Minute},
+		AckTimeout:     Duration{time.Minute},
 		Forward:        []ForwardRule{{Local: "sensors/#", RemotePrefix: "edge/", QoS: 1}},
 	}}
 	if !reflect.DeepEqual(cfg, want) {
@@ -185,8 +187,8 @@ func TestParseConfigBridgeDefaults(t *testing.T) {
 		Name: "b", URLs: []string{"mqtt://h:1883"}, ClientID: b.ClientID, MaxInflight: 1,
 		KeepAlive: Duration{time.Second}, ConnectTimeout: Duration{time.Millisecond},
 		ReconnectMin: Duration{5 * time.Second}, ReconnectMax: Duration{5 * time.Second},
-		SessionExpiry: Duration{0},
-		Forward:       []ForwardRule{{Local: "d", QoS: 1}, {Local: "e", QoS: 0}},
+		SessionExpiry: Duration{0}, PrimaryRetry: Duration{5 * time.Minute}, AckTimeout: Duration{time.Minute},
+		Forward: []ForwardRule{{Local: "d", QoS: 1}, {Local: "e", QoS: 0}},
 	}
 	if !reflect.DeepEqual(b, wantB) {
 		t.Errorf("bridge b = %+v\nwant %+v", b, wantB)

@@ -126,6 +126,8 @@ func bridgeConfig(bc BridgeConfig, log *slog.Logger) (bridge.Config, error) {
 		SessionExpiry:  bc.SessionExpiry.Duration,
 		MaxRate:        bc.MaxRate,
 		StateTopic:     bc.StateTopic,
+		PrimaryRetry:   bc.PrimaryRetry.Duration,
+		AckTimeout:     bc.AckTimeout.Duration,
 		Logger:         log.With("component", "bridge"),
 	}
 	for _, s := range bc.URLs {

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -120,6 +121,9 @@ type Mochi struct {
 	Addr string
 	*Collector
 	srv *mqtt.Server
+	// Stall makes the broker swallow publishes from clients: no ack, no
+	// delivery — an upstream that is connected but stuck.
+	Stall atomic.Bool
 }
 
 // StartMochi starts an upstream broker on addr ("127.0.0.1:0" for any port).
@@ -130,7 +134,9 @@ func StartMochi(t testing.TB, addr string, c *Collector) *Mochi {
 		c = newCollector()
 	}
 	srv := mqtt.New(&mqtt.Options{InlineClient: true, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	m := &Mochi{Collector: c, srv: srv}
 	srv.AddHook(new(allowAll), nil)
+	srv.AddHook(&stallHook{m: m}, nil)
 	err := srv.Subscribe("#", 1, func(_ *mqtt.Client, _ packets.Subscription, pk packets.Packet) {
 		if strings.HasPrefix(pk.TopicName, "$") {
 			return // mochi's inline subscriptions see $SYS too
@@ -163,7 +169,7 @@ func StartMochi(t testing.TB, addr string, c *Collector) *Mochi {
 	if err := srv.Serve(); err != nil {
 		t.Fatal(err)
 	}
-	m := &Mochi{Addr: l.Address(), Collector: c, srv: srv}
+	m.Addr = l.Address()
 	t.Cleanup(m.Stop)
 	return m
 }
@@ -174,6 +180,20 @@ func (m *Mochi) Stop() {
 		m.srv.Close()
 		m.srv = nil
 	}
+}
+
+type stallHook struct {
+	mqtt.HookBase
+	m *Mochi
+}
+
+func (*stallHook) ID() string           { return "stall" }
+func (*stallHook) Provides(b byte) bool { return b == mqtt.OnPublish }
+func (h *stallHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	if h.m.Stall.Load() && !cl.Net.Inline {
+		return pk, packets.ErrRejectPacket
+	}
+	return pk, nil
 }
 
 type allowAll struct{ mqtt.HookBase }
