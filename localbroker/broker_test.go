@@ -228,21 +228,26 @@ func TestPublisherGoneBeforeDurable(t *testing.T) {
 	sub := mqtttest.Dial(t, e.addr, "sub", 5)
 	sub.Subscribe("#", 1)
 	pub := mqtttest.Dial(t, e.addr, "pub", 5)
+	var burst []byte
 	for i := 1; i <= 50; i++ {
-		pub.Publish(uint16(i), 1, "t", []byte(fmt.Sprint(i)))
+		b, _ := pub.Encode(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1}, PacketID: uint16(i), TopicName: "t", Payload: []byte(fmt.Sprint(i))})
+		burst = append(burst, b...)
 	}
+	pub.WriteBytes(burst)
 	pub.Close()
+	// The broker may not read every publish of a closed connection; each
+	// one it did store must still reach the subscriber.
 	got := 0
-	for got < 50 {
-		pk := sub.Read(5 * time.Second)
-		if pk.FixedHeader.Type != packets.Publish {
-			t.Fatalf("type %d", pk.FixedHeader.Type)
+	for {
+		pk, err := sub.TryRead(time.Second)
+		if err != nil {
+			break // a second without deliveries: all released
 		}
 		got++
 		sub.Write(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Puback}, PacketID: pk.PacketID})
 	}
-	if s := e.q.Stats(); s.Appended != 50 {
-		t.Fatalf("stored %d, want 50", s.Appended)
+	if s := e.q.Stats(); got == 0 || uint64(got) != s.Appended {
+		t.Fatalf("%d delivered, %d stored: every stored message must be delivered", got, s.Appended)
 	}
 }
 
