@@ -117,6 +117,7 @@ type Stats struct {
 	Expired    uint64 // MQTT 5 message expiry passed before forwarding
 	Rejected   uint64 // refused by the upstream with an error reason code
 	Downlinked uint64 // received from the upstream and published locally
+	DeadLetter uint64 // too large for the upstream: moved to the dead-letter topic
 	Reconnects uint64
 	Inflight   int
 	Backlog    uint64
@@ -139,8 +140,9 @@ type Bridge struct {
 	abandon chan struct{} // closed when the upstream session is lost
 	status  Stats
 
-	forwarded, skipped, expired, rejected, downlinked atomic.Uint64
-	lastProgress                                      atomic.Int64 // unix nanos of the last ack, or of a send into an empty window
+	forwarded, skipped, expired, rejected, downlinked, deadLetter atomic.Uint64
+	maxPacket                                                     atomic.Uint32 // the upstream's Maximum Packet Size; 0 for none
+	lastProgress                                                  atomic.Int64  // unix nanos of the last ack, or of a send into an empty window
 }
 
 // New returns a bridge that reads through cons. Call Run to start it.
@@ -182,6 +184,7 @@ func (b *Bridge) Stats() Stats {
 	s.Expired = b.expired.Load()
 	s.Rejected = b.rejected.Load()
 	s.Downlinked = b.downlinked.Load()
+	s.DeadLetter = b.deadLetter.Load()
 	s.Backlog = b.cons.Backlog()
 	return s
 }
@@ -356,6 +359,10 @@ func (b *Bridge) connect(ctx context.Context, u *url.URL) (*paho.Client, context
 		cli.Disconnect(&paho.Disconnect{ReasonCode: 0})
 		return nil, nil, err
 	}
+	b.maxPacket.Store(0)
+	if ca.Properties != nil && ca.Properties.MaximumPacketSize != nil {
+		b.maxPacket.Store(*ca.Properties.MaximumPacketSize)
+	}
 	if !ca.SessionPresent {
 		// Whatever was in flight went with the old session: read it again.
 		b.resetWindow()
@@ -426,6 +433,12 @@ func (b *Bridge) forward(ctx context.Context, cli *paho.Client) error {
 		}
 		m := b.buf[0]
 		pub := b.route(m)
+		if pub != nil && tooLarge(pub, b.maxPacket.Load()) {
+			if err := b.deadLetterMsg(ctx, m); err != nil {
+				return err
+			}
+			pub = nil
+		}
 		if pub == nil {
 			b.cons.Ack(m.Seq)
 			b.buf = b.buf[1:]
@@ -568,6 +581,44 @@ func (b *Bridge) downlink(ctx context.Context, setDown context.CancelCauseFunc, 
 	// acknowledge and drop.
 	b.log.Debug("downlink message matches no subscribe rule", "topic", p.Topic)
 	return false, pr.Client.Ack(p)
+}
+
+// DeadLetterTopic is the local topic where a bridge puts messages its
+// upstream cannot take (larger than its Maximum Packet Size), with the
+// original topic and the reason as user properties. Retrying them would
+// block everything queued behind them forever.
+func DeadLetterTopic(name string) string { return "$SYS/ralph/bridges/" + name + "/deadletter" }
+
+// tooLarge reports whether pub's PUBLISH packet would exceed max bytes,
+// counted generously (fixed header, length, packet id, properties).
+func tooLarge(pub *paho.Publish, max uint32) bool {
+	if max == 0 {
+		return false
+	}
+	n := 16 + len(pub.Topic) + len(pub.Payload)
+	if p := pub.Properties; p != nil {
+		n += 8 + len(p.ContentType) + len(p.ResponseTopic) + len(p.CorrelationData)
+		for _, u := range p.User {
+			n += 5 + len(u.Key) + len(u.Value)
+		}
+	}
+	return n > int(max)
+}
+
+func (b *Bridge) deadLetterMsg(ctx context.Context, m *queue.Message) error {
+	reason := fmt.Sprintf("larger than the upstream's maximum packet size of %d bytes", b.maxPacket.Load())
+	b.log.Warn("message dead-lettered", "topic", m.Topic, "bytes", len(m.Payload), "reason", reason, "dead_letter_topic", DeadLetterTopic(b.cfg.Name))
+	b.deadLetter.Add(1)
+	if b.cfg.Local == nil {
+		return nil
+	}
+	dl := *m
+	dl.Topic, dl.Origin, dl.Retain = DeadLetterTopic(b.cfg.Name), OriginPrefix+b.cfg.Name, false
+	dl.UserProperties = append(append([]queue.UserProperty(nil), m.UserProperties...),
+		queue.UserProperty{Key: "topic", Value: m.Topic}, queue.UserProperty{Key: "reason", Value: reason})
+	pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	return b.cfg.Local.Publish(pctx, &dl)
 }
 
 // route applies the forward rules: the first that matches wins. It returns

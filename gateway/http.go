@@ -69,6 +69,7 @@ type BridgeStatus struct {
 	Expired    uint64    `json:"expired"`
 	Reconnects uint64    `json:"reconnects"`
 	Downlinked uint64    `json:"downlinked"`
+	DeadLetter uint64    `json:"dead_lettered"`
 }
 
 // Status gathers the gateway's current state.
@@ -95,7 +96,7 @@ func (g *Gateway) Status() Status {
 		st.Bridges = append(st.Bridges, BridgeStatus{
 			Name: g.cfg.Bridges[i].Name, Connected: s.Connected, URL: s.URL, Since: s.Since, LastError: s.LastError,
 			Queued: s.Backlog, Inflight: s.Inflight, Forwarded: s.Forwarded, Dropped: g.cons[i].Dropped(),
-			Rejected: s.Rejected, Expired: s.Expired, Reconnects: s.Reconnects, Downlinked: s.Downlinked,
+			Rejected: s.Rejected, Expired: s.Expired, Reconnects: s.Reconnects, Downlinked: s.Downlinked, DeadLetter: s.DeadLetter,
 		})
 	}
 	st.Unhealthy = g.unhealthy()
@@ -272,6 +273,7 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 		counter("ralph_bridge_rejected_total", "Messages the upstream refused.", float64(b.Rejected), "bridge", b.Name)
 		counter("ralph_bridge_expired_total", "Messages whose MQTT expiry passed before forwarding.", float64(b.Expired), "bridge", b.Name)
 		counter("ralph_bridge_reconnects_total", "Upstream connections lost.", float64(b.Reconnects), "bridge", b.Name)
+		counter("ralph_bridge_dead_lettered_total", "Messages too large for the upstream, moved to the dead-letter topic.", float64(b.DeadLetter), "bridge", b.Name)
 		counter("ralph_bridge_downlinked_total", "Messages received from the upstream and published locally.", float64(b.Downlinked), "bridge", b.Name)
 	}
 }
