@@ -14,6 +14,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"reflect"
 	"sync"
 	"time"
 
@@ -30,10 +31,22 @@ type Gateway struct {
 	started time.Time
 	q       *queue.Queue
 	broker  *localbroker.Broker
-	bridges []*bridge.Bridge
-	cons    []*queue.Consumer // bridges[i] reads through cons[i]
-	httpL   net.Listener      // nil when the endpoint is off
-	ready   chan struct{}     // closed once Run serves
+	httpL   net.Listener  // nil when the endpoint is off
+	ready   chan struct{} // closed once Run serves
+
+	mu      sync.Mutex
+	bridges []*runningBridge // in config order
+	bctx    context.Context  // parent of every bridge's Run; set by Run
+	bwg     sync.WaitGroup
+}
+
+// runningBridge is one configured bridge and the consumer it reads with.
+type runningBridge struct {
+	cfg    BridgeConfig
+	b      *bridge.Bridge
+	cons   *queue.Consumer
+	cancel context.CancelFunc // stops b.Run; nil until started
+	done   chan struct{}
 }
 
 // New opens the queue in cfg.DataDir, binds the broker's and the HTTP
@@ -92,19 +105,11 @@ func New(cfg *Config, log *slog.Logger, version string) (*Gateway, error) {
 	// Consumers register before the broker accepts anything, so no message
 	// can be released before every bridge's cursor holds it.
 	for _, bc := range cfg.Bridges {
-		// Persisting the cursor every quarter window keeps the re-sends
-		// after a crash near one window.
-		cons, err := q.Consumer("bridge/"+bc.Name, queue.ConsumerOptions{PersistEvery: max(1, bc.MaxInflight/4)})
+		rb, err := g.newBridge(bc, nil)
 		if err != nil {
-			return fail(fmt.Errorf("gateway: bridge %s: %w", bc.Name, err))
+			return fail(err)
 		}
-		bcfg, err := bridgeConfig(bc, log)
-		if err != nil {
-			return fail(fmt.Errorf("gateway: bridge %s: %w", bc.Name, err))
-		}
-		bcfg.Local = g.broker
-		g.bridges = append(g.bridges, bridge.New(bcfg, cons))
-		g.cons = append(g.cons, cons)
+		g.bridges = append(g.bridges, rb)
 	}
 	if a := cfg.HTTP.Listen; a != "" {
 		if g.httpL, err = net.Listen("tcp", a); err != nil {
@@ -112,6 +117,108 @@ func New(cfg *Config, log *slog.Logger, version string) (*Gateway, error) {
 		}
 	}
 	return g, nil
+}
+
+// newBridge prepares a bridge; cons is its existing consumer when the
+// bridge is being replaced, or nil to register one.
+func (g *Gateway) newBridge(bc BridgeConfig, cons *queue.Consumer) (*runningBridge, error) {
+	bcfg, err := bridgeConfig(bc, g.log)
+	if err != nil {
+		return nil, fmt.Errorf("gateway: bridge %s: %w", bc.Name, err)
+	}
+	bcfg.Local = g.broker
+	if cons == nil {
+		// Persisting the cursor every quarter window keeps the re-sends
+		// after a crash near one window.
+		cons, err = g.q.Consumer("bridge/"+bc.Name, queue.ConsumerOptions{PersistEvery: max(1, bc.MaxInflight/4)})
+		if err != nil {
+			return nil, fmt.Errorf("gateway: bridge %s: %w", bc.Name, err)
+		}
+	} else {
+		cons.Rewind() // what the old bridge had in flight is sent again
+	}
+	return &runningBridge{cfg: bc, b: bridge.New(bcfg, cons), cons: cons}, nil
+}
+
+// start runs rb's bridge; g.mu must be held. Before Run, Run starts it.
+func (g *Gateway) start(rb *runningBridge) {
+	if g.bctx == nil {
+		return
+	}
+	ctx, cancel := context.WithCancel(g.bctx)
+	rb.cancel, rb.done = cancel, make(chan struct{})
+	g.bwg.Add(1)
+	go func() {
+		defer g.bwg.Done()
+		defer close(rb.done)
+		rb.b.Run(ctx)
+	}()
+}
+
+// stop ends rb's bridge and waits for it (it waits briefly for in-flight
+// acknowledgements).
+func (rb *runningBridge) stop() {
+	if rb.cancel != nil {
+		rb.cancel()
+		<-rb.done
+	}
+}
+
+// Reload applies a new configuration's bridges without touching device
+// connections: bridges whose settings changed are restarted (keeping
+// their queue cursor), new ones start, removed ones stop. Changes outside
+// [[bridge]] need a restart; they are reported, not applied.
+func (g *Gateway) Reload(cfg *Config) {
+	old := *g.cfg
+	old.Bridges, old.Log = nil, LogConfig{}
+	next := *cfg
+	next.Bridges, next.Log = nil, LogConfig{}
+	if !reflect.DeepEqual(old, next) {
+		g.log.Warn("reload: changes outside [[bridge]] (broker, queue, http, data_dir) need a restart; they are not applied")
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	byName := make(map[string]*runningBridge)
+	for _, rb := range g.bridges {
+		byName[rb.cfg.Name] = rb
+	}
+	var bridges []*runningBridge
+	for _, bc := range cfg.Bridges {
+		rb, ok := byName[bc.Name]
+		delete(byName, bc.Name)
+		switch {
+		case ok && reflect.DeepEqual(rb.cfg, bc):
+			bridges = append(bridges, rb)
+			continue
+		case ok:
+			rb.stop()
+			nrb, err := g.newBridge(bc, rb.cons)
+			if err != nil {
+				g.log.Error("reload: bridge not restarted", "bridge", bc.Name, "err", err)
+				g.start(rb) // keep the old one
+				bridges = append(bridges, rb)
+				continue
+			}
+			g.log.Info("reload: bridge changed, restarted", "bridge", bc.Name)
+			rb = nrb
+		default:
+			nrb, err := g.newBridge(bc, nil)
+			if err != nil {
+				g.log.Error("reload: bridge not added", "bridge", bc.Name, "err", err)
+				continue
+			}
+			g.log.Info("reload: bridge added", "bridge", bc.Name)
+			rb = nrb
+		}
+		g.start(rb)
+		bridges = append(bridges, rb)
+	}
+	for name, rb := range byName {
+		rb.stop()
+		rb.cons.Close() // its cursor stays; it no longer holds messages back
+		g.log.Info("reload: bridge removed", "bridge", name)
+	}
+	g.bridges = bridges
 }
 
 func bridgeConfig(bc BridgeConfig, log *slog.Logger) (bridge.Config, error) {
@@ -220,24 +327,24 @@ func (g *Gateway) Run(ctx context.Context) error {
 		close(httpDone)
 	}
 	close(g.ready)
-	g.log.Info("ralph is running", "listen", g.broker.Addrs(), "http", g.cfg.HTTP.Listen, "data_dir", g.cfg.DataDir, "bridges", len(g.bridges))
 	bctx, stopBridges := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	for _, b := range g.bridges {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			b.Run(bctx)
-		}()
+	g.mu.Lock()
+	g.bctx = bctx
+	for _, rb := range g.bridges {
+		g.start(rb)
 	}
+	g.log.Info("ralph is running", "listen", g.broker.Addrs(), "http", g.cfg.HTTP.Listen, "data_dir", g.cfg.DataDir, "bridges", len(g.bridges))
+	g.mu.Unlock()
 	<-ctx.Done()
 	g.log.Info("shutting down")
 	stopHTTP()
 	<-httpDone
 	// Bridges first: they wait briefly for in-flight acknowledgements and
 	// announce their state through the broker while it still runs.
+	g.mu.Lock()
 	stopBridges()
-	wg.Wait()
+	g.bwg.Wait()
+	g.mu.Unlock()
 	err := g.broker.Close()
 	if cerr := g.q.Close(); cerr != nil && err == nil {
 		err = cerr

@@ -91,11 +91,14 @@ func (g *Gateway) Status() Status {
 	if msgs, err := g.q.Peek(1); err == nil && len(msgs) > 0 {
 		st.Queue.OldestAge = time.Since(msgs[0].Arrived).Seconds()
 	}
-	for i, b := range g.bridges {
-		s := b.Stats()
+	g.mu.Lock()
+	bridges := g.bridges
+	g.mu.Unlock()
+	for _, rb := range bridges {
+		s := rb.b.Stats()
 		st.Bridges = append(st.Bridges, BridgeStatus{
-			Name: g.cfg.Bridges[i].Name, Connected: s.Connected, URL: s.URL, Since: s.Since, LastError: s.LastError,
-			Queued: s.Backlog, Inflight: s.Inflight, Forwarded: s.Forwarded, Dropped: g.cons[i].Dropped(),
+			Name: rb.cfg.Name, Connected: s.Connected, URL: s.URL, Since: s.Since, LastError: s.LastError,
+			Queued: s.Backlog, Inflight: s.Inflight, Forwarded: s.Forwarded, Dropped: rb.cons.Dropped(),
 			Rejected: s.Rejected, Expired: s.Expired, Reconnects: s.Reconnects, Downlinked: s.Downlinked, DeadLetter: s.DeadLetter,
 		})
 	}
@@ -203,9 +206,12 @@ func (g *Gateway) serveHTTP(ctx context.Context, l net.Listener) {
 	})
 	mux.HandleFunc("POST /queue/purge", func(w http.ResponseWriter, r *http.Request) {
 		name := r.URL.Query().Get("bridge")
-		for i, bc := range g.cfg.Bridges {
-			if bc.Name == name {
-				n := g.cons[i].Purge()
+		g.mu.Lock()
+		bridges := g.bridges
+		g.mu.Unlock()
+		for _, rb := range bridges {
+			if rb.cfg.Name == name {
+				n := rb.cons.Purge()
 				g.log.Warn("queue purged for a bridge", "bridge", name, "messages", n)
 				writeJSON(w, http.StatusOK, map[string]uint64{"purged": n})
 				return

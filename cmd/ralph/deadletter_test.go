@@ -39,9 +39,10 @@ func TestDeadLetter(t *testing.T) {
 	if string(pk.Payload) != big || props["topic"] != "sensors/a" || !strings.Contains(props["reason"], "maximum packet size of 2000") {
 		t.Fatalf("dead letter: %d bytes, properties %v", len(pk.Payload), props)
 	}
-	st := waitStatus(t, s, "one dead-lettered", func(st gateway.Status) bool { return st.Bridges[0].DeadLetter == 1 })
-	if st.Bridges[0].Forwarded != 2 || st.Bridges[0].Queued != 0 {
-		t.Fatalf("bridge %+v: want 2 forwarded, nothing queued", st.Bridges[0])
-	}
+	// The upstream's ack of the last message may still be on its way.
+	waitStatus(t, s, "one dead-lettered, two forwarded, nothing queued", func(st gateway.Status) bool {
+		b := st.Bridges[0]
+		return b.DeadLetter == 1 && b.Forwarded == 2 && b.Queued == 0
+	})
 	p.stop()
 }

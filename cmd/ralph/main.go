@@ -24,6 +24,9 @@ import (
 	"github.com/ralph-gateway/ralph/gateway"
 )
 
+// embeddedConfig names the built-in config in logs.
+const embeddedConfig = "(embedded default)"
+
 // defaultMemoryLimit is the Go heap's soft limit unless GOMEMLIMIT says
 // otherwise.
 const defaultMemoryLimit = 80 << 20
@@ -98,7 +101,7 @@ func loadConfig(fs *flag.FlagSet, args []string, required bool, stderr io.Writer
 			fmt.Fprintf(stderr, "ralph %s: --config FILE is required\n", fs.Name())
 			return nil, "", false
 		}
-		return gateway.DefaultConfig(), "(embedded default)", true
+		return gateway.DefaultConfig(), embeddedConfig, true
 	}
 	cfg, err := gateway.LoadConfig(*path)
 	if err != nil {
@@ -159,13 +162,24 @@ func runGateway(args []string, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	// SIGHUP would otherwise end the process (systemctl reload sends it).
+	// SIGHUP (systemctl reload) re-reads the config file and applies its
+	// bridges; a config that does not load leaves everything as it is.
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
 	go func() {
 		for range hup {
-			log.Warn("SIGHUP: reloading the configuration is not supported yet; restart ralph to apply changes")
+			if path == embeddedConfig {
+				log.Warn("SIGHUP: running on the embedded config, nothing to reload")
+				continue
+			}
+			next, err := gateway.LoadConfig(path)
+			if err != nil {
+				log.Error("SIGHUP: the new config is invalid; keeping the running one", "err", err)
+				continue
+			}
+			log.Info("SIGHUP: reloading", "config", path)
+			g.Reload(next)
 		}
 	}()
 	go func() {

@@ -1,0 +1,121 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"net"
+	"strings"
+
+	"github.com/BurntSushi/toml"
+)
+
+// packagedHeader opens /etc/ralph/ralph.toml. It says why the installed
+// defaults are what they are, since the file outlives any README.
+const packagedHeader = `# /etc/ralph/ralph.toml, installed by the ralph package and read by
+# ralph.service.
+#
+# Ralph has no authentication yet: as installed, its MQTT broker listens on
+# the loopback address only (127.0.0.1:1883), so only programs on this
+# machine can connect. Read the [broker] section below before opening it to
+# the network.
+#
+# The example [[bridge]] is commented out, so Ralph starts with no upstream:
+# uncomment and edit it to forward messages. After editing, check the file
+# and apply it with
+#   ralph check --config /etc/ralph/ralph.toml && systemctl restart ralph
+# Package upgrades never overwrite your edits to this file.
+#
+`
+
+// packagedDataDir is where the queue must live: the unit's StateDirectory,
+// created by postinst and deleted on purge.
+const packagedDataDir = "/var/lib/ralph"
+
+// packagedConfig turns the annotated example (configs/ralph.toml) into the
+// installed default. A package must start cleanly with no upstream, so
+// every [[bridge]] and [[bridge.*]] table is commented out line by line;
+// comments, and the tables after them, stay as they are. The result is
+// then checked: no bridge, data_dir is packagedDataDir and every listen
+// address (MQTT and HTTP) is loopback, so that the header above stays true
+// whatever the example becomes.
+func packagedConfig(example []byte) ([]byte, error) {
+	var out bytes.Buffer
+	out.WriteString(packagedHeader)
+	inBridge := false
+	for _, line := range strings.SplitAfter(string(example), "\n") {
+		trimmed := strings.TrimSpace(line)
+		if name, ok := tableName(trimmed); ok {
+			inBridge = name == "bridge" || strings.HasPrefix(name, "bridge.")
+		}
+		if inBridge && trimmed != "" && !strings.HasPrefix(trimmed, "#") {
+			indent := line[:len(line)-len(strings.TrimLeft(line, " \t"))]
+			line = indent + "# " + strings.TrimLeft(line, " \t")
+		}
+		out.WriteString(line)
+	}
+	if err := checkPackaged(out.Bytes()); err != nil {
+		return nil, fmt.Errorf("packaged config from the example: %w", err)
+	}
+	return out.Bytes(), nil
+}
+
+// tableName returns the name of a TOML table header line ("[a.b]" or
+// "[[a.b]]", possibly followed by a comment).
+func tableName(line string) (string, bool) {
+	if !strings.HasPrefix(line, "[") {
+		return "", false
+	}
+	name := strings.TrimLeft(line, "[")
+	end := strings.Index(name, "]")
+	if end < 0 {
+		return "", false
+	}
+	return strings.TrimSpace(name[:end]), true
+}
+
+// checkPackaged verifies the promises made by packagedHeader.
+func checkPackaged(cfg []byte) error {
+	var c struct {
+		DataDir string         `toml:"data_dir"`
+		Bridge  []any          `toml:"bridge"`
+		Broker  map[string]any `toml:"broker"`
+		HTTP    map[string]any `toml:"http"`
+	}
+	if _, err := toml.Decode(string(cfg), &c); err != nil {
+		return err
+	}
+	if len(c.Bridge) > 0 {
+		return fmt.Errorf("%d bridges left uncommented", len(c.Bridge))
+	}
+	if c.DataDir != packagedDataDir {
+		return fmt.Errorf("data_dir is %q, the package needs %q", c.DataDir, packagedDataDir)
+	}
+	if anon, _ := c.Broker["allow_anonymous"].(bool); anon {
+		return fmt.Errorf("broker.allow_anonymous is true")
+	}
+	listen, _ := c.Broker["listen"].([]any) // absent: the loopback default
+	for _, l := range listen {
+		addr, _ := l.(string)
+		if !loopback(addr) {
+			return fmt.Errorf("broker.listen has %q, not a loopback address", addr)
+		}
+	}
+	// The HTTP endpoint (status, metrics) has no authentication either.
+	if addr, _ := c.HTTP["listen"].(string); addr != "" && !loopback(addr) {
+		return fmt.Errorf("http.listen is %q, not a loopback address", addr)
+	}
+	return nil
+}
+
+// loopback reports whether host:port names a loopback address.
+func loopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
