@@ -320,6 +320,12 @@ func (b *Bridge) connect(ctx context.Context, u *url.URL) (*paho.Client, context
 	b.mu.Lock()
 	first := b.status.URL == ""
 	b.mu.Unlock()
+	// Resume the upstream session, even after a restart of Ralph, so that
+	// downlink messages sent meanwhile arrive. The one exception: QoS 2
+	// forwarding after a restart, when the upstream may still hold PUBREC
+	// state for packet ids a new session would reuse (and would silently
+	// drop those messages as duplicates).
+	clean := first && b.forwardsQoS2()
 	var will *paho.WillMessage
 	if b.cfg.StateTopic != "" {
 		will = &paho.WillMessage{Topic: b.cfg.StateTopic, Payload: []byte("offline"), QoS: 1, Retain: true}
@@ -328,7 +334,7 @@ func (b *Bridge) connect(ctx context.Context, u *url.URL) (*paho.Client, context
 		WillMessage:  will,
 		ClientID:     b.cfg.ClientID,
 		KeepAlive:    uint16(min(b.cfg.KeepAlive/time.Second, 65535)),
-		CleanStart:   first, // nothing of an earlier run's session is known: start afresh
+		CleanStart:   clean,
 		Properties:   &paho.ConnectProperties{SessionExpiryInterval: &expiry},
 		Username:     b.cfg.Username,
 		UsernameFlag: b.cfg.Username != "",
@@ -507,6 +513,15 @@ func (b *Bridge) pace(ctx context.Context) error {
 	}
 	b.nextAt = b.nextAt.Add(interval)
 	return nil
+}
+
+func (b *Bridge) forwardsQoS2() bool {
+	for _, r := range b.cfg.Forward {
+		if r.QoS == 2 {
+			return true
+		}
+	}
+	return false
 }
 
 // subscribe asks the upstream for the subscribe rules' topics. With a

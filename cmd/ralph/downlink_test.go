@@ -68,3 +68,33 @@ func TestDownlink(t *testing.T) {
 	}
 	p.stop()
 }
+
+// TestDownlinkWhileRalphIsDown: the upstream session outlives a crash of
+// ralph, so a command sent upstream while ralph is down is delivered and
+// stored once it is back.
+func TestDownlinkWhileRalphIsDown(t *testing.T) {
+	up := newMosquitto(t)
+	s := newSetup(t, up.addr(), "")
+	cfg, _ := os.ReadFile(s.config)
+	conf := strings.Replace(string(cfg), "[[bridge]]", "[queue]\nkeep_local = \"1h\"\n[[bridge]]", 1) + `
+  [[bridge.subscribe]]
+  remote = "site/cmd/#"
+  strip_prefix = "site/"
+`
+	os.WriteFile(s.config, []byte(conf), 0o644)
+	p := startRalph(t, s.config, s.addr)
+	waitStatus(t, s, "the bridge connected", func(st gateway.Status) bool { return st.Bridges[0].Connected })
+	p.kill()
+
+	port := strings.Split(up.addr(), ":")[1]
+	if out, err := exec.Command("mosquitto_pub", "-h", "127.0.0.1", "-p", port, "-q", "1", "-t", "site/cmd/led", "-m", "while-down").CombinedOutput(); err != nil {
+		t.Fatalf("mosquitto_pub: %v %s", err, out)
+	}
+	p = startRalph(t, s.config, s.addr)
+	waitStatus(t, s, "the command delivered", func(st gateway.Status) bool { return st.Bridges[0].Downlinked == 1 })
+	out, _ := ralphCmd(t, "queue", "peek", "10", "--addr", s.httpAddr)
+	if !strings.Contains(out, `"topic": "cmd/led"`) || !strings.Contains(out, `"payload": "while-down"`) {
+		t.Fatalf("the command is not in the queue:\n%s", out)
+	}
+	p.stop()
+}
