@@ -288,6 +288,16 @@ func startMosquitto(t testing.TB, port int, dir, conf string) *Mosquitto {
 	}
 }
 
+// Kill ends mosquitto with SIGKILL: no saving, no goodbye to clients.
+func (m *Mosquitto) Kill() {
+	if m.cmd == nil {
+		return
+	}
+	m.cmd.Process.Kill()
+	m.cmd.Wait()
+	m.cmd = nil
+}
+
 // Addr is the broker's host:port.
 func (m *Mosquitto) Addr() string { return fmt.Sprintf("127.0.0.1:%d", m.Port) }
 
