@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"strings"
@@ -95,6 +96,38 @@ func TestDownlinkWhileRalphIsDown(t *testing.T) {
 	out, _ := ralphCmd(t, "queue", "peek", "10", "--addr", s.httpAddr)
 	if !strings.Contains(out, `"topic": "cmd/led"`) || !strings.Contains(out, `"payload": "while-down"`) {
 		t.Fatalf("the command is not in the queue:\n%s", out)
+	}
+	p.stop()
+}
+
+// TestDownlinkToOfflineDevice: a device with a persistent session that is
+// offline when a command comes down gets it when it reconnects.
+func TestDownlinkToOfflineDevice(t *testing.T) {
+	up := newMosquitto(t)
+	s := newSetup(t, up.addr(), "")
+	cfg, _ := os.ReadFile(s.config)
+	os.WriteFile(s.config, []byte(string(cfg)+"\n  [[bridge.subscribe]]\n  remote = \"site/cmd/#\"\n  strip_prefix = \"site/\"\n"), 0o644)
+	p := startRalph(t, s.config, s.addr)
+	waitStatus(t, s, "the bridge connected", func(st gateway.Status) bool { return st.Bridges[0].Connected })
+
+	for _, v := range []byte{4, 5} {
+		id := fmt.Sprintf("sleepy-v%d", v)
+		dev := mqtttest.DialSession(t, s.addr, id, v, false)
+		dev.Subscribe("cmd/#", 1)
+		dev.Close()
+		waitStatus(t, s, "the device gone", func(st gateway.Status) bool { return st.Clients == 0 })
+		cmd := "wake-" + id
+		port := strings.Split(up.addr(), ":")[1]
+		if out, err := exec.Command("mosquitto_pub", "-h", "127.0.0.1", "-p", port, "-q", "1", "-t", "site/cmd/"+id, "-m", cmd).CombinedOutput(); err != nil {
+			t.Fatalf("mosquitto_pub: %v %s", err, out)
+		}
+		waitStatus(t, s, "the command downlinked", func(st gateway.Status) bool { return st.Bridges[0].Downlinked >= uint64(v-3) })
+		dev = mqtttest.DialSession(t, s.addr, id, v, false)
+		pk := dev.Read(10 * time.Second)
+		if pk.FixedHeader.Type != packets.Publish || string(pk.Payload) != cmd || pk.TopicName != "cmd/"+id {
+			t.Fatalf("%s after reconnecting got type %d %q %q", id, pk.FixedHeader.Type, pk.TopicName, pk.Payload)
+		}
+		dev.Close()
 	}
 	p.stop()
 }

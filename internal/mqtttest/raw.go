@@ -30,8 +30,16 @@ type Raw struct {
 	Acked atomic.Int64
 }
 
-// Dial connects to addr and completes the MQTT handshake for clientID.
+// Dial connects to addr and completes the MQTT handshake for clientID,
+// with a clean session.
 func Dial(t testing.TB, addr, clientID string, version byte) *Raw {
+	t.Helper()
+	return DialSession(t, addr, clientID, version, true)
+}
+
+// DialSession is Dial with the choice of a clean or a persistent session
+// (for MQTT 5, persistent means a session expiry of an hour).
+func DialSession(t testing.TB, addr, clientID string, version byte, clean bool) *Raw {
 	t.Helper()
 	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
 	if err != nil {
@@ -45,10 +53,11 @@ func Dial(t testing.TB, addr, clientID string, version byte) *Raw {
 		ProtocolVersion: version,
 		Connect: packets.ConnectParams{
 			ProtocolName:     []byte(name),
-			Clean:            true,
+			Clean:            clean,
 			Keepalive:        60,
 			ClientIdentifier: clientID,
 		},
+		Properties: packets.Properties{SessionExpiryInterval: 3600, SessionExpiryIntervalFlag: !clean && version == 5},
 	})
 	pk := r.Read(5 * time.Second)
 	if pk.FixedHeader.Type != packets.Connack || pk.ReasonCode != 0 {
