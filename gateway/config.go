@@ -1079,43 +1079,34 @@ func normalizeBrokerURL(s string) (string, error) {
 }
 
 func (p *configParser) validateForward(r *ForwardRule, rp keyPath) error {
-	if _, ok := lookup(p.tree, rp.key("local")); !ok {
-		return p.errorf(rp.key("local"), `required key is missing (an MQTT topic filter, e.g. "sensors/#")`)
-	}
-	if err := topic.ValidateFilter(r.Local); err != nil {
-		return p.errorf(rp.key("local"), "%v", err)
-	}
-	for _, k := range []struct{ key, v string }{{"strip_prefix", r.StripPrefix}, {"remote_prefix", r.RemotePrefix}} {
-		if k.v == "" {
-			continue
-		}
-		if err := topic.ValidateName(k.v); err != nil {
-			return p.errorf(rp.key(k.key), "%v", err)
-		}
-	}
-	if r.QoS < 0 || r.QoS > 2 {
-		return p.errorf(rp.key("qos"), "%d is not one of 0, 1, 2", r.QoS)
-	}
-	return nil
+	return p.validateRule(rp, "local", r.Local, "sensors/#", r.QoS,
+		[2]string{"strip_prefix", r.StripPrefix}, [2]string{"remote_prefix", r.RemotePrefix})
 }
 
 func (p *configParser) validateSubscribe(r *SubscribeRule, rp keyPath) error {
-	if _, ok := lookup(p.tree, rp.key("remote")); !ok {
-		return p.errorf(rp.key("remote"), `required key is missing (an MQTT topic filter, e.g. "site/shed/cmd/#")`)
+	return p.validateRule(rp, "remote", r.Remote, "site/shed/cmd/#", r.QoS,
+		[2]string{"strip_prefix", r.StripPrefix}, [2]string{"local_prefix", r.LocalPrefix})
+}
+
+// validateRule checks a forward or subscribe rule: its required topic
+// filter, its optional prefixes (key, value) and its QoS.
+func (p *configParser) validateRule(rp keyPath, filterKey, filter, example string, qos int, prefixes ...[2]string) error {
+	if _, ok := lookup(p.tree, rp.key(filterKey)); !ok {
+		return p.errorf(rp.key(filterKey), `required key is missing (an MQTT topic filter, e.g. %q)`, example)
 	}
-	if err := topic.ValidateFilter(r.Remote); err != nil {
-		return p.errorf(rp.key("remote"), "%v", err)
+	if err := topic.ValidateFilter(filter); err != nil {
+		return p.errorf(rp.key(filterKey), "%v", err)
 	}
-	for _, k := range []struct{ key, v string }{{"strip_prefix", r.StripPrefix}, {"local_prefix", r.LocalPrefix}} {
-		if k.v == "" {
+	for _, k := range prefixes {
+		if k[1] == "" {
 			continue
 		}
-		if err := topic.ValidateName(k.v); err != nil {
-			return p.errorf(rp.key(k.key), "%v", err)
+		if err := topic.ValidateName(k[1]); err != nil {
+			return p.errorf(rp.key(k[0]), "%v", err)
 		}
 	}
-	if r.QoS < 0 || r.QoS > 2 {
-		return p.errorf(rp.key("qos"), "%d is not one of 0, 1, 2", r.QoS)
+	if qos < 0 || qos > 2 {
+		return p.errorf(rp.key("qos"), "%d is not one of 0, 1, 2", qos)
 	}
 	return nil
 }
