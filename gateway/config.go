@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/BurntSushi/toml"
+	"golang.org/x/crypto/bcrypt"
 
 	"github.com/ralph-gateway/ralph/internal/topic"
 )
@@ -52,8 +53,14 @@ type BrokerConfig struct {
 	// Listen lists TCP host:port addresses, default ["127.0.0.1:1883"]. The
 	// host may be empty (all interfaces), an IP address or "localhost".
 	Listen []string `toml:"listen"`
-	// AllowAnonymous must be set to listen on a non-loopback address, since
-	// Ralph has no authentication yet. Default false.
+	// Users may log in with a username and password; see UserConfig.
+	Users []UserConfig `toml:"users"`
+	// Anonymous is what clients without a username may publish and
+	// subscribe to; default everything.
+	Anonymous ACLConfig `toml:"anonymous"`
+	// AllowAnonymous admits clients without a username on non-loopback
+	// listeners too (loopback ones always admit them). Default false: from
+	// the network, devices log in as one of Users.
 	AllowAnonymous bool `toml:"allow_anonymous"`
 	// MaxPacketSize is the largest MQTT packet accepted, default 256 KiB,
 	// allowed 1 KiB .. 256 MiB.
@@ -61,6 +68,21 @@ type BrokerConfig struct {
 	// ReceiveMaximum is the number of QoS>0 publishes per client awaiting
 	// acknowledgement; default 256, allowed 1..65535.
 	ReceiveMaximum int `toml:"receive_maximum"`
+}
+
+// UserConfig is an account for devices.
+type UserConfig struct {
+	Name         string   `toml:"name"`          // required, unique
+	PasswordHash string   `toml:"password_hash"` // bcrypt, from "ralph passwd"
+	Publish      []string `toml:"publish"`       // topic filters it may publish to; %u username, %c client id; default ["#"]
+	Subscribe    []string `toml:"subscribe"`     // filters it may subscribe within; default ["#", "$SYS/#"]
+}
+
+// ACLConfig lists topic filters (%u and %c substituted) a client may
+// publish to and subscribe within.
+type ACLConfig struct {
+	Publish   []string `toml:"publish"`
+	Subscribe []string `toml:"subscribe"`
 }
 
 // QueueConfig configures the durable store-and-forward queue.
@@ -299,6 +321,7 @@ func ParseConfig(name string, data []byte) (*Config, error) {
 		return nil, p.lineError(p.lines[k], k+": unknown key")
 	}
 	p.fillBridgeDefaults(cfg)
+	p.fillACLDefaults(cfg)
 	if err := p.validate(cfg); err != nil {
 		return nil, err
 	}
@@ -313,6 +336,7 @@ func defaults() *Config {
 			Listen:         []string{"127.0.0.1:1883"},
 			AllowAnonymous: false,
 			MaxPacketSize:  256 * kiB,
+			Anonymous:      ACLConfig{Publish: defaultPublishACL(), Subscribe: defaultSubscribeACL()},
 			ReceiveMaximum: 256,
 		},
 		Queue: QueueConfig{
@@ -674,6 +698,28 @@ func truncate(s string) string {
 // ---------------------------------------------------------------------------
 // Defaults that depend on presence (elements of arrays of tables start empty).
 
+// The default ACL: everything, including reading Ralph's own $SYS
+// topics. Functions, so that each config gets slices of its own.
+func defaultPublishACL() []string   { return []string{"#"} }
+func defaultSubscribeACL() []string { return []string{"#", "$SYS/#"} }
+
+func (p *configParser) fillACLDefaults(cfg *Config) {
+	fill := func(path keyPath, acl *[]string, def func() []string) {
+		if _, ok := lookup(p.tree, path); !ok {
+			*acl = def()
+		}
+	}
+	bp := keyPath{}.key("broker")
+	fill(bp.key("anonymous").key("publish"), &cfg.Broker.Anonymous.Publish, defaultPublishACL)
+	fill(bp.key("anonymous").key("subscribe"), &cfg.Broker.Anonymous.Subscribe, defaultSubscribeACL)
+	for i := range cfg.Broker.Users {
+		u := &cfg.Broker.Users[i]
+		up := bp.key("users").index(i)
+		fill(up.key("publish"), &u.Publish, defaultPublishACL)
+		fill(up.key("subscribe"), &u.Subscribe, defaultSubscribeACL)
+	}
+}
+
 func (p *configParser) fillBridgeDefaults(cfg *Config) {
 	host, _ := os.Hostname()
 	for i := range cfg.Bridges {
@@ -813,11 +859,33 @@ func (p *configParser) validateBroker(b *BrokerConfig) error {
 			return p.errorf(lp, "duplicate address %q", addr)
 		}
 		seen[addr] = true
-		if !loopback && !b.AllowAnonymous {
-			return p.errorf(lp, "%q is not a loopback address: Ralph has no authentication yet, "+
-				"so set allow_anonymous = true explicitly to accept anonymous clients from other machines "+
-				"(user accounts come in a later version)", truncate(addr))
+		if !loopback && !b.AllowAnonymous && len(b.Users) == 0 {
+			return p.errorf(lp, "%q is not a loopback address and there are no [[broker.users]]: "+
+				"nobody could connect from other machines (add users, or set allow_anonymous = true explicitly)", truncate(addr))
 		}
+	}
+	seenUser := map[string]bool{}
+	for i := range b.Users {
+		u := &b.Users[i]
+		up := bp.key("users").index(i)
+		switch {
+		case u.Name == "":
+			return p.errorf(up.key("name"), "required: the username devices log in with")
+		case seenUser[u.Name]:
+			return p.errorf(up.key("name"), "duplicate user %q", u.Name)
+		case u.PasswordHash == "":
+			return p.errorf(up.key("password_hash"), `required: a bcrypt hash from "ralph passwd"`)
+		}
+		seenUser[u.Name] = true
+		if _, err := bcrypt.Cost([]byte(u.PasswordHash)); err != nil {
+			return p.errorf(up.key("password_hash"), `not a bcrypt hash (%v): make one with "ralph passwd"`, err)
+		}
+		if err := p.validateACL(up, u.Publish, u.Subscribe); err != nil {
+			return err
+		}
+	}
+	if err := p.validateACL(bp.key("anonymous"), b.Anonymous.Publish, b.Anonymous.Subscribe); err != nil {
+		return err
 	}
 	if s := b.MaxPacketSize; s < kiB || s > 256*miB {
 		return p.errorf(bp.key("max_packet_size"), "%s is out of range (allowed %s .. %s)",
@@ -1076,6 +1144,21 @@ func normalizeBrokerURL(s string) (string, error) {
 	}
 	u.Host = net.JoinHostPort(u.Hostname(), port)
 	return u.String(), nil
+}
+
+func (p *configParser) validateACL(at keyPath, publish, subscribe []string) error {
+	for _, l := range []struct {
+		key     string
+		filters []string
+	}{{"publish", publish}, {"subscribe", subscribe}} {
+		for j, f := range l.filters {
+			g := strings.NewReplacer("%u", "u", "%c", "c").Replace(f)
+			if err := topic.ValidateFilter(g); err != nil {
+				return p.errorf(at.key(l.key).index(j), "%v", err)
+			}
+		}
+	}
+	return nil
 }
 
 func (p *configParser) validateForward(r *ForwardRule, rp keyPath) error {

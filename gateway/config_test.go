@@ -29,6 +29,7 @@ func TestDefaultConfig(t *testing.T) {
 			AllowAnonymous: false,
 			MaxPacketSize:  256 * 1024,
 			ReceiveMaximum: 256,
+			Anonymous:      ACLConfig{Publish: []string{"#"}, Subscribe: []string{"#", "$SYS/#"}},
 		},
 		Queue: QueueConfig{Durability: "sync", SyncInterval: Duration{100 * time.Millisecond},
 			MaxBytes: 1 << 30, OnFull: "drop-oldest", MinFree: 64 << 20},
@@ -333,11 +334,17 @@ func TestParseConfigErrors(t *testing.T) {
 		{"bad log format", doc(`[log]`, `format = "xml"`),
 			`ralph.toml:2: log.format: "xml" is not one of text, json`},
 		{"non-loopback listen without allow_anonymous", doc(`[broker]`, `listen = ["127.0.0.1:1883", "0.0.0.0:1883"]`),
-			`ralph.toml:2: broker.listen[1]: "0.0.0.0:1883" is not a loopback address: Ralph has no authentication yet, ` +
-				`so set allow_anonymous = true explicitly to accept anonymous clients from other machines (user accounts come in a later version)`},
+			`ralph.toml:2: broker.listen[1]: "0.0.0.0:1883" is not a loopback address and there are no [[broker.users]]: ` +
+				`nobody could connect from other machines (add users, or set allow_anonymous = true explicitly)`},
 		{"all interfaces without allow_anonymous", doc(`[broker]`, `listen = [":1883"]`, `allow_anonymous = false`),
-			`ralph.toml:2: broker.listen[0]: ":1883" is not a loopback address: Ralph has no authentication yet, ` +
-				`so set allow_anonymous = true explicitly to accept anonymous clients from other machines (user accounts come in a later version)`},
+			`ralph.toml:2: broker.listen[0]: ":1883" is not a loopback address and there are no [[broker.users]]: ` +
+				`nobody could connect from other machines (add users, or set allow_anonymous = true explicitly)`},
+		{"bad password hash", doc(`[broker]`, `[[broker.users]]`, `name = "esp32"`, `password_hash = "secret"`),
+			`ralph.toml:4: broker.users[0].password_hash: not a bcrypt hash (crypto/bcrypt: hashedSecret too short to be a bcrypted password): make one with "ralph passwd"`},
+		{"duplicate user", doc(`[[broker.users]]`, `name = "a"`, `password_hash = "$2a$10$N9qo8uLOickgx2ZMRZoMyeIjZAgcfl7p92ldGxad68LJZdL17lhWy"`, `[[broker.users]]`, `name = "a"`, `password_hash = "$2a$10$N9qo8uLOickgx2ZMRZoMyeIjZAgcfl7p92ldGxad68LJZdL17lhWy"`),
+			`ralph.toml:5: broker.users[1].name: duplicate user "a"`},
+		{"bad ACL filter", doc(`[broker.anonymous]`, `subscribe = ["cmd/#/x"]`),
+			`ralph.toml:2: broker.anonymous.subscribe[0]: topic filter "cmd/#/x": # must be the last level`},
 		{"listen without port", doc(`[broker]`, `listen = ["1883"]`),
 			`ralph.toml:2: broker.listen[0]: invalid address "1883": missing port in address (use host:port, e.g. "127.0.0.1:1883", or ":1883" for all interfaces)`},
 		{"listen port out of range", doc(`[broker]`, `listen = ["127.0.0.1:65536"]`),

@@ -91,6 +91,9 @@ func New(cfg *Config, log *slog.Logger, version string) (*Gateway, error) {
 		Queue:          q,
 		MaxPacketSize:  int(cfg.Broker.MaxPacketSize),
 		ReceiveMaximum: cfg.Broker.ReceiveMaximum,
+		Users:          users(cfg.Broker.Users),
+		AllowAnonymous: cfg.Broker.AllowAnonymous,
+		Anonymous:      localbroker.ACL{Publish: cfg.Broker.Anonymous.Publish, Subscribe: cfg.Broker.Anonymous.Subscribe},
 		Logger:         log.With("component", "broker"),
 	})
 	if err != nil {
@@ -117,6 +120,18 @@ func New(cfg *Config, log *slog.Logger, version string) (*Gateway, error) {
 		}
 	}
 	return g, nil
+}
+
+func users(cfg []UserConfig) []localbroker.User {
+	var out []localbroker.User
+	for _, u := range cfg {
+		out = append(out, localbroker.User{
+			Name:         u.Name,
+			PasswordHash: []byte(u.PasswordHash),
+			ACL:          localbroker.ACL{Publish: u.Publish, Subscribe: u.Subscribe},
+		})
+	}
+	return out
 }
 
 // newBridge prepares a bridge; cons is its existing consumer when the

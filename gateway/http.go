@@ -38,6 +38,8 @@ type BrokerStatus struct {
 	Stored      uint64 `json:"stored"`
 	StoreFailed uint64 `json:"store_failed"`
 	Orphaned    uint64 `json:"orphaned"`
+	AuthFailed  uint64 `json:"auth_failed"`
+	Denied      uint64 `json:"denied"`
 }
 
 // QueueStatus describes the durable queue.
@@ -81,7 +83,7 @@ func (g *Gateway) Status() Status {
 		Started: g.started,
 		Listen:  g.broker.Addrs(),
 		Clients: g.broker.ClientCount(),
-		Broker:  BrokerStatus{Stored: bs.Stored, StoreFailed: bs.StoreFailed, Orphaned: bs.Orphaned},
+		Broker:  BrokerStatus{Stored: bs.Stored, StoreFailed: bs.StoreFailed, Orphaned: bs.Orphaned, AuthFailed: bs.AuthFailed, Denied: bs.Denied},
 		Queue: QueueStatus{
 			Messages: qs.Head - qs.Oldest, Bytes: qs.Bytes, MaxBytes: int64(g.cfg.Queue.MaxBytes),
 			Appended: qs.Appended, Rejected: qs.Rejected, DroppedFull: qs.DroppedFull, Expired: qs.Expired,
@@ -257,6 +259,8 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 	gauge("ralph_clients_connected", "MQTT clients connected to the local broker.", float64(st.Clients))
 	counter("ralph_broker_stored_total", "Publishes stored in the queue.", float64(st.Broker.Stored))
 	counter("ralph_broker_store_failed_total", "Publishes that could not be stored (refused).", float64(st.Broker.StoreFailed))
+	counter("ralph_broker_auth_failed_total", "Connections refused: bad credentials, or anonymous where not allowed.", float64(st.Broker.AuthFailed))
+	counter("ralph_broker_denied_total", "Publishes refused by the ACL.", float64(st.Broker.Denied))
 	counter("ralph_queue_appended_total", "Messages appended to the queue.", float64(qs.Appended))
 	counter("ralph_queue_commits_total", "Group commits that stored messages.", float64(qs.Commits))
 	counter("ralph_queue_fsyncs_total", "Fsyncs of the queue.", float64(qs.Syncs))

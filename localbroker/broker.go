@@ -40,6 +40,11 @@ type Options struct {
 	Queue          *queue.Queue // where every publish is stored
 	MaxPacketSize  int          // bytes; 0 means no limit
 	ReceiveMaximum int          // QoS>0 publishes a client may have unacknowledged; default 256
+	Users          []User
+	// AllowAnonymous admits clients without a username on non-loopback
+	// listeners too; loopback listeners always admit them.
+	AllowAnonymous bool
+	Anonymous      ACL // what clients without a username may do
 	Logger         *slog.Logger
 }
 
@@ -51,6 +56,8 @@ type Stats struct {
 	Duplicates    uint64 // QoS 2 resends suppressed while the first copy was being stored
 	Disconnected  uint64 // clients disconnected because their publish could not be stored
 	OverReceiveMx uint64 // clients disconnected for exceeding their receive maximum
+	AuthFailed    uint64 // connections refused: bad credentials, or anonymous where not allowed
+	Denied        uint64 // publishes refused by the ACL
 }
 
 // Broker is the embedded local MQTT broker.
@@ -61,6 +68,11 @@ type Broker struct {
 	inline *mqtt.Client // delivers messages whose publisher has gone
 	recvMx int
 
+	users     map[string]User
+	anonACL   ACL
+	allowAnon bool
+	loopback  map[string]bool // listener id → bound to a loopback address
+
 	release  chan *release
 	released chan struct{}
 	pending  sync.WaitGroup // appends not yet released
@@ -70,7 +82,7 @@ type Broker struct {
 	qos2     map[qos2Key]*mqtt.Client // QoS 2 publishes being stored → newest connection to ack
 	closed   bool
 
-	stored, storeFailed, orphaned, duplicates, disconnected, overRecvMx atomic.Uint64
+	stored, storeFailed, orphaned, duplicates, disconnected, overRecvMx, authFailed, denied atomic.Uint64
 }
 
 type qos2Key struct {
@@ -111,24 +123,33 @@ func New(opts Options) (*Broker, error) {
 		SysTopicResendInterval: 10, // its $SYS refresh reads MemStats: not every second
 	})
 	b := &Broker{
-		srv:      srv,
-		q:        opts.Queue,
-		log:      opts.Logger,
-		recvMx:   int(caps.ReceiveMaximum),
-		release:  make(chan *release, 4096),
-		released: make(chan struct{}),
-		inflight: make(map[*mqtt.Client]int),
-		qos2:     make(map[qos2Key]*mqtt.Client),
+		srv:       srv,
+		q:         opts.Queue,
+		log:       opts.Logger,
+		recvMx:    int(caps.ReceiveMaximum),
+		release:   make(chan *release, 4096),
+		released:  make(chan struct{}),
+		inflight:  make(map[*mqtt.Client]int),
+		qos2:      make(map[qos2Key]*mqtt.Client),
+		users:     make(map[string]User),
+		anonACL:   opts.Anonymous,
+		allowAnon: opts.AllowAnonymous,
+		loopback:  make(map[string]bool),
+	}
+	for _, u := range opts.Users {
+		b.users[u.Name] = u
 	}
 	b.inline = srv.NewClient(nil, "local", "ralph-inline", true)
-	if err := srv.AddHook(new(allowHook), nil); err != nil {
+	if err := srv.AddHook(&authHook{b: b}, nil); err != nil {
 		return nil, fmt.Errorf("localbroker: %w", err)
 	}
 	if err := srv.AddHook(&ingestHook{b: b}, nil); err != nil {
 		return nil, fmt.Errorf("localbroker: %w", err)
 	}
 	for i, addr := range opts.Listen {
-		if err := srv.AddListener(newTCPListener(fmt.Sprintf("tcp%d", i), addr)); err != nil {
+		id := fmt.Sprintf("tcp%d", i)
+		b.loopback[id] = isLoopback(addr)
+		if err := srv.AddListener(newTCPListener(id, addr)); err != nil {
 			srv.Close()
 			return nil, fmt.Errorf("localbroker: listen on %s: %w", addr, err)
 		}
@@ -243,6 +264,8 @@ func (b *Broker) Stats() Stats {
 		Duplicates:    b.duplicates.Load(),
 		Disconnected:  b.disconnected.Load(),
 		OverReceiveMx: b.overRecvMx.Load(),
+		AuthFailed:    b.authFailed.Load(),
+		Denied:        b.denied.Load(),
 	}
 }
 
@@ -270,6 +293,10 @@ func (h *ingestHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pack
 }
 
 func (b *Broker) ingest(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	if !cl.Net.Inline && !allows(b.aclFor(cl).Publish, pk.TopicName, cl) {
+		b.deny(cl, pk)
+		return pk, packets.ErrRejectPacket
+	}
 	m := toMessage(cl, pk)
 	if pk.FixedHeader.Qos == 0 {
 		b.pending.Add(1)
@@ -398,6 +425,26 @@ func (b *Broker) releaseOne(r *release) {
 	}
 }
 
+// deny answers a publish the ACL refuses: MQTT 5 clients get reason 0x87
+// (not authorized) in their PUBACK/PUBREC; MQTT 3.1.1 has no such code, so
+// the publish is acknowledged and dropped, as Mosquitto does, rather than
+// retried forever. Nothing is stored or delivered.
+func (b *Broker) deny(cl *mqtt.Client, pk packets.Packet) {
+	b.denied.Add(1)
+	b.log.Warn("publish denied by ACL", "client", cl.ID, "user", string(cl.Properties.Username), "topic", pk.TopicName)
+	if pk.FixedHeader.Qos == 0 {
+		return
+	}
+	ack := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Puback}, PacketID: pk.PacketID}
+	if pk.FixedHeader.Qos == 2 {
+		ack.FixedHeader.Type = packets.Pubrec
+	}
+	if cl.Properties.ProtocolVersion == 5 {
+		ack.ReasonCode = packets.ErrNotAuthorized.Code
+	}
+	cl.WritePacket(ack)
+}
+
 // refuse handles a publish that could not be stored: it is neither
 // acknowledged nor delivered. An MQTT 5 QoS 1 publisher gets a PUBACK with a
 // failure reason code; every other publisher is disconnected, so that it
@@ -447,22 +494,6 @@ func toMessage(cl *mqtt.Client, pk packets.Packet) *queue.Message {
 	}
 	return m
 }
-
-// allowHook admits every client and permits every topic. Authentication and
-// ACLs arrive with users in the config; until then the configuration allows
-// only loopback listeners unless the operator explicitly allows anonymous
-// access.
-type allowHook struct{ mqtt.HookBase }
-
-func (allowHook) ID() string { return "ralph-allow" }
-
-func (allowHook) Provides(b byte) bool {
-	return b == mqtt.OnConnectAuthenticate || b == mqtt.OnACLCheck
-}
-
-func (allowHook) OnConnectAuthenticate(*mqtt.Client, packets.Packet) bool { return true }
-
-func (allowHook) OnACLCheck(*mqtt.Client, string, bool) bool { return true }
 
 // warnOnly passes on mochi's warnings and errors; its info messages (hooks
 // added, listeners started) repeat what Ralph logs itself.

@@ -57,7 +57,7 @@ func startWithQueue(t *testing.T, qo queue.Options, opts ...func(*Options)) *env
 	if err != nil {
 		t.Fatal(err)
 	}
-	o := Options{Listen: []string{"127.0.0.1:0"}, Queue: q, Logger: log}
+	o := Options{Listen: []string{"127.0.0.1:0"}, Queue: q, Logger: log, Anonymous: ACL{Publish: []string{"#"}, Subscribe: []string{"#"}}}
 	for _, f := range opts {
 		f(&o)
 	}

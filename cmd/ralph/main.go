@@ -4,6 +4,7 @@
 //	ralph check --config FILE     validate a config file, print a summary
 //	ralph status [--json]         health, queue and bridges of the running gateway
 //	ralph queue stats|peek [N]|purge --bridge NAME
+//	ralph passwd                  print the bcrypt hash of a password for [[broker.users]]
 //	ralph version                 print the version
 package main
 
@@ -52,6 +53,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return status(args, stdout, stderr)
 	case "queue":
 		return queueCmd(args, stdout, stderr)
+	case "passwd":
+		return passwd(args, os.Stdin, stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, "ralph", versionString())
 		return 0
@@ -71,6 +74,7 @@ func usage(w io.Writer) {
   ralph status [--json]         ask the running gateway: health, queue, bridges
   ralph queue stats|peek [N]|purge --bridge NAME
                                 inspect or purge the queue (running or stopped)
+  ralph passwd                  read a password (terminal or stdin), print its bcrypt hash for password_hash
   ralph version                 print the version
   (status and queue take --config FILE, default /etc/ralph/ralph.toml, or --addr HOST:PORT)
 `)

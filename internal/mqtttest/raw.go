@@ -41,6 +41,22 @@ func Dial(t testing.TB, addr, clientID string, version byte) *Raw {
 // (for MQTT 5, persistent means a session expiry of an hour).
 func DialSession(t testing.TB, addr, clientID string, version byte, clean bool) *Raw {
 	t.Helper()
+	r, pk := connect(t, addr, clientID, version, clean, "", "")
+	if pk.FixedHeader.Type != packets.Connack || pk.ReasonCode != 0 {
+		t.Fatalf("connect %s: got packet type %d reason %#x", clientID, pk.FixedHeader.Type, pk.ReasonCode)
+	}
+	return r
+}
+
+// Login connects with a username and password and returns the CONNACK,
+// whatever it says.
+func Login(t testing.TB, addr, clientID string, version byte, user, pass string) (*Raw, packets.Packet) {
+	t.Helper()
+	return connect(t, addr, clientID, version, true, user, pass)
+}
+
+func connect(t testing.TB, addr, clientID string, version byte, clean bool, user, pass string) (*Raw, packets.Packet) {
+	t.Helper()
 	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
 	if err != nil {
 		t.Fatalf("dial %s: %v", addr, err)
@@ -56,14 +72,14 @@ func DialSession(t testing.TB, addr, clientID string, version byte, clean bool) 
 			Clean:            clean,
 			Keepalive:        60,
 			ClientIdentifier: clientID,
+			UsernameFlag:     user != "",
+			Username:         []byte(user),
+			PasswordFlag:     pass != "",
+			Password:         []byte(pass),
 		},
 		Properties: packets.Properties{SessionExpiryInterval: 3600, SessionExpiryIntervalFlag: !clean && version == 5},
 	})
-	pk := r.Read(5 * time.Second)
-	if pk.FixedHeader.Type != packets.Connack || pk.ReasonCode != 0 {
-		t.Fatalf("connect %s: got packet type %d reason %#x", clientID, pk.FixedHeader.Type, pk.ReasonCode)
-	}
-	return r
+	return r, r.Read(5 * time.Second)
 }
 
 // Write encodes and sends pk.

@@ -77,3 +77,30 @@ func Match(filter, name string) bool {
 		filter, name = frest, nrest
 	}
 }
+
+// Covers reports whether every topic that filter sub can match is also
+// matched by filter pattern: whether a subscription to sub stays within
+// what pattern allows. A topic name is a filter without wildcards.
+func Covers(pattern, sub string) bool {
+	if strings.HasPrefix(sub, "$") && (strings.HasPrefix(pattern, "+") || strings.HasPrefix(pattern, "#")) {
+		return false
+	}
+	for {
+		p, prest, pmore := strings.Cut(pattern, "/")
+		if p == "#" {
+			return true
+		}
+		s, srest, smore := strings.Cut(sub, "/")
+		switch {
+		case s == "#":
+			return false // sub is wider than anything but #
+		case p == "+":
+		case p != s: // also "+" in sub against a literal level
+			return false
+		}
+		if !pmore || !smore {
+			return pmore == smore || (!smore && prest == "#")
+		}
+		pattern, sub = prest, srest
+	}
+}

@@ -68,3 +68,45 @@ func TestValidate(t *testing.T) {
 		check("ValidateFilter", ValidateFilter(tt.s), tt.filterErr)
 	}
 }
+
+func TestCovers(t *testing.T) {
+	tests := []struct {
+		pattern, sub string
+		want         bool
+	}{
+		{"#", "a/b", true},
+		{"#", "#", true},
+		{"cmd/esp32/#", "cmd/esp32/#", true},
+		{"cmd/esp32/#", "cmd/esp32/led", true},
+		{"cmd/esp32/#", "cmd/#", false},
+		{"cmd/+", "cmd/a", true},
+		{"cmd/+", "cmd/+", true},
+		{"cmd/+", "cmd/#", false},
+		{"cmd/a", "cmd/+", false},
+		{"cmd/+/x", "cmd/+/x", true},
+		{"a/b", "a/b", true},
+		{"a/b", "a/b/c", false},
+		{"a/#", "a", true},
+		{"+/x", "$SYS/x", false},
+		{"$SYS/#", "$SYS/broker/uptime", true},
+	}
+	for _, tt := range tests {
+		if got := Covers(tt.pattern, tt.sub); got != tt.want {
+			t.Errorf("Covers(%q, %q) = %v, want %v", tt.pattern, tt.sub, got, tt.want)
+		}
+	}
+}
+
+func FuzzCovers(f *testing.F) {
+	f.Add("cmd/+/#", "cmd/a/b")
+	f.Add("#", "$SYS/x")
+	f.Fuzz(func(t *testing.T, pattern, name string) {
+		// For topic names, Covers and Match agree.
+		if ValidateFilter(pattern) != nil || ValidateName(name) != nil {
+			return
+		}
+		if Covers(pattern, name) != Match(pattern, name) {
+			t.Fatalf("Covers(%q, %q) = %v but Match = %v", pattern, name, Covers(pattern, name), Match(pattern, name))
+		}
+	})
+}

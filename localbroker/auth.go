@@ -1,0 +1,108 @@
+package localbroker
+
+import (
+	"net"
+	"strings"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
+	"golang.org/x/crypto/bcrypt"
+
+	"github.com/ralph-gateway/ralph/internal/topic"
+)
+
+// User is an account devices log in with. Its password is kept only as a
+// bcrypt hash.
+type User struct {
+	Name         string
+	PasswordHash []byte
+	ACL          ACL
+}
+
+// ACL lists the topic filters a client may publish and subscribe to; %u
+// stands for its username and %c for its client id. Empty lists allow
+// nothing; ["#"] allows everything (but $ topics).
+type ACL struct {
+	Publish, Subscribe []string
+}
+
+// allows reports whether filters permit topic (a name, or a subscription
+// filter, which must stay within one of them).
+func allows(filters []string, t string, cl *mqtt.Client) bool {
+	for _, f := range filters {
+		f = strings.ReplaceAll(f, "%u", string(cl.Properties.Username))
+		f = strings.ReplaceAll(f, "%c", cl.ID)
+		if topic.Covers(f, t) {
+			return true
+		}
+	}
+	return false
+}
+
+// authHook checks passwords and ACLs. mochi's own auth ledger compares
+// plaintext passwords; this one only knows bcrypt hashes.
+type authHook struct {
+	mqtt.HookBase
+	b *Broker
+}
+
+func (h *authHook) ID() string { return "ralph-auth" }
+
+func (h *authHook) Provides(b byte) bool {
+	return b == mqtt.OnConnectAuthenticate || b == mqtt.OnACLCheck
+}
+
+func (h *authHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
+	b := h.b
+	name := string(pk.Connect.Username)
+	if name == "" {
+		if b.anonymousOK(cl.Net.Listener) {
+			return true
+		}
+		b.authFailed.Add(1)
+		b.log.Warn("refused an anonymous client: this listener requires a username", "client", cl.ID, "remote", cl.Net.Remote, "listener", cl.Net.Listener)
+		return false
+	}
+	u, ok := b.users[name]
+	if !ok || bcrypt.CompareHashAndPassword(u.PasswordHash, pk.Connect.Password) != nil {
+		b.authFailed.Add(1)
+		b.log.Warn("authentication failed", "user", name, "client", cl.ID, "remote", cl.Net.Remote)
+		return false
+	}
+	return true
+}
+
+// OnACLCheck rules on subscriptions (and on each delivery). Publishes are
+// ruled on in the ingest hook instead: mochi would disconnect an MQTT
+// 3.1.1 client for a denied QoS>0 publish, where it should be dropped.
+func (h *authHook) OnACLCheck(cl *mqtt.Client, t string, write bool) bool {
+	if write {
+		return true
+	}
+	return allows(h.b.aclFor(cl).Subscribe, t, cl)
+}
+
+func (b *Broker) aclFor(cl *mqtt.Client) ACL {
+	if u, ok := b.users[string(cl.Properties.Username)]; ok {
+		return u.ACL
+	}
+	return b.anonACL
+}
+
+// anonymousOK says whether listener id accepts clients without a username:
+// loopback listeners always do, others only with AllowAnonymous.
+func (b *Broker) anonymousOK(id string) bool {
+	return b.allowAnon || b.loopback[id]
+}
+
+func isLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
