@@ -53,6 +53,10 @@ type BrokerConfig struct {
 	// Listen lists TCP host:port addresses, default ["127.0.0.1:1883"]. The
 	// host may be empty (all interfaces), an IP address or "localhost".
 	Listen []string `toml:"listen"`
+	// TLS and WebSocket are further listeners; the same rules on anonymous
+	// clients apply by address.
+	TLS       []TLSListenerConfig `toml:"tls"`
+	WebSocket []WSListenerConfig  `toml:"websocket"`
 	// Users may log in with a username and password; see UserConfig.
 	Users []UserConfig `toml:"users"`
 	// Anonymous is what clients without a username may publish and
@@ -68,6 +72,22 @@ type BrokerConfig struct {
 	// ReceiveMaximum is the number of QoS>0 publishes per client awaiting
 	// acknowledgement; default 256, allowed 1..65535.
 	ReceiveMaximum int `toml:"receive_maximum"`
+}
+
+// TLSListenerConfig is an MQTT-over-TLS listener for devices.
+type TLSListenerConfig struct {
+	Listen       string `toml:"listen"`         // host:port, required
+	CertFile     string `toml:"cert_file"`      // PEM, required
+	KeyFile      string `toml:"key_file"`       // PEM, required
+	ClientCAFile string `toml:"client_ca_file"` // PEM; when set, clients must present a certificate it signed
+}
+
+// WSListenerConfig is an MQTT-over-WebSocket listener (any path, e.g.
+// /mqtt); with cert_file and key_file it serves wss.
+type WSListenerConfig struct {
+	Listen   string `toml:"listen"`
+	CertFile string `toml:"cert_file"`
+	KeyFile  string `toml:"key_file"`
 }
 
 // UserConfig is an account for devices.
@@ -864,6 +884,45 @@ func (p *configParser) validateBroker(b *BrokerConfig) error {
 				"nobody could connect from other machines (add users, or set allow_anonymous = true explicitly)", truncate(addr))
 		}
 	}
+	nonLoopback := func(at keyPath, addr string) error {
+		loopback, err := checkListenAddr(addr)
+		if err != nil {
+			return p.errorf(at, "%v", err)
+		}
+		if !loopback && !b.AllowAnonymous && len(b.Users) == 0 {
+			return p.errorf(at, "%q is not a loopback address and there are no [[broker.users]]: "+
+				"nobody could connect from other machines (add users, or set allow_anonymous = true explicitly)", truncate(addr))
+		}
+		return nil
+	}
+	for i, l := range b.TLS {
+		lp := bp.key("tls").index(i)
+		if err := nonLoopback(lp.key("listen"), l.Listen); err != nil {
+			return err
+		}
+		if _, err := tls.LoadX509KeyPair(l.CertFile, l.KeyFile); err != nil {
+			return p.errorf(lp.key("cert_file"), "%v", err)
+		}
+		if l.ClientCAFile != "" {
+			if err := checkCAFile(l.ClientCAFile); err != nil {
+				return p.errorf(lp.key("client_ca_file"), "%v", err)
+			}
+		}
+	}
+	for i, l := range b.WebSocket {
+		lp := bp.key("websocket").index(i)
+		if err := nonLoopback(lp.key("listen"), l.Listen); err != nil {
+			return err
+		}
+		if (l.CertFile == "") != (l.KeyFile == "") {
+			return p.errorf(lp.key("cert_file"), "cert_file and key_file go together (for wss)")
+		}
+		if l.CertFile != "" {
+			if _, err := tls.LoadX509KeyPair(l.CertFile, l.KeyFile); err != nil {
+				return p.errorf(lp.key("cert_file"), "%v", err)
+			}
+		}
+	}
 	seenUser := map[string]bool{}
 	for i := range b.Users {
 		u := &b.Users[i]
@@ -1057,6 +1116,17 @@ func (p *configParser) validateBridgeAuth(b *BridgeConfig, bp keyPath, has func(
 		if _, err := tls.LoadX509KeyPair(b.CertFile, b.KeyFile); err != nil {
 			return p.errorf(bp.key("cert_file"), "%v", err)
 		}
+	}
+	return nil
+}
+
+func checkCAFile(path string) error {
+	pem, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	if !x509.NewCertPool().AppendCertsFromPEM(pem) {
+		return fmt.Errorf("%s holds no PEM certificate", path)
 	}
 	return nil
 }

@@ -85,9 +85,15 @@ func New(cfg *Config, log *slog.Logger, version string) (*Gateway, error) {
 		return nil, fmt.Errorf("gateway: %w", err)
 	}
 	g.q = q
+	extra, err := deviceListeners(cfg.Broker)
+	if err != nil {
+		q.Close()
+		return nil, fmt.Errorf("gateway: %w", err)
+	}
 	// The broker binds its listeners now but accepts no one until Run.
 	g.broker, err = localbroker.New(localbroker.Options{
 		Listen:         cfg.Broker.Listen,
+		Listeners:      extra,
 		Queue:          q,
 		MaxPacketSize:  int(cfg.Broker.MaxPacketSize),
 		ReceiveMaximum: cfg.Broker.ReceiveMaximum,
@@ -120,6 +126,40 @@ func New(cfg *Config, log *slog.Logger, version string) (*Gateway, error) {
 		}
 	}
 	return g, nil
+}
+
+// deviceListeners builds the TLS and WebSocket listeners.
+func deviceListeners(b BrokerConfig) ([]localbroker.Listener, error) {
+	var out []localbroker.Listener
+	for _, l := range b.TLS {
+		cert, err := tls.LoadX509KeyPair(l.CertFile, l.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("tls listener %s: %w", l.Listen, err)
+		}
+		tc := &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}}
+		if l.ClientCAFile != "" {
+			pem, err := os.ReadFile(l.ClientCAFile)
+			if err != nil {
+				return nil, fmt.Errorf("tls listener %s: %w", l.Listen, err)
+			}
+			tc.ClientCAs = x509.NewCertPool()
+			tc.ClientCAs.AppendCertsFromPEM(pem)
+			tc.ClientAuth = tls.RequireAndVerifyClientCert
+		}
+		out = append(out, localbroker.Listener{Kind: "tls", Address: l.Listen, TLS: tc})
+	}
+	for _, l := range b.WebSocket {
+		ws := localbroker.Listener{Kind: "ws", Address: l.Listen}
+		if l.CertFile != "" {
+			cert, err := tls.LoadX509KeyPair(l.CertFile, l.KeyFile)
+			if err != nil {
+				return nil, fmt.Errorf("websocket listener %s: %w", l.Listen, err)
+			}
+			ws.TLS = &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}}
+		}
+		out = append(out, ws)
+	}
+	return out, nil
 }
 
 func users(cfg []UserConfig) []localbroker.User {

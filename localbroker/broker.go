@@ -21,6 +21,7 @@ package localbroker
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -29,6 +30,7 @@ import (
 	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/listeners"
 	"github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/ralph-gateway/ralph/queue"
@@ -36,7 +38,8 @@ import (
 
 // Options configure a Broker.
 type Options struct {
-	Listen         []string     // TCP addresses to listen on, e.g. "127.0.0.1:1883"
+	Listen         []string     // plain TCP addresses to listen on, e.g. "127.0.0.1:1883"
+	Listeners      []Listener   // TLS and WebSocket listeners (and more TCP ones)
 	Queue          *queue.Queue // where every publish is stored
 	MaxPacketSize  int          // bytes; 0 means no limit
 	ReceiveMaximum int          // QoS>0 publishes a client may have unacknowledged; default 256
@@ -46,6 +49,13 @@ type Options struct {
 	AllowAnonymous bool
 	Anonymous      ACL // what clients without a username may do
 	Logger         *slog.Logger
+}
+
+// Listener is a TLS or WebSocket listener (or a plain TCP one).
+type Listener struct {
+	Kind    string      // "tcp", "tls" or "ws" (WebSocket; wss when TLS is set)
+	Address string      // host:port
+	TLS     *tls.Config // certificates, and client verification if wanted
 }
 
 // Stats are counters since the broker started.
@@ -72,6 +82,7 @@ type Broker struct {
 	anonACL   ACL
 	allowAnon bool
 	loopback  map[string]bool // listener id → bound to a loopback address
+	listenIDs []string
 
 	release  chan *release
 	released chan struct{}
@@ -146,13 +157,28 @@ func New(opts Options) (*Broker, error) {
 	if err := srv.AddHook(&ingestHook{b: b}, nil); err != nil {
 		return nil, fmt.Errorf("localbroker: %w", err)
 	}
-	for i, addr := range opts.Listen {
-		id := fmt.Sprintf("tcp%d", i)
-		b.loopback[id] = isLoopback(addr)
-		if err := srv.AddListener(newTCPListener(id, addr)); err != nil {
+	all := opts.Listeners
+	for _, addr := range opts.Listen {
+		all = append(all, Listener{Kind: "tcp", Address: addr})
+	}
+	for i, l := range all {
+		id := fmt.Sprintf("%s%d", l.Kind, i)
+		var ml listeners.Listener
+		switch l.Kind {
+		case "tcp", "tls":
+			ml = newTCPListener(id, l.Address, l.TLS)
+		case "ws":
+			ml = listeners.NewWebsocket(listeners.Config{ID: id, Address: l.Address, TLSConfig: l.TLS})
+		default:
 			srv.Close()
-			return nil, fmt.Errorf("localbroker: listen on %s: %w", addr, err)
+			return nil, fmt.Errorf("localbroker: unknown listener kind %q", l.Kind)
 		}
+		b.loopback[id] = isLoopback(l.Address)
+		if err := srv.AddListener(ml); err != nil {
+			srv.Close()
+			return nil, fmt.Errorf("localbroker: listen on %s (%s): %w", l.Address, l.Kind, err)
+		}
+		b.listenIDs = append(b.listenIDs, id)
 	}
 	go b.releaseLoop()
 	return b, nil
@@ -169,15 +195,12 @@ func (b *Broker) Serve() error {
 // Addrs returns the addresses the broker listens on, with actual ports.
 func (b *Broker) Addrs() []string {
 	var out []string
-	b.srv.Listeners.RLock()
-	defer b.srv.Listeners.RUnlock()
-	for i := 0; ; i++ {
-		l, ok := b.srv.Listeners.Get(fmt.Sprintf("tcp%d", i))
-		if !ok {
-			return out
+	for _, id := range b.listenIDs {
+		if l, ok := b.srv.Listeners.Get(id); ok {
+			out = append(out, l.Address())
 		}
-		out = append(out, l.Address())
 	}
+	return out
 }
 
 // Close disconnects every client, stops the listeners and waits until every

@@ -1,6 +1,7 @@
 package localbroker
 
 import (
+	"crypto/tls"
 	"log/slog"
 	"net"
 	"sync"
@@ -14,16 +15,25 @@ import (
 // of a whole commit into one write per client.
 type tcpListener struct {
 	id, addr string
+	tls      *tls.Config // nil for plain TCP
 	l        net.Listener
 	log      *slog.Logger
 	end      atomic.Bool
 	mu       sync.Mutex
 }
 
-func newTCPListener(id, addr string) *tcpListener { return &tcpListener{id: id, addr: addr} }
+func newTCPListener(id, addr string, tc *tls.Config) *tcpListener {
+	return &tcpListener{id: id, addr: addr, tls: tc}
+}
 
-func (t *tcpListener) ID() string       { return t.id }
-func (t *tcpListener) Protocol() string { return "tcp" }
+func (t *tcpListener) ID() string { return t.id }
+
+func (t *tcpListener) Protocol() string {
+	if t.tls != nil {
+		return "tls"
+	}
+	return "tcp"
+}
 
 func (t *tcpListener) Address() string {
 	if t.l != nil {
@@ -35,6 +45,9 @@ func (t *tcpListener) Address() string {
 func (t *tcpListener) Init(log *slog.Logger) error {
 	t.log = log
 	l, err := net.Listen("tcp", t.addr)
+	if err == nil && t.tls != nil {
+		l = tls.NewListener(l, t.tls)
+	}
 	t.l = l
 	return err
 }

@@ -316,10 +316,20 @@ func (m *Mosquitto) Stop() {
 // so messages published while it reconnects are kept for it.
 func Subscribe(t testing.TB, addr, clientID, filter string, c *Collector) *Collector {
 	t.Helper()
+	return SubscribeURL(t, "mqtt://"+addr, clientID, filter, c)
+}
+
+// SubscribeURL is Subscribe for any URL autopaho takes (ws://, mqtts://...).
+func SubscribeURL(t testing.TB, rawURL, clientID, filter string, c *Collector) *Collector {
+	t.Helper()
 	if c == nil {
 		c = newCollector()
 	}
-	u, _ := url.Parse("mqtt://" + addr)
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := u.Host
 	ctx, cancel := context.WithCancel(context.Background())
 	subscribed := make(chan error, 1)
 	cm, err := autopaho.NewConnection(ctx, autopaho.ClientConfig{
