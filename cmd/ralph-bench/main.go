@@ -102,6 +102,7 @@ type options struct {
 	Username      string        `json:"username,omitempty"`
 	Password      string        `json:"-"`
 	SubscribeOnly bool          `json:"subscribe_only,omitempty"`
+	Idle          int           `json:"idle,omitempty"`
 	Expect        int64         `json:"expect,omitempty"`
 
 	addr string // host:port to dial, from Broker
@@ -132,6 +133,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.IntVar(&o.SubQoS, "subqos", -1, "subscription QoS; -1 means the same as -qos")
 	fs.StringVar(&o.Topic, "topic", "bench", "topic root: publishers use <topic>/<index>, subscribers <topic>/#")
 	fs.IntVar(&o.PID, "pid", 0, "local process whose memory (VmHWM, sampled VmRSS) to report")
+	fs.IntVar(&o.Idle, "idle", 0, "instead of a load: connect this many idle clients and report the -pid's memory per connection")
 	fs.DurationVar(&o.Timeout, "timeout", 5*time.Minute, "overall time limit")
 	fs.DurationVar(&o.DrainWait, "drain-wait", 10*time.Second, "how long subscribers may take, after the last ack, to receive everything")
 	fs.BoolVar(&o.JSON, "json", false, "print the report as one JSON object on one line")
@@ -221,6 +223,17 @@ func mainExit() int {
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "ralph-bench:", err)
 		return 2
+	}
+	if o.Idle > 0 {
+		if o.PID == 0 {
+			fmt.Fprintln(os.Stderr, "ralph-bench: -idle needs -pid")
+			return 2
+		}
+		if err := runIdle(o.Broker, o.Idle, o.PID, 3*time.Second, os.Stdout); err != nil {
+			fmt.Fprintln(os.Stderr, "ralph-bench:", err)
+			return 1
+		}
+		return 0
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
