@@ -157,6 +157,9 @@ func New(opts Options) (*Broker, error) {
 	if err := srv.AddHook(&ingestHook{b: b}, nil); err != nil {
 		return nil, fmt.Errorf("localbroker: %w", err)
 	}
+	if err := srv.AddHook(&retainedHook{kv: opts.Queue.KV("retained"), log: opts.Logger}, nil); err != nil {
+		return nil, fmt.Errorf("localbroker: %w", err)
+	}
 	all := opts.Listeners
 	for _, addr := range opts.Listen {
 		all = append(all, Listener{Kind: "tcp", Address: addr})

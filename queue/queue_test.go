@@ -424,3 +424,32 @@ func BenchmarkAppend(b *testing.B) {
 		})
 	}
 }
+
+func TestKV(t *testing.T) {
+	dir := t.TempDir()
+	q := openTest(t, dir)
+	kv := q.KV("retained")
+	for k, v := range map[string]string{"a/b": "1", "a/c": "2", "z": "3"} {
+		if err := kv.Set(k, []byte(v)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := kv.Delete("a/c"); err != nil {
+		t.Fatal(err)
+	}
+	// Another store's keys and the queue's own stay apart.
+	q.KV("other").Set("a/b", []byte("x"))
+	q.Append(context.Background(), msg("t", "m"))
+	q.Close()
+
+	q = openTest(t, dir)
+	defer q.Close()
+	var got []string
+	err := q.KV("retained").Scan(func(k string, v []byte) error {
+		got = append(got, k+"="+string(v))
+		return nil
+	})
+	if err != nil || strings.Join(got, ",") != "a/b=1,z=3" {
+		t.Fatalf("after reopen: %v %v, want a/b=1,z=3", got, err)
+	}
+}

@@ -1,0 +1,63 @@
+package queue
+
+import (
+	"fmt"
+
+	"github.com/dgraph-io/badger/v4"
+)
+
+// prefixKV starts the keys of KV stores: state that belongs in the same
+// database as the queue (the broker's retained messages) without a second
+// database to open, tune and keep consistent.
+const prefixKV = 'k'
+
+// KV is a small key-value store in the queue's database, under a key
+// prefix of its own. Writes are not fsynced: they survive a crash of the
+// process, and on a power cut the state is at most as old as the last
+// queue fsync.
+type KV struct {
+	q      *Queue
+	prefix []byte
+}
+
+// KV returns the store called name.
+func (q *Queue) KV(name string) *KV {
+	return &KV{q: q, prefix: []byte(string(rune(prefixKV)) + name + "/")}
+}
+
+func (k *KV) key(key string) []byte { return append(append([]byte(nil), k.prefix...), key...) }
+
+// Set stores val under key.
+func (k *KV) Set(key string, val []byte) error {
+	err := k.q.db.Update(func(txn *badger.Txn) error { return txn.Set(k.key(key), val) })
+	if err != nil {
+		return fmt.Errorf("queue: kv %s: set %q: %w", k.prefix, key, err)
+	}
+	return nil
+}
+
+// Delete removes key.
+func (k *KV) Delete(key string) error {
+	err := k.q.db.Update(func(txn *badger.Txn) error { return txn.Delete(k.key(key)) })
+	if err != nil {
+		return fmt.Errorf("queue: kv %s: delete %q: %w", k.prefix, key, err)
+	}
+	return nil
+}
+
+// Scan calls fn for every key and value, in key order. val is valid only
+// during the call.
+func (k *KV) Scan(fn func(key string, val []byte) error) error {
+	return k.q.db.View(func(txn *badger.Txn) error {
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: k.prefix, PrefetchValues: true, PrefetchSize: 100})
+		defer it.Close()
+		for it.Rewind(); it.Valid(); it.Next() {
+			item := it.Item()
+			key := string(item.Key()[len(k.prefix):])
+			if err := item.Value(func(v []byte) error { return fn(key, v) }); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
