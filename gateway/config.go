@@ -69,6 +69,15 @@ type BrokerConfig struct {
 	// MaxPacketSize is the largest MQTT packet accepted, default 256 KiB,
 	// allowed 1 KiB .. 256 MiB.
 	MaxPacketSize Size `toml:"max_packet_size"`
+	// Limits: connections at once (default 10000); keepalive cap, longer or
+	// no keepalives are cut to it (default 1h); topic length in bytes
+	// (default 1024) and levels (default 32); MQTT 5 message expiry cap
+	// (default 720h).
+	MaxClients       int      `toml:"max_clients"`
+	MaxKeepAlive     Duration `toml:"max_keepalive"`
+	MaxTopicLength   int      `toml:"max_topic_length"`
+	MaxTopicLevels   int      `toml:"max_topic_levels"`
+	MaxMessageExpiry Duration `toml:"max_message_expiry"`
 	// ReceiveMaximum is the number of QoS>0 publishes per client awaiting
 	// acknowledgement; default 256, allowed 1..65535.
 	ReceiveMaximum int `toml:"receive_maximum"`
@@ -353,11 +362,16 @@ func defaults() *Config {
 		DataDir: "ralph-data",
 		Log:     LogConfig{Level: "info", Format: "text"},
 		Broker: BrokerConfig{
-			Listen:         []string{"127.0.0.1:1883"},
-			AllowAnonymous: false,
-			MaxPacketSize:  256 * kiB,
-			Anonymous:      ACLConfig{Publish: defaultPublishACL(), Subscribe: defaultSubscribeACL()},
-			ReceiveMaximum: 256,
+			Listen:           []string{"127.0.0.1:1883"},
+			AllowAnonymous:   false,
+			MaxPacketSize:    256 * kiB,
+			MaxClients:       10000,
+			MaxKeepAlive:     Duration{time.Hour},
+			MaxTopicLength:   1024,
+			MaxTopicLevels:   32,
+			MaxMessageExpiry: Duration{720 * time.Hour},
+			Anonymous:        ACLConfig{Publish: defaultPublishACL(), Subscribe: defaultSubscribeACL()},
+			ReceiveMaximum:   256,
 		},
 		Queue: QueueConfig{
 			Durability:   "sync",
@@ -949,6 +963,20 @@ func (p *configParser) validateBroker(b *BrokerConfig) error {
 	if s := b.MaxPacketSize; s < kiB || s > 256*miB {
 		return p.errorf(bp.key("max_packet_size"), "%s is out of range (allowed %s .. %s)",
 			formatSize(s), formatSize(kiB), formatSize(256*miB))
+	}
+	for _, l := range []struct {
+		key, unit string
+		v, lo, hi int64
+	}{
+		{"max_clients", "", int64(b.MaxClients), 1, 1 << 30},
+		{"max_keepalive", " seconds", int64(b.MaxKeepAlive.Duration / time.Second), 5, 65535},
+		{"max_topic_length", " bytes", int64(b.MaxTopicLength), 8, 65535},
+		{"max_topic_levels", "", int64(b.MaxTopicLevels), 1, 1024},
+		{"max_message_expiry", " seconds", int64(b.MaxMessageExpiry.Duration / time.Second), 1, 1<<32 - 1},
+	} {
+		if l.v < l.lo || l.v > l.hi {
+			return p.errorf(bp.key(l.key), "%d%s is out of range (allowed %d .. %d%s)", l.v, l.unit, l.lo, l.hi, l.unit)
+		}
 	}
 	if n := b.ReceiveMaximum; n < 1 || n > 65535 {
 		return p.errorf(bp.key("receive_maximum"), "%d is out of range (allowed 1 .. 65535)", n)

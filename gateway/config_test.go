@@ -30,6 +30,8 @@ func TestDefaultConfig(t *testing.T) {
 			MaxPacketSize:  256 * 1024,
 			ReceiveMaximum: 256,
 			Anonymous:      ACLConfig{Publish: []string{"#"}, Subscribe: []string{"#", "$SYS/#"}},
+			MaxClients:     10000, MaxKeepAlive: Duration{time.Hour}, MaxTopicLength: 1024, MaxTopicLevels: 32,
+			MaxMessageExpiry: Duration{720 * time.Hour},
 		},
 		Queue: QueueConfig{Durability: "sync", SyncInterval: Duration{100 * time.Millisecond},
 			MaxBytes: 1 << 30, OnFull: "drop-oldest", MinFree: 64 << 20},

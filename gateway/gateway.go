@@ -100,7 +100,14 @@ func New(cfg *Config, log *slog.Logger, version string) (*Gateway, error) {
 		Users:          users(cfg.Broker.Users),
 		AllowAnonymous: cfg.Broker.AllowAnonymous,
 		Anonymous:      localbroker.ACL{Publish: cfg.Broker.Anonymous.Publish, Subscribe: cfg.Broker.Anonymous.Subscribe},
-		Logger:         log.With("component", "broker"),
+		Limits: localbroker.Limits{
+			MaxClients:       cfg.Broker.MaxClients,
+			MaxKeepAlive:     cfg.Broker.MaxKeepAlive.Duration,
+			MaxTopicLength:   cfg.Broker.MaxTopicLength,
+			MaxTopicLevels:   cfg.Broker.MaxTopicLevels,
+			MaxMessageExpiry: cfg.Broker.MaxMessageExpiry.Duration,
+		},
+		Logger: log.With("component", "broker"),
 	})
 	if err != nil {
 		q.Close()

@@ -79,7 +79,7 @@ func (h *authHook) OnACLCheck(cl *mqtt.Client, t string, write bool) bool {
 	if write {
 		return true
 	}
-	return allows(h.b.aclFor(cl).Subscribe, t, cl)
+	return h.b.topicWithinLimits(cl, t) && allows(h.b.aclFor(cl).Subscribe, t, cl)
 }
 
 func (b *Broker) aclFor(cl *mqtt.Client) ACL {

@@ -20,6 +20,7 @@
 package localbroker
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -48,7 +49,18 @@ type Options struct {
 	// listeners too; loopback listeners always admit them.
 	AllowAnonymous bool
 	Anonymous      ACL // what clients without a username may do
+	Limits         Limits
 	Logger         *slog.Logger
+}
+
+// Limits protect the broker from clients; zero values mean the defaults
+// noted.
+type Limits struct {
+	MaxClients       int           // connections at once; default 10,000
+	MaxKeepAlive     time.Duration // longer (or no) keepalives are cut to it; default 1h
+	MaxTopicLength   int           // bytes; default 1,024
+	MaxTopicLevels   int           // default 32
+	MaxMessageExpiry time.Duration // MQTT 5 message expiry cap; default 30 days
 }
 
 // Listener is a TLS or WebSocket listener (or a plain TCP one).
@@ -68,6 +80,7 @@ type Stats struct {
 	OverReceiveMx uint64 // clients disconnected for exceeding their receive maximum
 	AuthFailed    uint64 // connections refused: bad credentials, or anonymous where not allowed
 	Denied        uint64 // publishes refused by the ACL
+	BadTopic      uint64 // publishes and subscriptions over the topic length or level limits
 }
 
 // Broker is the embedded local MQTT broker.
@@ -77,6 +90,7 @@ type Broker struct {
 	log    *slog.Logger
 	inline *mqtt.Client // delivers messages whose publisher has gone
 	recvMx int
+	limits Limits
 
 	users     map[string]User
 	anonACL   ACL
@@ -93,7 +107,7 @@ type Broker struct {
 	qos2     map[qos2Key]*mqtt.Client // QoS 2 publishes being stored → newest connection to ack
 	closed   bool
 
-	stored, storeFailed, orphaned, duplicates, disconnected, overRecvMx, authFailed, denied atomic.Uint64
+	stored, storeFailed, orphaned, duplicates, disconnected, overRecvMx, authFailed, denied, badTopic atomic.Uint64
 }
 
 type qos2Key struct {
@@ -124,10 +138,18 @@ func New(opts Options) (*Broker, error) {
 	if opts.ReceiveMaximum <= 0 {
 		opts.ReceiveMaximum = 256
 	}
+	l := &opts.Limits
+	l.MaxClients = cmp.Or(l.MaxClients, 10000)
+	l.MaxKeepAlive = cmp.Or(l.MaxKeepAlive, time.Hour)
+	l.MaxTopicLength = cmp.Or(l.MaxTopicLength, 1024)
+	l.MaxTopicLevels = cmp.Or(l.MaxTopicLevels, 32)
+	l.MaxMessageExpiry = cmp.Or(l.MaxMessageExpiry, 30*24*time.Hour)
 	caps := mqtt.NewDefaultServerCapabilities()
 	caps.MaximumPacketSize = uint32(opts.MaxPacketSize)
 	caps.ReceiveMaximum = uint16(min(opts.ReceiveMaximum, 65535))
 	caps.MaximumClientWritesPending = 8192
+	caps.MaximumClients = int64(opts.Limits.MaxClients)
+	caps.MaximumMessageExpiryInterval = int64(opts.Limits.MaxMessageExpiry / time.Second)
 	srv := mqtt.New(&mqtt.Options{
 		Capabilities:           caps,
 		Logger:                 slog.New(warnOnly{opts.Logger.Handler()}),
@@ -138,6 +160,7 @@ func New(opts Options) (*Broker, error) {
 		q:         opts.Queue,
 		log:       opts.Logger,
 		recvMx:    int(caps.ReceiveMaximum),
+		limits:    opts.Limits,
 		release:   make(chan *release, 4096),
 		released:  make(chan struct{}),
 		inflight:  make(map[*mqtt.Client]int),
@@ -152,6 +175,9 @@ func New(opts Options) (*Broker, error) {
 	}
 	b.inline = srv.NewClient(nil, "local", "ralph-inline", true)
 	if err := srv.AddHook(&authHook{b: b}, nil); err != nil {
+		return nil, fmt.Errorf("localbroker: %w", err)
+	}
+	if err := srv.AddHook(&limitsHook{b: b}, nil); err != nil {
 		return nil, fmt.Errorf("localbroker: %w", err)
 	}
 	if err := srv.AddHook(&ingestHook{b: b}, nil); err != nil {
@@ -292,6 +318,7 @@ func (b *Broker) Stats() Stats {
 		OverReceiveMx: b.overRecvMx.Load(),
 		AuthFailed:    b.authFailed.Load(),
 		Denied:        b.denied.Load(),
+		BadTopic:      b.badTopic.Load(),
 	}
 }
 
@@ -319,6 +346,10 @@ func (h *ingestHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pack
 }
 
 func (b *Broker) ingest(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	if !cl.Net.Inline && !b.topicWithinLimits(cl, pk.TopicName) {
+		b.refuseTopic(cl, pk)
+		return pk, packets.ErrRejectPacket
+	}
 	if !cl.Net.Inline && !allows(b.aclFor(cl).Publish, pk.TopicName, cl) {
 		b.deny(cl, pk)
 		return pk, packets.ErrRejectPacket

@@ -1,0 +1,57 @@
+package localbroker
+
+import (
+	"strings"
+	"time"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
+)
+
+// topicWithinLimits checks a topic or filter against MaxTopicLength and
+// MaxTopicLevels, counting and logging what exceeds them.
+func (b *Broker) topicWithinLimits(cl *mqtt.Client, t string) bool {
+	if len(t) <= b.limits.MaxTopicLength && strings.Count(t, "/")+1 <= b.limits.MaxTopicLevels {
+		return true
+	}
+	b.badTopic.Add(1)
+	b.log.Warn("topic over the limits", "client", cl.ID, "bytes", len(t), "levels", strings.Count(t, "/")+1,
+		"max_bytes", b.limits.MaxTopicLength, "max_levels", b.limits.MaxTopicLevels)
+	return false
+}
+
+// refuseTopic answers a publish whose topic is over the limits: MQTT 5
+// gets 0x90 (topic name invalid); MQTT 3.1.1 has no such answer, so the
+// client is disconnected, as the spec has it for a malformed packet.
+func (b *Broker) refuseTopic(cl *mqtt.Client, pk packets.Packet) {
+	if cl.Properties.ProtocolVersion == 5 && pk.FixedHeader.Qos > 0 {
+		ack := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Puback}, PacketID: pk.PacketID, ReasonCode: packets.ErrTopicNameInvalid.Code}
+		if pk.FixedHeader.Qos == 2 {
+			ack.FixedHeader.Type = packets.Pubrec
+		}
+		cl.WritePacket(ack)
+		return
+	}
+	b.srv.DisconnectClient(cl, packets.ErrTopicNameInvalid)
+}
+
+// limitsHook applies the keepalive cap when a client connects: a longer
+// keepalive, or none, is cut to MaxKeepAlive (MQTT 5 clients are told in
+// the CONNACK's Server Keep Alive), so that a vanished device is noticed.
+type limitsHook struct {
+	mqtt.HookBase
+	b *Broker
+}
+
+func (h *limitsHook) ID() string { return "ralph-limits" }
+
+func (h *limitsHook) Provides(b byte) bool { return b == mqtt.OnConnect }
+
+func (h *limitsHook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
+	max := uint16(min(h.b.limits.MaxKeepAlive/time.Second, 65535))
+	if ka := cl.State.Keepalive; ka == 0 || ka > max {
+		cl.State.Keepalive = max
+		cl.State.ServerKeepalive = true
+	}
+	return nil
+}
