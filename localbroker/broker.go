@@ -186,6 +186,9 @@ func New(opts Options) (*Broker, error) {
 	if err := srv.AddHook(&retainedHook{kv: opts.Queue.KV("retained"), log: opts.Logger}, nil); err != nil {
 		return nil, fmt.Errorf("localbroker: %w", err)
 	}
+	if err := srv.AddHook(newSessionHook(opts.Queue, opts.Logger), nil); err != nil {
+		return nil, fmt.Errorf("localbroker: %w", err)
+	}
 	all := opts.Listeners
 	for _, addr := range opts.Listen {
 		all = append(all, Listener{Kind: "tcp", Address: addr})

@@ -1,0 +1,228 @@
+package localbroker
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/hooks/storage"
+	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/ralph-gateway/ralph/queue"
+)
+
+// sessionHook keeps persistent sessions — the client record, its
+// subscriptions and its in-flight QoS 1/2 messages — in the queue's
+// database, so that a device with a persistent session finds it again
+// after Ralph restarts or crashes. It follows mochi's own storage hooks,
+// on Ralph's single database.
+type sessionHook struct {
+	mqtt.HookBase
+	clients, subs, inflight *queue.KV
+	log                     *slog.Logger
+
+	mu     sync.Mutex
+	stored map[string]bool // in-flight keys written, so completions of others cost nothing
+}
+
+func newSessionHook(q *queue.Queue, log *slog.Logger) *sessionHook {
+	return &sessionHook{clients: q.KV("clients"), subs: q.KV("subscriptions"), inflight: q.KV("inflight"), log: log, stored: make(map[string]bool)}
+}
+
+func (h *sessionHook) ID() string { return "ralph-sessions" }
+
+func (h *sessionHook) Provides(b byte) bool {
+	switch b {
+	case mqtt.OnSessionEstablished, mqtt.OnWillSent, mqtt.OnDisconnect, mqtt.OnSubscribed, mqtt.OnUnsubscribed,
+		mqtt.OnQosPublish, mqtt.OnQosComplete, mqtt.OnQosDropped, mqtt.OnClientExpired,
+		mqtt.StoredClients, mqtt.StoredSubscriptions, mqtt.StoredInflightMessages:
+		return true
+	}
+	return false
+}
+
+func (h *sessionHook) set(kv *queue.KV, key string, v storage.Serializable) {
+	b, err := v.MarshalBinary()
+	if err == nil {
+		err = kv.Set(key, b)
+	}
+	if err != nil {
+		h.log.Error("storing session state", "key", key, "err", err)
+	}
+}
+
+func (h *sessionHook) OnSessionEstablished(cl *mqtt.Client, _ packets.Packet) { h.updateClient(cl) }
+func (h *sessionHook) OnWillSent(cl *mqtt.Client, _ packets.Packet)           { h.updateClient(cl) }
+
+func (h *sessionHook) updateClient(cl *mqtt.Client) {
+	if cl.Net.Inline {
+		return
+	}
+	props := cl.Properties.Props.Copy(false)
+	h.set(h.clients, cl.ID, &storage.Client{
+		ID:              cl.ID,
+		T:               storage.ClientKey,
+		Remote:          cl.Net.Remote,
+		Listener:        cl.Net.Listener,
+		Username:        cl.Properties.Username,
+		Clean:           cl.Properties.Clean,
+		ProtocolVersion: cl.Properties.ProtocolVersion,
+		Properties: storage.ClientProperties{
+			SessionExpiryInterval: props.SessionExpiryInterval,
+			RequestProblemInfo:    props.RequestProblemInfo,
+			RequestResponseInfo:   props.RequestResponseInfo,
+			ReceiveMaximum:        props.ReceiveMaximum,
+			TopicAliasMaximum:     props.TopicAliasMaximum,
+			User:                  props.User,
+			MaximumPacketSize:     props.MaximumPacketSize,
+		},
+		Will: storage.ClientWill(cl.Properties.Will),
+	})
+}
+
+func (h *sessionHook) OnDisconnect(cl *mqtt.Client, _ error, expire bool) {
+	if cl.Net.Inline {
+		return
+	}
+	h.updateClient(cl)
+	if expire && !errors.Is(cl.StopCause(), packets.ErrSessionTakenOver) {
+		h.forget(cl.ID)
+	}
+}
+
+func (h *sessionHook) OnClientExpired(cl *mqtt.Client) { h.forget(cl.ID) }
+
+func (h *sessionHook) forget(id string) {
+	h.clients.Delete(id)
+	h.mu.Lock()
+	for k := range h.stored {
+		if owner, _, _ := cut(k); owner == id {
+			delete(h.stored, k)
+		}
+	}
+	h.mu.Unlock()
+	for _, kv := range []*queue.KV{h.subs, h.inflight} {
+		var keys []string
+		kv.Scan(func(k string, _ []byte) error {
+			if owner, _, ok := cut(k); ok && owner == id {
+				keys = append(keys, k)
+			}
+			return nil
+		})
+		for _, k := range keys {
+			kv.Delete(k)
+		}
+	}
+}
+
+func subKey(cl *mqtt.Client, filter string) string { return cl.ID + "\x00" + filter }
+
+func inflightKey(cl *mqtt.Client, id uint16) string { return fmt.Sprintf("%s\x00%d", cl.ID, id) }
+
+func cut(k string) (owner, rest string, ok bool) {
+	for i := 0; i < len(k); i++ {
+		if k[i] == 0 {
+			return k[:i], k[i+1:], true
+		}
+	}
+	return "", "", false
+}
+
+func (h *sessionHook) OnSubscribed(cl *mqtt.Client, pk packets.Packet, codes []byte) {
+	if cl.Net.Inline {
+		return
+	}
+	for i, f := range pk.Filters {
+		if i < len(codes) && codes[i] >= 0x80 {
+			continue // refused
+		}
+		h.set(h.subs, subKey(cl, f.Filter), &storage.Subscription{
+			ID: subKey(cl, f.Filter), T: storage.SubscriptionKey, Client: cl.ID, Qos: codes[i], Filter: f.Filter,
+			Identifier: f.Identifier, NoLocal: f.NoLocal, RetainHandling: f.RetainHandling, RetainAsPublished: f.RetainAsPublished,
+		})
+	}
+}
+
+func (h *sessionHook) OnUnsubscribed(cl *mqtt.Client, pk packets.Packet) {
+	for _, f := range pk.Filters {
+		h.subs.Delete(subKey(cl, f.Filter))
+	}
+}
+
+// OnQosPublish records a message in flight to a client, and a QoS 2
+// publish from one awaiting its PUBREL. The PUBACK of an inbound QoS 1
+// message is complete the moment it is written: not worth two writes.
+func (h *sessionHook) OnQosPublish(cl *mqtt.Client, pk packets.Packet, sent int64, _ int) {
+	if cl.Net.Inline || pk.FixedHeader.Type == packets.Puback {
+		return
+	}
+	props := pk.Properties.Copy(false)
+	h.mu.Lock()
+	h.stored[inflightKey(cl, pk.PacketID)] = true
+	h.mu.Unlock()
+	h.set(h.inflight, inflightKey(cl, pk.PacketID), &storage.Message{
+		ID: inflightKey(cl, pk.PacketID), T: storage.InflightKey, Client: cl.ID, Origin: pk.Origin, PacketID: pk.PacketID,
+		FixedHeader: pk.FixedHeader, TopicName: pk.TopicName, Payload: pk.Payload, Sent: sent, Created: pk.Created,
+		Properties: storage.MessageProperties{
+			PayloadFormat: props.PayloadFormat, PayloadFormatFlag: props.PayloadFormatFlag, MessageExpiryInterval: props.MessageExpiryInterval,
+			ContentType: props.ContentType, ResponseTopic: props.ResponseTopic, CorrelationData: props.CorrelationData,
+			SubscriptionIdentifier: props.SubscriptionIdentifier, User: props.User,
+		},
+	})
+}
+
+func (h *sessionHook) OnQosComplete(cl *mqtt.Client, pk packets.Packet) {
+	k := inflightKey(cl, pk.PacketID)
+	h.mu.Lock()
+	had := h.stored[k]
+	delete(h.stored, k)
+	h.mu.Unlock()
+	if had {
+		h.inflight.Delete(k)
+	}
+}
+
+func (h *sessionHook) OnQosDropped(cl *mqtt.Client, pk packets.Packet) { h.OnQosComplete(cl, pk) }
+
+func (h *sessionHook) StoredClients() ([]storage.Client, error) {
+	var out []storage.Client
+	err := h.clients.Scan(func(k string, v []byte) error {
+		var c storage.Client
+		if err := c.UnmarshalBinary(v); err != nil {
+			h.log.Warn("skipping an unreadable session", "client", k, "err", err)
+			return nil
+		}
+		out = append(out, c)
+		return nil
+	})
+	return out, err
+}
+
+func (h *sessionHook) StoredSubscriptions() ([]storage.Subscription, error) {
+	var out []storage.Subscription
+	err := h.subs.Scan(func(k string, v []byte) error {
+		var s storage.Subscription
+		if s.UnmarshalBinary(v) == nil {
+			out = append(out, s)
+		}
+		return nil
+	})
+	return out, err
+}
+
+func (h *sessionHook) StoredInflightMessages() ([]storage.Message, error) {
+	var out []storage.Message
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	err := h.inflight.Scan(func(k string, v []byte) error {
+		var m storage.Message
+		if m.UnmarshalBinary(v) == nil {
+			out = append(out, m)
+			h.stored[k] = true
+		}
+		return nil
+	})
+	return out, err
+}
