@@ -338,7 +338,32 @@ type ingestHook struct {
 
 func (h *ingestHook) ID() string { return "ralph-ingest" }
 
-func (h *ingestHook) Provides(b byte) bool { return b == mqtt.OnPublish }
+func (h *ingestHook) Provides(b byte) bool { return b == mqtt.OnPublish || b == mqtt.OnWill }
+
+// OnWill stores a will as it is sent: mochi delivers wills to local
+// subscribers without the publish path, and a will is a message like any
+// other — stored and forwarded by the bridges.
+func (h *ingestHook) OnWill(cl *mqtt.Client, will mqtt.Will) (mqtt.Will, error) {
+	b := h.b
+	if !allows(b.aclFor(cl).Publish, will.TopicName, cl) {
+		return will, nil // mochi checked the will's topic at connect; not ours to store
+	}
+	m := &queue.Message{Topic: will.TopicName, Payload: will.Payload, QoS: will.Qos, Retain: will.Retain, Origin: cl.ID, Arrived: time.Now()}
+	for _, u := range will.User {
+		m.UserProperties = append(m.UserProperties, queue.UserProperty{Key: u.Key, Value: u.Val})
+	}
+	b.pending.Add(1)
+	b.q.AppendAsync([]*queue.Message{m}, func(err error) {
+		defer b.pending.Done()
+		if err != nil {
+			b.storeFailed.Add(1)
+			b.log.Warn("will delivered locally but not stored", "client", cl.ID, "topic", will.TopicName, "err", err)
+			return
+		}
+		b.stored.Add(1)
+	})
+	return will, nil
+}
 
 func (h *ingestHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
 	if pk.Connect.ClientIdentifier == releaseMark {

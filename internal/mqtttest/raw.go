@@ -55,6 +55,18 @@ func Login(t testing.TB, addr, clientID string, version byte, user, pass string)
 	return connect(t, addr, clientID, version, true, user, pass)
 }
 
+// New opens a connection without any MQTT handshake, for tests that
+// write their own CONNECT.
+func New(t testing.TB, addr string, version byte) *Raw {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatalf("dial %s: %v", addr, err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return &Raw{t: t, conn: c, r: bufio.NewReader(c), Version: version}
+}
+
 func connect(t testing.TB, addr, clientID string, version byte, clean bool, user, pass string) (*Raw, packets.Packet) {
 	t.Helper()
 	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
