@@ -15,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"strconv"
 	"sync"
 	"time"
 
@@ -226,6 +227,30 @@ func (rb *runningBridge) stop() {
 	}
 }
 
+// announceQueue publishes the queue's size on retained $SYS topics (next
+// to mochi's $SYS/broker/...) at start and every sysInterval.
+func (g *Gateway) announceQueue(ctx context.Context) {
+	t := time.NewTicker(sysInterval)
+	defer t.Stop()
+	for {
+		s := g.q.Stats()
+		for topic, v := range map[string]int64{
+			"$SYS/ralph/queue/messages": int64(s.Head - s.Oldest),
+			"$SYS/ralph/queue/bytes":    s.Bytes,
+			"$SYS/ralph/queue/dropped":  int64(s.DroppedFull + s.Expired),
+		} {
+			g.broker.Announce(topic, []byte(strconv.FormatInt(v, 10)))
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+const sysInterval = 10 * time.Second
+
 // Reload applies a new configuration's bridges without touching device
 // connections: bridges whose settings changed are restarted (keeping
 // their queue cursor), new ones start, removed ones stop. Changes outside
@@ -397,7 +422,10 @@ func (g *Gateway) Run(ctx context.Context) error {
 	}
 	g.log.Info("ralph is running", "listen", g.broker.Addrs(), "http", g.cfg.HTTP.Listen, "data_dir", g.cfg.DataDir, "bridges", len(g.bridges))
 	g.mu.Unlock()
+	sysDone := make(chan struct{})
+	go func() { defer close(sysDone); g.announceQueue(ctx) }()
 	<-ctx.Done()
+	<-sysDone
 	g.log.Info("shutting down")
 	stopHTTP()
 	<-httpDone

@@ -38,3 +38,27 @@ func TestWillIsStoredAndForwarded(t *testing.T) {
 	}
 	p.stop()
 }
+
+// TestSysTopics: $SYS carries mochi's broker figures and Ralph's queue.
+func TestSysTopics(t *testing.T) {
+	up := newMochi(t)
+	up.stop() // the queue keeps what cannot be forwarded
+	s := newSetup(t, up.addr(), "")
+	p := startRalph(t, s.config, s.addr)
+	publish(t, s.addr, "dev", 5, "sensors/a", payloads("a", 0, 3))
+	w := mqtttest.Dial(t, s.addr, "watcher", 5)
+	w.Subscribe("$SYS/#", 0)
+	seen := map[string]string{}
+	deadline := time.Now().Add(15 * time.Second)
+	for seen["$SYS/ralph/queue/messages"] != "3" || seen["$SYS/broker/clients/connected"] == "" {
+		if time.Now().After(deadline) {
+			t.Fatalf("$SYS so far: %v", seen)
+		}
+		pk, err := w.TryRead(time.Until(deadline))
+		if err != nil {
+			t.Fatalf("$SYS so far: %v (%v)", seen, err)
+		}
+		seen[pk.TopicName] = string(pk.Payload)
+	}
+	p.stop()
+}
