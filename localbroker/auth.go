@@ -79,6 +79,13 @@ func (h *authHook) OnACLCheck(cl *mqtt.Client, t string, write bool) bool {
 	if write {
 		return true
 	}
+	// A shared subscription is ruled on by its filter, without the
+	// $share/<group>/ in front.
+	if rest, ok := strings.CutPrefix(t, "$share/"); ok {
+		if _, filter, ok := strings.Cut(rest, "/"); ok {
+			t = filter
+		}
+	}
 	return h.b.topicWithinLimits(cl, t) && allows(h.b.aclFor(cl).Subscribe, t, cl)
 }
 

@@ -62,3 +62,57 @@ func TestSysTopics(t *testing.T) {
 	}
 	p.stop()
 }
+
+// TestTopicAliasesAndSharedSubscriptions: topic aliases resolve in order
+// even while earlier messages are still being stored (an alias re-mapped
+// meanwhile must not change them), and a shared subscription splits the
+// messages between its members.
+func TestTopicAliasesAndSharedSubscriptions(t *testing.T) {
+	up := newMochi(t)
+	s := newSetup(t, up.addr(), "")
+	p := startRalph(t, s.config, s.addr)
+
+	sub := mqtttest.Dial(t, s.addr, "sub", 5)
+	sub.Subscribe("alias/#", 0)
+	pub := mqtttest.Dial(t, s.addr, "pub", 5)
+	var burst []byte
+	for i, m := range []struct{ topic, payload string }{{"alias/a", "1"}, {"", "2"}, {"alias/b", "3"}, {"", "4"}} {
+		b, err := pub.Encode(packets.Packet{
+			FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1}, PacketID: uint16(i + 1),
+			TopicName: m.topic, Payload: []byte(m.payload),
+			Properties: packets.Properties{TopicAlias: 1, TopicAliasFlag: true},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		burst = append(burst, b...)
+	}
+	pub.WriteBytes(burst) // all four before the first is stored
+	want := []string{"alias/a 1", "alias/a 2", "alias/b 3", "alias/b 4"}
+	for _, w := range want {
+		pk := sub.Read(5 * time.Second)
+		if got := pk.TopicName + " " + string(pk.Payload); got != w {
+			t.Fatalf("subscriber got %q, want %q", got, w)
+		}
+	}
+
+	a := mqtttest.Dial(t, s.addr, "member-a", 5)
+	a.Subscribe("$share/g/shared/#", 0)
+	b := mqtttest.Dial(t, s.addr, "member-b", 5)
+	b.Subscribe("$share/g/shared/#", 0)
+	publish(t, s.addr, "dev", 5, "shared/x", payloads("s", 0, 20))
+	count := func(c *mqtttest.Raw) int {
+		n := 0
+		for {
+			if _, err := c.TryRead(500 * time.Millisecond); err != nil {
+				return n
+			}
+			n++
+		}
+	}
+	na, nb := count(a), count(b)
+	if na+nb != 20 || na == 0 || nb == 0 {
+		t.Fatalf("shared subscription: member a got %d, b %d; want 20 split between both", na, nb)
+	}
+	p.stop()
+}

@@ -162,8 +162,8 @@ func (r *Raw) Subscribe(filter string, qos byte) {
 		PacketID:    1,
 		Filters:     packets.Subscriptions{{Filter: filter, Qos: qos}},
 	})
-	if pk := r.Read(5 * time.Second); pk.FixedHeader.Type != packets.Suback {
-		r.t.Fatalf("subscribe %s: got packet type %d", filter, pk.FixedHeader.Type)
+	if pk := r.Read(5 * time.Second); pk.FixedHeader.Type != packets.Suback || len(pk.ReasonCodes) != 1 || pk.ReasonCodes[0] >= 0x80 {
+		r.t.Fatalf("subscribe %s: got packet type %d, codes %v", filter, pk.FixedHeader.Type, pk.ReasonCodes)
 	}
 }
 
