@@ -14,15 +14,16 @@ import (
 const packagedHeader = `# /etc/ralph/ralph.toml, installed by the ralph package and read by
 # ralph.service.
 #
-# Ralph has no authentication yet: as installed, its MQTT broker listens on
-# the loopback address only (127.0.0.1:1883), so only programs on this
-# machine can connect. Read the [broker] section below before opening it to
-# the network.
+# As installed, the MQTT broker listens on the loopback address only
+# (127.0.0.1:1883), so only programs on this machine can connect. To open it
+# to devices on the network, add [[broker.users]] (hashes from
+# "ralph passwd") and listen on "0.0.0.0:1883": see the [broker] section.
 #
 # The example [[bridge]] is commented out, so Ralph starts with no upstream:
 # uncomment and edit it to forward messages. After editing, check the file
 # and apply it with
-#   ralph check --config /etc/ralph/ralph.toml && systemctl restart ralph
+#   ralph check --config /etc/ralph/ralph.toml && systemctl reload ralph
+# (reload applies bridge changes; anything else needs a restart).
 # Package upgrades never overwrite your edits to this file.
 #
 `
