@@ -112,18 +112,3 @@ listen = ""
 	}
 	p.stop()
 }
-
-// ralphCmdIn runs ralph with stdin.
-func ralphCmdIn(t *testing.T, stdin string, args ...string) (string, int) {
-	t.Helper()
-	cmd := exec.Command(ralphBin, args...)
-	cmd.Stdin = strings.NewReader(stdin)
-	out, err := cmd.Output()
-	code := 0
-	if ee, ok := err.(*exec.ExitError); ok {
-		code = ee.ExitCode()
-	} else if err != nil {
-		t.Fatal(err)
-	}
-	return string(out), code
-}

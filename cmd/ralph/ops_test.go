@@ -17,9 +17,29 @@ import (
 	"github.com/ralph-gateway/ralph/gateway"
 )
 
+// ralphCmd runs ralph and returns its combined output and exit status.
 func ralphCmd(t *testing.T, args ...string) (string, int) {
 	t.Helper()
-	out, err := exec.Command(ralphBin, args...).CombinedOutput()
+	return runRalph(t, "", true, args...)
+}
+
+// ralphCmdIn runs ralph with stdin and returns its standard output.
+func ralphCmdIn(t *testing.T, stdin string, args ...string) (string, int) {
+	t.Helper()
+	return runRalph(t, stdin, false, args...)
+}
+
+func runRalph(t *testing.T, stdin string, combined bool, args ...string) (string, int) {
+	t.Helper()
+	cmd := exec.Command(ralphBin, args...)
+	cmd.Stdin = strings.NewReader(stdin)
+	var out []byte
+	var err error
+	if combined {
+		out, err = cmd.CombinedOutput()
+	} else {
+		out, err = cmd.Output()
+	}
 	code := 0
 	if ee, ok := err.(*exec.ExitError); ok {
 		code = ee.ExitCode()
