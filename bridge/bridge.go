@@ -202,7 +202,7 @@ func (b *Bridge) Run(ctx context.Context) {
 			if ctx.Err() != nil {
 				return
 			}
-			b.log.Warn("upstream connection failed", "url", redact(u), "err", err)
+			b.log.Warn("upstream connection failed", "url", u.Redacted(), "err", err)
 			if i = (i + 1) % len(b.cfg.URLs); i == 0 { // every URL tried: back off
 				if !sleep(ctx, b.backoff(attempt)) {
 					return
@@ -224,7 +224,7 @@ func (b *Bridge) Run(ctx context.Context) {
 		err = b.forward(fctx, cli)
 		stop(nil)
 		if errors.Is(err, errBackToPrimary) && ctx.Err() == nil {
-			b.log.Info("going back to the first upstream URL", "from", redact(u), "to", redact(b.cfg.URLs[0]))
+			b.log.Info("going back to the first upstream URL", "from", u.Redacted(), "to", b.cfg.URLs[0].Redacted())
 			b.setDown(err)
 			cli.Disconnect(&paho.Disconnect{ReasonCode: 0})
 			i = 0
@@ -242,7 +242,7 @@ func (b *Bridge) Run(ctx context.Context) {
 			b.setDown(errors.New("shut down"))
 			return
 		}
-		b.log.Warn("upstream connection lost", "url", redact(u), "err", err)
+		b.log.Warn("upstream connection lost", "url", u.Redacted(), "err", err)
 		b.setDown(err)
 		cli.Disconnect(&paho.Disconnect{ReasonCode: 0})
 		b.mu.Lock()
@@ -383,10 +383,10 @@ func (b *Bridge) connect(ctx context.Context, u *url.URL) (*paho.Client, context
 		}
 	}
 	b.mu.Lock()
-	b.status.Connected, b.status.URL, b.status.Since, b.status.LastError = true, redact(u), time.Now(), ""
+	b.status.Connected, b.status.URL, b.status.Since, b.status.LastError = true, u.Redacted(), time.Now(), ""
 	b.mu.Unlock()
 	b.publishState()
-	b.log.Info("upstream connected", "url", redact(u), "session_present", ca.SessionPresent)
+	b.log.Info("upstream connected", "url", u.Redacted(), "session_present", ca.SessionPresent)
 	return cli, down, nil
 }
 
@@ -795,11 +795,6 @@ func sleep(ctx context.Context, d time.Duration) bool {
 	case <-ctx.Done():
 		return false
 	}
-}
-
-// redact drops credentials from a URL for logs.
-func redact(u *url.URL) string {
-	return u.Redacted()
 }
 
 // trackedSession is paho's in-memory session state plus a report of each

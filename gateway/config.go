@@ -882,22 +882,8 @@ func (p *configParser) validateBroker(b *BrokerConfig) error {
 	if len(b.Listen) == 0 {
 		return p.errorf(bp.key("listen"), `at least one address is required (e.g. "127.0.0.1:1883")`)
 	}
-	seen := map[string]bool{}
-	for i, addr := range b.Listen {
-		lp := bp.key("listen").index(i)
-		loopback, err := checkListenAddr(addr)
-		if err != nil {
-			return p.errorf(lp, "%v", err)
-		}
-		if seen[addr] {
-			return p.errorf(lp, "duplicate address %q", addr)
-		}
-		seen[addr] = true
-		if !loopback && !b.AllowAnonymous && len(b.Users) == 0 {
-			return p.errorf(lp, "%q is not a loopback address and there are no [[broker.users]]: "+
-				"nobody could connect from other machines (add users, or set allow_anonymous = true explicitly)", truncate(addr))
-		}
-	}
+	// nonLoopback checks a device listener's address, and that someone
+	// could log in on it if it is not a loopback address.
 	nonLoopback := func(at keyPath, addr string) error {
 		loopback, err := checkListenAddr(addr)
 		if err != nil {
@@ -908,6 +894,17 @@ func (p *configParser) validateBroker(b *BrokerConfig) error {
 				"nobody could connect from other machines (add users, or set allow_anonymous = true explicitly)", truncate(addr))
 		}
 		return nil
+	}
+	seen := map[string]bool{}
+	for i, addr := range b.Listen {
+		lp := bp.key("listen").index(i)
+		if err := nonLoopback(lp, addr); err != nil {
+			return err
+		}
+		if seen[addr] {
+			return p.errorf(lp, "duplicate address %q", addr)
+		}
+		seen[addr] = true
 	}
 	for i, l := range b.TLS {
 		lp := bp.key("tls").index(i)

@@ -520,14 +520,21 @@ func (b *Broker) deny(cl *mqtt.Client, pk packets.Packet) {
 	if pk.FixedHeader.Qos == 0 {
 		return
 	}
-	ack := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Puback}, PacketID: pk.PacketID}
+	code := packets.CodeSuccess.Code
+	if cl.Properties.ProtocolVersion == 5 {
+		code = packets.ErrNotAuthorized.Code
+	}
+	cl.WritePacket(ackFor(pk, code))
+}
+
+// ackFor is the first answer to a QoS>0 publish, written by Ralph rather
+// than mochi: PUBACK for QoS 1, PUBREC for QoS 2, with a reason code.
+func ackFor(pk packets.Packet, code byte) packets.Packet {
+	ack := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Puback}, PacketID: pk.PacketID, ReasonCode: code}
 	if pk.FixedHeader.Qos == 2 {
 		ack.FixedHeader.Type = packets.Pubrec
 	}
-	if cl.Properties.ProtocolVersion == 5 {
-		ack.ReasonCode = packets.ErrNotAuthorized.Code
-	}
-	cl.WritePacket(ack)
+	return ack
 }
 
 // refuse handles a publish that could not be stored: it is neither
@@ -544,12 +551,8 @@ func (b *Broker) refuse(cl *mqtt.Client, pk packets.Packet, err error) {
 		return
 	}
 	if cl.Properties.ProtocolVersion == 5 && pk.FixedHeader.Qos == 1 {
-		ack := packets.Packet{
-			FixedHeader: packets.FixedHeader{Type: packets.Puback},
-			PacketID:    pk.PacketID,
-			ReasonCode:  code.Code,
-			Properties:  packets.Properties{ReasonString: reason},
-		}
+		ack := ackFor(pk, code.Code)
+		ack.Properties.ReasonString = reason
 		if cl.WritePacket(ack) == nil {
 			return
 		}

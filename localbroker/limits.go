@@ -25,11 +25,7 @@ func (b *Broker) topicWithinLimits(cl *mqtt.Client, t string) bool {
 // client is disconnected, as the spec has it for a malformed packet.
 func (b *Broker) refuseTopic(cl *mqtt.Client, pk packets.Packet) {
 	if cl.Properties.ProtocolVersion == 5 && pk.FixedHeader.Qos > 0 {
-		ack := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Puback}, PacketID: pk.PacketID, ReasonCode: packets.ErrTopicNameInvalid.Code}
-		if pk.FixedHeader.Qos == 2 {
-			ack.FixedHeader.Type = packets.Pubrec
-		}
-		cl.WritePacket(ack)
+		cl.WritePacket(ackFor(pk, packets.ErrTopicNameInvalid.Code))
 		return
 	}
 	b.srv.DisconnectClient(cl, packets.ErrTopicNameInvalid)

@@ -244,6 +244,10 @@ func (c *Consumer) Cursor() uint64 {
 func (c *Consumer) Backlog() uint64 {
 	c.q.mu.Lock()
 	defer c.q.mu.Unlock()
+	return c.backlogLocked()
+}
+
+func (c *Consumer) backlogLocked() uint64 {
 	return c.q.next - c.cursor - uint64(len(c.acked))
 }
 
@@ -261,7 +265,7 @@ func (c *Consumer) Purge() uint64 {
 	q := c.q
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	n := q.next - c.cursor - uint64(len(c.acked))
+	n := c.backlogLocked()
 	c.cursor, c.readPos = q.next, max(c.readPos, q.next)
 	clear(c.acked)
 	c.dropped += n
@@ -284,7 +288,7 @@ func (q *Queue) Consumers() []ConsumerStats {
 	defer q.mu.Unlock()
 	var out []ConsumerStats
 	for _, c := range q.consumers {
-		out = append(out, ConsumerStats{c.name, c.cursor, q.next - c.cursor - uint64(len(c.acked)), c.dropped})
+		out = append(out, ConsumerStats{c.name, c.cursor, c.backlogLocked(), c.dropped})
 	}
 	slices.SortFunc(out, func(a, b ConsumerStats) int { return strings.Compare(a.Name, b.Name) })
 	return out

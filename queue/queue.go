@@ -472,14 +472,13 @@ func (q *Queue) commit(batch []*request) bool {
 
 	first := q.assigned
 	seq := first
-	i := 0
 	for _, r := range batch {
+		if r.err != nil {
+			continue
+		}
 		for _, m := range r.msgs {
-			if r.err == nil {
-				m.Seq = seq
-				seq++
-			}
-			i++
+			m.Seq = seq
+			seq++
 		}
 	}
 	if seq == first && len(cursors) == 0 && d.to == d.from && !hasRefused(batch) {

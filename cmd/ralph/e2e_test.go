@@ -6,6 +6,7 @@ package main
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -436,7 +437,7 @@ func TestBadConfig(t *testing.T) {
 			for _, cmd := range []string{"run", "check"} {
 				out, err := exec.Command(ralphBin, cmd, "--config", path).CombinedOutput()
 				var ee *exec.ExitError
-				if err == nil || !errorAs(err, &ee) || ee.ExitCode() == 0 {
+				if err == nil || !errors.As(err, &ee) || ee.ExitCode() == 0 {
 					t.Fatalf("ralph %s: exit %v, want non-zero\n%s", cmd, err, out)
 				}
 				if !strings.Contains(string(out), path+tt.want) {
@@ -445,12 +446,4 @@ func TestBadConfig(t *testing.T) {
 			}
 		})
 	}
-}
-
-func errorAs(err error, target **exec.ExitError) bool {
-	e, ok := err.(*exec.ExitError)
-	if ok {
-		*target = e
-	}
-	return ok
 }

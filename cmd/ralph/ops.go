@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/ralph-gateway/ralph/gateway"
@@ -62,7 +63,7 @@ func resolve(cfgPath, addr string) (target, error) {
 // get fetches path from the endpoint and decodes JSON into v.
 func (t target) do(method, path string, v any) error {
 	if t.addr == "" {
-		return errors.New("the HTTP endpoint is off (http.listen = \"\")")
+		return errEndpointOff
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -251,8 +252,12 @@ func queueCmd(args []string, stdout, stderr io.Writer) int {
 	return 2
 }
 
+var errEndpointOff = errors.New("the HTTP endpoint is off (http.listen = \"\")")
+
+// isUnreachable tells "nobody answers there" (ralph is stopped, or has no
+// endpoint) from an answer that was an error.
 func isUnreachable(err error) bool {
-	return strings.Contains(err.Error(), "connection refused") || strings.Contains(err.Error(), "endpoint is off")
+	return errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, errEndpointOff)
 }
 
 // offline opens the data dir directly: only possible while ralph is
