@@ -352,17 +352,23 @@ func (h *ingestHook) OnWill(cl *mqtt.Client, will mqtt.Will) (mqtt.Will, error) 
 	for _, u := range will.User {
 		m.UserProperties = append(m.UserProperties, queue.UserProperty{Key: u.Key, Value: u.Val})
 	}
+	b.storeBehind(m, "will")
+	return will, nil
+}
+
+// storeBehind appends a message that mochi delivers without waiting (QoS
+// 0, wills): the outcome is only counted, and logged if it failed.
+func (b *Broker) storeBehind(m *queue.Message, what string) {
 	b.pending.Add(1)
 	b.q.AppendAsync([]*queue.Message{m}, func(err error) {
 		defer b.pending.Done()
 		if err != nil {
 			b.storeFailed.Add(1)
-			b.log.Warn("will delivered locally but not stored", "client", cl.ID, "topic", will.TopicName, "err", err)
+			b.log.Warn(what+" delivered locally but not stored", "client", m.Origin, "topic", m.Topic, "err", err)
 			return
 		}
 		b.stored.Add(1)
 	})
-	return will, nil
 }
 
 func (h *ingestHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
@@ -384,16 +390,7 @@ func (b *Broker) ingest(cl *mqtt.Client, pk packets.Packet) (packets.Packet, err
 	}
 	m := toMessage(cl, pk)
 	if pk.FixedHeader.Qos == 0 {
-		b.pending.Add(1)
-		b.q.AppendAsync([]*queue.Message{m}, func(err error) {
-			defer b.pending.Done()
-			if err != nil {
-				b.storeFailed.Add(1)
-				b.log.Warn("QoS 0 publish delivered locally but not stored", "client", cl.ID, "topic", pk.TopicName, "err", err)
-				return
-			}
-			b.stored.Add(1)
-		})
+		b.storeBehind(m, "QoS 0 publish")
 		return pk, nil
 	}
 
