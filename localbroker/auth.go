@@ -55,6 +55,13 @@ func (h *authHook) Provides(b byte) bool {
 func (h *authHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
 	b := h.b
 	name := string(pk.Connect.Username)
+	if cl.Net.Listener == internalListener {
+		if _, ok := b.users[name]; ok || name == "" {
+			return true
+		}
+		b.log.Error("refused an in-process client with an unknown user", "user", name, "client", cl.ID)
+		return false
+	}
 	if name == "" {
 		if b.anonymousOK(cl.Net.Listener) {
 			return true

@@ -25,7 +25,9 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"net"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -291,6 +293,27 @@ func (b *Broker) Publish(ctx context.Context, m *queue.Message) error {
 		b.log.Error("delivering an in-process message", "topic", m.Topic, "origin", m.Origin, "err", err)
 	}
 	return nil
+}
+
+// internalListener is the listener id of in-process connections made with
+// Dial. No network listener has it.
+const internalListener = "internal"
+
+// Dial returns an in-process MQTT connection to the broker, for a client
+// whose identity the caller vouches for (a serial port): it connects
+// without a password, with a username naming one of the configured users
+// (whose ACL then applies) or none (the anonymous ACL applies). Everything
+// else, from the ingest path to persistent sessions, is as for a network
+// client.
+func (b *Broker) Dial() net.Conn {
+	client, server := net.Pipe()
+	go func() {
+		err := b.srv.EstablishConnection(internalListener, server)
+		if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrClosedPipe) {
+			b.log.Debug("in-process connection ended", "err", err)
+		}
+	}()
+	return client
 }
 
 // Announce delivers a retained status message of Ralph's own (a bridge's

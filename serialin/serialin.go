@@ -1,0 +1,273 @@
+// Package serialin connects boards on USB serial ports (ESP32s, typically)
+// to the local broker.
+//
+// Each configured port is served by a Port. It finds the device, by path or
+// by USB VID/PID/serial number, opens it without resetting the board, and
+// speaks the line protocol of PROTOCOL.md with it. The board's publishes and
+// subscriptions travel over an in-process MQTT 5 connection to the broker
+// with the client id "serial-<name>" and a persistent session, so a serial
+// board is an MQTT client like any other: its QoS 1 publishes are acked
+// only once durable, the ACL of the port's user applies, and QoS 1
+// messages for its subscriptions wait in its session while it is unplugged.
+// The protocol's message ids are the MQTT packet ids on that connection.
+package serialin
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.bug.st/serial"
+	"go.bug.st/serial/enumerator"
+
+	"github.com/ralph-gateway/ralph/internal/topic"
+	"github.com/ralph-gateway/ralph/serialin/line"
+)
+
+// Options configure a Port. Name, one of Path and Match, TopicPrefix and
+// Dial are required.
+type Options struct {
+	Name  string
+	Path  string // device path, e.g. /dev/ttyUSB0 or a /dev/serial/by-id link
+	Match *Match // or: the USB device to look for
+	Baud  int    // default 115200
+
+	TopicPrefix    string // prepended to the board's topics, e.g. "devices/kitchen/"
+	AbsoluteTopics bool   // allow topics starting with "/" to escape the prefix
+	User           string // whose ACL applies; "" for the anonymous ACL
+	StatusTopic    string // retained online/offline state; default TopicPrefix+"$status"
+	LogTopic       string // if set, the board's log lines are published here (QoS 0)
+
+	MaxLine      int           // longest line accepted or sent; default 4096
+	OfflineAfter time.Duration // silence after which the board is offline; default 30s
+	Resend       time.Duration // MSG retransmission interval; default 2s
+	Window       int           // unacknowledged QoS 1 MSGs per board; default 8
+	Poll         time.Duration // how often to look for an absent device; default 1s
+
+	// Dial connects to the broker; see localbroker.Broker.Dial.
+	Dial   func() net.Conn
+	Logger *slog.Logger
+}
+
+// Match selects a USB serial device by its descriptor. Empty fields match
+// anything; hex ids compare without regard to case.
+type Match struct {
+	VID, PID, Serial string
+}
+
+func (m *Match) matches(d *enumerator.PortDetails) bool {
+	return d.IsUSB &&
+		(m.VID == "" || strings.EqualFold(m.VID, d.VID)) &&
+		(m.PID == "" || strings.EqualFold(m.PID, d.PID)) &&
+		(m.Serial == "" || m.Serial == d.SerialNumber)
+}
+
+func (m *Match) String() string {
+	s := "vid=" + cmp.Or(m.VID, "*") + " pid=" + cmp.Or(m.PID, "*")
+	if m.Serial != "" {
+		s += " serial=" + m.Serial
+	}
+	return s
+}
+
+// Counters are a port's frame and message counts since Ralph started.
+type Counters struct {
+	FramesOK    uint64 // valid frames from the board
+	BadChecksum uint64 // frames dropped for a CRC mismatch
+	Malformed   uint64 // frames dropped for a bad verb or field
+	Oversize    uint64 // lines over MaxLine, skipped
+	LogLines    uint64 // lines that were board log output
+	Duplicates  uint64 // resent publishes acked without storing them again
+	Published   uint64 // publishes stored (QoS 1 acked, QoS 0 handed over)
+	Delivered   uint64 // MSGs acknowledged by the board (or sent, for QoS 0)
+	Resent      uint64 // MSG retransmissions
+	TooLong     uint64 // messages too long for the board's line, dropped
+	NAKs        map[string]uint64
+}
+
+// Status is a port's state.
+type Status struct {
+	Name     string    `json:"name"`
+	Device   string    `json:"device,omitempty"` // the path opened; "" while absent
+	Present  bool      `json:"present"`          // the device is open
+	Online   bool      `json:"online"`           // the board has been heard within OfflineAfter
+	Board    string    `json:"board,omitempty"`  // from its HELLO
+	Firmware string    `json:"firmware,omitempty"`
+	Since    time.Time `json:"since"` // of the last change of Present or Online
+	Counters Counters  `json:"counters"`
+}
+
+// Port serves one configured serial port.
+type Port struct {
+	opts Options
+	log  *slog.Logger
+
+	mu     sync.Mutex
+	status Status
+
+	frames, badCRC, malformed, oversize, logLines, dups, published, delivered, resent, tooLong atomic.Uint64
+	naks                                                                                      sync.Map // reason → *atomic.Uint64
+}
+
+// New checks opts and returns a Port; Run serves it.
+func New(opts Options) (*Port, error) {
+	if opts.Name == "" {
+		return nil, errors.New("serialin: a port needs a name")
+	}
+	if (opts.Path == "") == (opts.Match == nil) {
+		return nil, fmt.Errorf("serialin: port %s: set either a path or a match", opts.Name)
+	}
+	if opts.Dial == nil {
+		return nil, fmt.Errorf("serialin: port %s: no broker to dial", opts.Name)
+	}
+	if opts.TopicPrefix != "" {
+		if err := topic.ValidateName(opts.TopicPrefix + "x"); err != nil {
+			return nil, fmt.Errorf("serialin: port %s: topic prefix %q: %w", opts.Name, opts.TopicPrefix, err)
+		}
+	}
+	opts.Baud = cmp.Or(opts.Baud, 115200)
+	opts.StatusTopic = cmp.Or(opts.StatusTopic, opts.TopicPrefix+"$status")
+	opts.MaxLine = cmp.Or(opts.MaxLine, line.DefaultMaxLine)
+	opts.OfflineAfter = cmp.Or(opts.OfflineAfter, 30*time.Second)
+	opts.Resend = cmp.Or(opts.Resend, 2*time.Second)
+	opts.Window = cmp.Or(opts.Window, 8)
+	opts.Poll = cmp.Or(opts.Poll, time.Second)
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	p := &Port{opts: opts, log: opts.Logger.With("port", opts.Name)}
+	p.status = Status{Name: opts.Name, Since: time.Now()}
+	return p, nil
+}
+
+// Name returns the port's configured name.
+func (p *Port) Name() string { return p.opts.Name }
+
+// ClientID is the MQTT client id the port's board appears as.
+func (p *Port) ClientID() string { return "serial-" + p.opts.Name }
+
+// Status returns the port's state and counters.
+func (p *Port) Status() Status {
+	p.mu.Lock()
+	s := p.status
+	p.mu.Unlock()
+	s.Counters = Counters{
+		FramesOK: p.frames.Load(), BadChecksum: p.badCRC.Load(), Malformed: p.malformed.Load(),
+		Oversize: p.oversize.Load(), LogLines: p.logLines.Load(), Duplicates: p.dups.Load(),
+		Published: p.published.Load(), Delivered: p.delivered.Load(), Resent: p.resent.Load(),
+		TooLong: p.tooLong.Load(), NAKs: map[string]uint64{},
+	}
+	p.naks.Range(func(k, v any) bool {
+		s.Counters.NAKs[k.(string)] = v.(*atomic.Uint64).Load()
+		return true
+	})
+	return s
+}
+
+func (p *Port) countNAK(reason string) {
+	v, _ := p.naks.LoadOrStore(reason, new(atomic.Uint64))
+	v.(*atomic.Uint64).Add(1)
+}
+
+func (p *Port) setStatus(f func(*Status)) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	f(&p.status)
+}
+
+// Run serves the port until ctx is done: it waits for the device, serves
+// it while it is there, and waits for it again when it goes.
+func (p *Port) Run(ctx context.Context) error {
+	announced := false
+	for ctx.Err() == nil {
+		dev, err := p.find()
+		if err != nil {
+			if !announced {
+				// A status left "online" by a crash would otherwise stay.
+				p.log.Warn("serial device not present; waiting for it", "want", p.want(), "err", err)
+				p.announceAbsent(ctx)
+				announced = true
+			}
+			sleep(ctx, p.opts.Poll)
+			continue
+		}
+		port, err := p.open(dev)
+		if err != nil {
+			p.log.Warn("cannot open serial device", "device", dev, "err", err)
+			sleep(ctx, p.opts.Poll)
+			continue
+		}
+		announced = true
+		p.log.Info("serial device connected", "device", dev)
+		p.setStatus(func(s *Status) { s.Present, s.Device, s.Since = true, dev, time.Now() })
+		err = p.serve(ctx, port, dev)
+		port.Close()
+		p.setStatus(func(s *Status) { s.Present, s.Online, s.Device, s.Since = false, false, "", time.Now() })
+		if ctx.Err() == nil {
+			p.log.Warn("serial device gone", "device", dev, "err", err)
+			sleep(ctx, p.opts.Poll)
+		}
+	}
+	return nil
+}
+
+func (p *Port) want() string {
+	if p.opts.Path != "" {
+		return p.opts.Path
+	}
+	return p.opts.Match.String()
+}
+
+// find returns the device path to open, if the device is there.
+func (p *Port) find() (string, error) {
+	if p.opts.Path != "" {
+		if _, err := os.Stat(p.opts.Path); err != nil {
+			return "", err
+		}
+		return p.opts.Path, nil
+	}
+	ports, err := enumerator.GetDetailedPortsList()
+	if err != nil {
+		return "", fmt.Errorf("listing serial ports: %w", err)
+	}
+	for _, d := range ports {
+		if p.opts.Match.matches(d) {
+			return d.Name, nil
+		}
+	}
+	return "", fmt.Errorf("no USB serial device with %s", p.opts.Match)
+}
+
+// open opens dev with DTR and RTS deasserted, so that an ESP32's
+// auto-reset circuit does not reboot the board. Pseudo-terminals (and some
+// adapters) have no modem lines; they are opened without touching them.
+func (p *Port) open(dev string) (serial.Port, error) {
+	mode := &serial.Mode{BaudRate: p.opts.Baud, InitialStatusBits: &serial.ModemOutputBits{}}
+	port, err := serial.Open(dev, mode)
+	if err != nil {
+		mode.InitialStatusBits = nil
+		var err2 error
+		if port, err2 = serial.Open(dev, mode); err2 != nil {
+			return nil, err
+		}
+		p.log.Debug("device has no modem control lines; DTR/RTS left alone", "device", dev, "err", err)
+	}
+	return port, nil
+}
+
+func sleep(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}

@@ -1,0 +1,422 @@
+package serialin_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/ralph-gateway/ralph/internal/board"
+	"github.com/ralph-gateway/ralph/internal/mqtttest"
+	"github.com/ralph-gateway/ralph/localbroker"
+	"github.com/ralph-gateway/ralph/queue"
+	"github.com/ralph-gateway/ralph/serialin"
+	"github.com/ralph-gateway/ralph/serialin/line"
+)
+
+type logBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *logBuf) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *logBuf) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+type env struct {
+	q    *queue.Queue
+	b    *localbroker.Broker
+	addr string
+	logs *logBuf
+	log  *slog.Logger
+}
+
+// startBroker runs a real broker on a real queue.
+func startBroker(t *testing.T, opts ...func(*localbroker.Options)) *env {
+	t.Helper()
+	logs := new(logBuf)
+	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	q, err := queue.Open(queue.Options{Dir: t.TempDir(), Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := localbroker.Options{Listen: []string{"127.0.0.1:0"}, Queue: q, Logger: log,
+		Anonymous: localbroker.ACL{Publish: []string{"#"}, Subscribe: []string{"#"}}}
+	for _, f := range opts {
+		f(&o)
+	}
+	b, err := localbroker.New(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Serve(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		b.Close()
+		q.Close()
+	})
+	return &env{q: q, b: b, addr: b.Addrs()[0], logs: logs, log: log}
+}
+
+// run serves a port until the test ends.
+func (e *env) run(t *testing.T, o serialin.Options) *serialin.Port {
+	t.Helper()
+	o.Dial = e.b.Dial
+	o.Logger = e.log
+	o.Poll = cmpOr(o.Poll, 50*time.Millisecond)
+	p, err := serialin.New(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		p.Run(ctx)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+	})
+	return p
+}
+
+func cmpOr[T comparable](a, b T) T {
+	var zero T
+	if a != zero {
+		return a
+	}
+	return b
+}
+
+func newBoard(t *testing.T, o board.Options) *board.Board {
+	t.Helper()
+	b, err := board.New(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(b.Unplug)
+	return b
+}
+
+func ctxT(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// waitFor polls cond until it holds or the deadline passes.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func payloads(rs []mqtttest.Received, topic string) []string {
+	var out []string
+	for _, r := range rs {
+		if r.Topic == topic {
+			out = append(out, r.Payload)
+		}
+	}
+	return out
+}
+
+func TestPublishIsStoredThenAcked(t *testing.T) {
+	e := startBroker(t)
+	// A consumer keeps what is appended, so that Peek sees it.
+	c, err := e.q.Consumer("test", queue.ConsumerOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	sub := mqtttest.Subscribe(t, e.addr, "watcher", "devices/kitchen/#", nil)
+	b := newBoard(t, board.Options{ID: "esp32-1"})
+	p := e.run(t, serialin.Options{Name: "kitchen", Path: b.Path(), TopicPrefix: "devices/kitchen/"})
+	ctx := ctxT(t)
+	if err := b.Hello(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 20 {
+		if err := b.Publish(ctx, 1, "temp", []byte(fmt.Sprint(i))); err != nil {
+			t.Fatalf("publish %d: %v", i, err)
+		}
+		// The ACK means stored: the queue has it before any subscriber need.
+		msgs, err := e.q.Peek(1000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		found := false
+		for _, m := range msgs {
+			found = found || (m.Topic == "devices/kitchen/temp" && string(m.Payload) == fmt.Sprint(i) && m.Origin == "serial-kitchen")
+		}
+		if !found {
+			t.Fatalf("publish %d acked but not in the queue", i)
+		}
+	}
+	var want []string
+	for i := range 20 {
+		want = append(want, fmt.Sprint(i))
+	}
+	sub.WaitAll(t, want, 10*time.Second)
+	if got := payloads(sub.Messages(), "devices/kitchen/temp"); strings.Join(got, ",") != strings.Join(want, ",") {
+		t.Fatalf("subscriber got %v, want %v in order", got, want)
+	}
+	st := p.Status()
+	if !st.Present || !st.Online || st.Board != "esp32-1" || st.Firmware != "sim-1" || st.Counters.Published != 20 {
+		t.Fatalf("status %+v", st)
+	}
+	waitFor(t, "online status", func() bool {
+		for _, r := range sub.Messages() {
+			if r.Topic == "devices/kitchen/$status" && strings.Contains(r.Payload, `"state":"online"`) && strings.Contains(r.Payload, `"board":"esp32-1"`) {
+				return true
+			}
+		}
+		return false
+	})
+}
+
+func TestNoiseSplitFramesAndDamage(t *testing.T) {
+	e := startBroker(t)
+	sub := mqtttest.Subscribe(t, e.addr, "watcher", "n/#", nil)
+	b := newBoard(t, board.Options{})
+	p := e.run(t, serialin.Options{Name: "noisy", Path: b.Path(), TopicPrefix: "n/", MaxLine: 256})
+	ctx := ctxT(t)
+	if err := b.Hello(ctx); err != nil {
+		t.Fatal(err)
+	}
+	frame := func(id int, payload string) []byte {
+		return line.Publish{ID: uint16(id), QoS: 1, Topic: "t", Payload: []byte(payload)}.Append(nil, "PUB")
+	}
+	f1, f2, f3 := frame(101, "one"), frame(102, "two"), frame(103, "three")
+	bad := bytes.Clone(frame(104, "bad"))
+	bad[len(bad)-3] ^= 1 // flip a bit in the CRC
+	var chunks [][]byte
+	chunks = append(chunks,
+		[]byte("ets Jun  8 2016 00:22:57\r\nrst:0x1 (POWERON_RESET),boot:0x13\r\n"),
+		[]byte("I (29) boot: ESP-IDF v5.1 \xff\xfe not utf-8\r\n"),
+		f1[:7], f1[7:20], f1[20:], // one frame in three reads
+		append(append(bytes.Clone(f2), f3...), "log after two frames\n"...), // several frames in one read
+		bad,
+		[]byte(strings.Repeat("x", 1000)+"\n"), // oversize
+		[]byte("$RPUB,105,1,0,t,t,unterminated"), []byte("\n"), // no CRC: malformed
+		[]byte("$RBOGUS*"+fmt.Sprintf("%04X", line.CRC16([]byte("RBOGUS")))+"\n"),
+	)
+	for _, c := range chunks {
+		if err := b.Write(c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := b.Publish(ctx, 1, "t", []byte("four")); err != nil {
+		t.Fatal(err)
+	}
+	sub.WaitAll(t, []string{"one", "two", "three", "four"}, 10*time.Second)
+	if got := payloads(sub.Messages(), "n/t"); strings.Join(got, ",") != "one,two,three,four" {
+		t.Fatalf("got %v", got)
+	}
+	c := p.Status().Counters
+	if c.BadChecksum != 1 || c.Oversize != 1 || c.Malformed != 2 || c.LogLines != 4 || c.Published != 4 {
+		t.Fatalf("counters %+v", c)
+	}
+	for _, want := range []string{"port=noisy", "POWERON_RESET", "not utf-8", "log after two frames", "line over the limit"} {
+		if !strings.Contains(e.logs.String(), want) {
+			t.Errorf("log lacks %q", want)
+		}
+	}
+	for _, f := range b.Frames() {
+		if bytes.HasPrefix(f, []byte("$RACK,104")) || bytes.HasPrefix(f, []byte("$RACK,105")) {
+			t.Errorf("damaged frame acknowledged: %s", f)
+		}
+	}
+}
+
+func TestResentPublishIsStoredOnce(t *testing.T) {
+	e := startBroker(t)
+	sub := mqtttest.Subscribe(t, e.addr, "watcher", "d/#", nil)
+	b := newBoard(t, board.Options{})
+	p := e.run(t, serialin.Options{Name: "dup", Path: b.Path(), TopicPrefix: "d/"})
+	ctx := ctxT(t)
+	if err := b.Hello(ctx); err != nil {
+		t.Fatal(err)
+	}
+	acks := func() int {
+		n := 0
+		for _, f := range b.Frames() {
+			if bytes.HasPrefix(f, []byte("$RACK,7*")) {
+				n++
+			}
+		}
+		return n
+	}
+	f := line.Publish{ID: 7, QoS: 1, Topic: "x", Payload: []byte("a")}.Append(nil, "PUB")
+	b.Write(f)
+	waitFor(t, "first ACK", func() bool { return acks() == 1 })
+	b.Write(f) // its ACK was lost, say: the board resends
+	waitFor(t, "second ACK", func() bool { return acks() == 2 })
+	// The same id with other content is a new message, not a resend.
+	b.Write(line.Publish{ID: 7, QoS: 1, Topic: "x", Payload: []byte("b")}.Append(nil, "PUB"))
+	waitFor(t, "third ACK", func() bool { return acks() == 3 })
+	// After a HELLO (a rebooted board), the first content is new again.
+	if err := b.Hello(ctx); err != nil {
+		t.Fatal(err)
+	}
+	b.Write(f)
+	waitFor(t, "fourth ACK", func() bool { return acks() == 4 })
+	sub.WaitAll(t, []string{"a", "b"}, 10*time.Second)
+	waitFor(t, "three messages", func() bool { return len(payloads(sub.Messages(), "d/x")) >= 3 })
+	if got := payloads(sub.Messages(), "d/x"); strings.Join(got, ",") != "a,b,a" {
+		t.Fatalf("got %v, want a,b,a", got)
+	}
+	if c := p.Status().Counters; c.Duplicates != 1 || c.Published != 3 {
+		t.Fatalf("counters %+v", c)
+	}
+}
+
+func TestRefusals(t *testing.T) {
+	hash := []byte("$2a$04$unused.unused.unused.unused.unused.unused.unused.uu")
+	e := startBroker(t, func(o *localbroker.Options) {
+		o.Users = []localbroker.User{{Name: "kitchen", PasswordHash: hash, ACL: localbroker.ACL{
+			Publish:   []string{"devices/kitchen/#", "shared/ok"},
+			Subscribe: []string{"devices/kitchen/#"},
+		}}}
+	})
+	b := newBoard(t, board.Options{})
+	p := e.run(t, serialin.Options{Name: "kitchen", Path: b.Path(), TopicPrefix: "devices/kitchen/", User: "kitchen", AbsoluteTopics: true})
+	b2 := newBoard(t, board.Options{})
+	e.run(t, serialin.Options{Name: "strict", Path: b2.Path(), TopicPrefix: "devices/strict/"})
+	ctx := ctxT(t)
+	b.Hello(ctx)
+	b2.Hello(ctx)
+	tests := []struct {
+		b      *board.Board
+		qos    byte
+		topic  string
+		reason string
+	}{
+		{b, 1, "temp", ""},
+		{b, 1, "/shared/ok", ""},
+		{b, 1, "/shared/forbidden", "denied"}, // the user's ACL
+		{b2, 1, "/shared/ok", "denied"},       // absolute topics not allowed on this port
+		{b, 1, "a/+/b", "invalid"},
+		{b, 1, "a/\x00/b", "invalid"},
+		{b, 2, "temp", "invalid"},
+	}
+	for _, tt := range tests {
+		err := tt.b.Publish(ctx, tt.qos, tt.topic, []byte("x"))
+		var nak *board.NAKError
+		switch {
+		case tt.reason == "" && err != nil:
+			t.Errorf("publish %q: %v", tt.topic, err)
+		case tt.reason != "" && (!errors.As(err, &nak) || nak.Reason != tt.reason):
+			t.Errorf("publish %q: %v, want NAK %s", tt.topic, err, tt.reason)
+		}
+	}
+	if _, err := b.Subscribe(ctx, "/elsewhere/#", 1); err == nil || !strings.Contains(err.Error(), "denied") {
+		t.Errorf("subscribe outside the ACL: %v", err)
+	}
+	if _, err := b.Subscribe(ctx, "bad/#/x", 1); err == nil || !strings.Contains(err.Error(), "invalid") {
+		t.Errorf("invalid filter: %v", err)
+	}
+	if c := p.Status().Counters; c.NAKs["denied"] != 2 || c.NAKs["invalid"] != 4 {
+		t.Errorf("NAK counters %v", c.NAKs)
+	}
+}
+
+func TestDownlinkWindowResendAndRetained(t *testing.T) {
+	e := startBroker(t)
+	pub := mqtttest.Dial(t, e.addr, "commander", 5)
+	pub.Write(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1, Retain: true},
+		PacketID: 1, TopicName: "devices/k/cmd/led", Payload: []byte("on")})
+	pub.Read(5 * time.Second)
+	b := newBoard(t, board.Options{NoAutoAck: true})
+	p := e.run(t, serialin.Options{Name: "k", Path: b.Path(), TopicPrefix: "devices/k/", Window: 2, Resend: 200 * time.Millisecond})
+	ctx := ctxT(t)
+	b.Hello(ctx)
+	if g, err := b.Subscribe(ctx, "cmd/#", 1); err != nil || g != 1 {
+		t.Fatalf("subscribe: %d, %v", g, err)
+	}
+	next := func() board.Msg {
+		select {
+		case m := <-b.Msgs():
+			return m
+		case <-ctx.Done():
+			t.Log(e.logs.String())
+			for _, f := range b.Frames() {
+				t.Logf("frame %s", f)
+			}
+			t.Fatal("no MSG before the deadline")
+		}
+		return board.Msg{}
+	}
+	m := next()
+	if m.Topic != "cmd/led" || string(m.Payload) != "on" || !m.Retain || m.QoS != 1 {
+		t.Fatalf("retained MSG %+v", m)
+	}
+	// Unacknowledged, it comes again with the same id.
+	if again := next(); again.ID != m.ID || again.Topic != "cmd/led" {
+		t.Fatalf("resend %+v, want id %d", again, m.ID)
+	}
+	b.Ack(m.ID)
+	for i := range 5 {
+		pub.Publish(uint16(10+i), 1, "devices/k/cmd/n", []byte(fmt.Sprint(i)))
+	}
+	// With a window of 2, the gateway resends the first two before it
+	// sends a third.
+	seen := map[uint16]bool{}
+	var order []string
+	for {
+		m := next()
+		if m.Topic == "cmd/led" {
+			continue // a resend racing its ACK
+		}
+		if seen[m.ID] {
+			break
+		}
+		seen[m.ID] = true
+		order = append(order, string(m.Payload))
+	}
+	if strings.Join(order, ",") != "0,1" {
+		t.Fatalf("before a resend the board got %v, want 0,1", order)
+	}
+	for id := range seen {
+		b.Ack(id)
+	}
+	for len(order) < 5 {
+		m := next()
+		if !seen[m.ID] && m.Topic != "cmd/led" {
+			seen[m.ID] = true
+			order = append(order, string(m.Payload))
+		}
+		b.Ack(m.ID)
+	}
+	if strings.Join(order, ",") != "0,1,2,3,4" {
+		t.Fatalf("MSG order %v", order)
+	}
+	waitFor(t, "6 deliveries", func() bool { return p.Status().Counters.Delivered == 6 })
+	if c := p.Status().Counters; c.Resent < 2 {
+		t.Fatalf("resends not counted: %+v", c)
+	}
+}
+
+

@@ -1,0 +1,656 @@
+package serialin
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/eclipse/paho.golang/packets"
+	"go.bug.st/serial"
+
+	"github.com/ralph-gateway/ralph/internal/topic"
+	"github.com/ralph-gateway/ralph/serialin/line"
+)
+
+// ackMemory is how many acknowledged publish ids a port remembers to
+// recognise a board's resends.
+const ackMemory = 256
+
+// mqttKeepAlive is the keepalive of the in-process connection; the
+// session pings at half of it.
+const mqttKeepAlive = 60 * time.Second
+
+// session is one open device: the board on the line and the MQTT
+// connection that carries its traffic. One goroutine (loop) owns all of
+// its state; readers feed it through channels.
+type session struct {
+	p    *Port
+	port serial.Port
+	dev  string
+	mq   *mqttConn
+
+	recvMax int // publishes the broker accepts unacknowledged
+
+	pubs     map[uint16]uint64 // QoS 1 publishes being stored: id → content hash
+	subs     map[uint16]string // (un)subscriptions awaiting the broker: id → verb
+	acked    map[uint16]uint64 // recently acknowledged publishes: id → content hash
+	ackRing  [ackMemory]uint16
+	ackNext  int
+	down     map[uint16]*outMsg // MSGs sent to the board, not yet acked
+	waiting  []*outMsg          // MSGs beyond the window
+	boardMax int                // the board's receive buffer, from its HELLO
+
+	online    bool
+	board     string
+	firmware  string
+	heard     time.Time // last valid frame
+	pinged    time.Time
+	mqttPing  time.Time
+	logTokens float64
+	logTime   time.Time
+	logMissed int
+}
+
+type outMsg struct {
+	id    uint16
+	frame []byte
+	sent  time.Time
+}
+
+type lineEvent struct {
+	line []byte
+	err  error
+}
+
+// serve runs a session on an open device until the device fails or ctx is
+// done. The MQTT connection is re-established if the broker drops it; the
+// device stays open, since reopening it may reset the board.
+func (p *Port) serve(ctx context.Context, port serial.Port, dev string) error {
+	lines := make(chan lineEvent)
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		r := line.NewReader(port, p.opts.MaxLine)
+		for {
+			l, err := r.ReadLine()
+			ev := lineEvent{err: err}
+			if err == nil {
+				ev.line = bytes.Clone(l)
+			}
+			select {
+			case lines <- ev:
+			case <-stop:
+				return
+			}
+			if err != nil && !errors.Is(err, line.ErrTooLong) {
+				return
+			}
+		}
+	}()
+	defer func() {
+		close(stop)
+		port.Close() // ends a read in progress
+		wg.Wait()
+	}()
+
+	s := &session{p: p, port: port, dev: dev, acked: make(map[uint16]uint64), logTokens: logBurst}
+	s.write(line.Hello{Name: p.opts.Name, MaxLine: p.opts.MaxLine}.Append(nil, false))
+	for {
+		err := s.connected(ctx, lines)
+		var gone deviceError
+		if errors.As(err, &gone) || ctx.Err() != nil {
+			return err
+		}
+		p.log.Warn("connection to the broker lost; reconnecting", "err", err)
+		sleep(ctx, p.opts.Poll)
+	}
+}
+
+// deviceError is a failure of the serial device, which ends the session.
+type deviceError struct{ error }
+
+// connected connects to the broker and runs the session loop until the
+// device or the connection fails.
+func (s *session) connected(ctx context.Context, lines <-chan lineEvent) error {
+	p := s.p
+	conn := p.opts.Dial()
+	sessionExpiry := uint32(0xFFFFFFFF)
+	// The window is kept here, not by the broker: mochi (2.7.9) forgets a
+	// message it held back for a client's receive maximum once it sends
+	// it, so it would be neither resent nor kept across an unplug.
+	recvMax := uint16(65535)
+	c := &packets.Connect{
+		ProtocolName: "MQTT", ProtocolVersion: 5,
+		ClientID:   p.ClientID(),
+		KeepAlive:  uint16(mqttKeepAlive / time.Second),
+		Properties: &packets.Properties{SessionExpiryInterval: &sessionExpiry, ReceiveMaximum: &recvMax},
+		WillFlag:   true, WillQOS: 1, WillRetain: true,
+		WillTopic:      p.opts.StatusTopic,
+		WillMessage:    s.statusJSON("offline"),
+		WillProperties: &packets.Properties{},
+	}
+	if p.opts.User != "" {
+		c.UsernameFlag, c.Username = true, p.opts.User
+	}
+	var err error
+	if s.recvMax, err = connect(conn, c); err != nil {
+		conn.Close()
+		return err
+	}
+	s.recvMax = min(s.recvMax, 256)
+	s.mq = newMQTTConn(conn)
+	pkts := make(chan *packets.ControlPacket)
+	readErr := make(chan error, 1)
+	stop := make(chan struct{})
+	go func() {
+		for {
+			cp, err := packets.ReadPacket(conn)
+			if err != nil {
+				readErr <- err
+				return
+			}
+			select {
+			case pkts <- cp:
+			case <-stop:
+				return
+			}
+		}
+	}()
+	// The broker resends its unacknowledged messages on the new
+	// connection, and answers none of the old connection's requests.
+	s.pubs, s.subs, s.down, s.waiting = make(map[uint16]uint64), make(map[uint16]string), make(map[uint16]*outMsg), nil
+	s.mqttPing = time.Now()
+	if s.online {
+		s.publishStatus("online")
+	}
+	defer func() {
+		close(stop)
+		s.mq.close()
+	}()
+
+	tick := time.NewTicker(min(250*time.Millisecond, p.opts.Resend/2))
+	defer tick.Stop()
+	for {
+		in := lines
+		if len(s.pubs) >= s.recvMax {
+			in = nil // the queue is behind: stop reading, the board waits
+		}
+		select {
+		case <-ctx.Done():
+			s.goOffline("gateway stopping")
+			s.mq.send(&packets.Disconnect{ReasonCode: packets.DisconnectNormalDisconnection})
+			return ctx.Err()
+		case ev := <-in:
+			if ev.err != nil {
+				if errors.Is(ev.err, line.ErrTooLong) {
+					s.p.oversize.Add(1)
+					s.p.log.Warn("board sent a line over the limit; skipped it", "max_line", p.opts.MaxLine)
+					continue
+				}
+				s.goOffline("device gone")
+				s.mq.send(&packets.Disconnect{ReasonCode: packets.DisconnectNormalDisconnection})
+				return deviceError{ev.err}
+			}
+			if err := s.handleLine(ev.line); err != nil {
+				return err
+			}
+		case cp := <-pkts:
+			if err := s.handlePacket(cp); err != nil {
+				return err
+			}
+		case err := <-readErr:
+			return fmt.Errorf("reading from the broker: %w", err)
+		case now := <-tick.C:
+			if err := s.timers(now); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// write sends a frame to the board. A write error means the device is
+// gone; the reader sees that too and ends the session.
+func (s *session) write(frame []byte) {
+	if _, err := s.port.Write(frame); err != nil {
+		s.p.log.Debug("writing to the board", "err", err)
+	}
+}
+
+func (s *session) nak(id uint16, reason string) {
+	s.p.countNAK(reason)
+	s.write(line.Append(nil, "NAK", fmt.Sprint(id), reason))
+}
+
+func (s *session) handleLine(l []byte) error {
+	f, err := line.Parse(l)
+	switch {
+	case errors.Is(err, line.ErrNotFrame):
+		s.boardLog(l)
+		return nil
+	case errors.Is(err, line.ErrChecksum):
+		s.p.badCRC.Add(1)
+		s.p.log.Debug("frame with a bad checksum dropped", "err", err)
+		return nil
+	case err != nil:
+		s.p.malformed.Add(1)
+		s.p.log.Debug("malformed frame dropped", "err", err)
+		return nil
+	}
+	s.p.frames.Add(1)
+	s.heard = time.Now()
+	if !s.online && f.Verb != "HELLO" {
+		s.goOnline()
+	}
+	switch f.Verb {
+	case "HELLO":
+		h, err := line.ParseHello(f, true)
+		if err != nil {
+			return s.malformed(f, err)
+		}
+		s.hello(h)
+	case "PUB":
+		pub, err := line.ParsePublish(f)
+		if err != nil {
+			if pub.ID != 0 {
+				s.p.log.Info("refused a publish", "id", pub.ID, "err", err)
+				s.nak(pub.ID, "invalid")
+				return nil
+			}
+			return s.malformed(f, err)
+		}
+		s.publish(pub, f)
+	case "SUB", "UNSUB":
+		sub, err := line.ParseSubscribe(f, f.Verb == "UNSUB")
+		if err != nil {
+			if sub.ID != 0 {
+				s.nak(sub.ID, "invalid")
+				return nil
+			}
+			return s.malformed(f, err)
+		}
+		s.subscribe(sub, f.Verb)
+	case "ACK":
+		if len(f.Fields) < 1 {
+			return s.malformed(f, errors.New("ACK without an id"))
+		}
+		id, err := line.ParseID(f.Fields[0], false)
+		if err != nil {
+			return s.malformed(f, err)
+		}
+		s.boardAcked(id)
+	case "PING":
+		s.write(line.Append(nil, "PONG"))
+	case "PONG":
+	default:
+		return s.malformed(f, fmt.Errorf("unknown verb %q", f.Verb))
+	}
+	return nil
+}
+
+func (s *session) malformed(f line.Frame, err error) error {
+	s.p.malformed.Add(1)
+	s.p.log.Debug("malformed frame dropped", "verb", f.Verb, "err", err)
+	return nil
+}
+
+func (s *session) hello(h line.Hello) {
+	s.board, s.firmware, s.boardMax = h.Name, h.Firmware, h.MaxLine
+	// A board that says hello has (re)started: its ids start again.
+	clear(s.acked)
+	s.p.log.Info("board said hello", "board", h.Name, "firmware", h.Firmware, "version", h.Version)
+	s.write(line.Hello{Name: s.p.opts.Name, MaxLine: s.p.opts.MaxLine}.Append(nil, false))
+	s.goOnline()
+	for _, m := range s.down {
+		s.sendMsg(m, time.Now())
+	}
+}
+
+// brokerTopic maps a board's topic or filter to the broker's: relative to
+// the prefix, or absolute with a leading "/" where allowed.
+func (s *session) brokerTopic(t string) (string, bool) {
+	if abs, ok := strings.CutPrefix(t, "/"); ok {
+		return abs, s.p.opts.AbsoluteTopics
+	}
+	return s.p.opts.TopicPrefix + t, true
+}
+
+// boardTopic maps a broker topic to the board's view.
+func (s *session) boardTopic(t string) string {
+	if rel, ok := strings.CutPrefix(t, s.p.opts.TopicPrefix); ok && rel != "" {
+		return rel
+	}
+	return "/" + t
+}
+
+func contentHash(f line.Frame) uint64 {
+	h := fnv.New64a()
+	for _, x := range f.Fields[1:] {
+		h.Write([]byte(x))
+		h.Write([]byte{','})
+	}
+	return h.Sum64()
+}
+
+func (s *session) publish(pub line.Publish, f line.Frame) {
+	if pub.QoS > 1 {
+		s.nak(pub.ID, "invalid")
+		return
+	}
+	t, ok := s.brokerTopic(pub.Topic)
+	if !ok {
+		s.p.log.Info("refused a publish outside the port's prefix", "topic", pub.Topic)
+		if pub.QoS == 1 {
+			s.nak(pub.ID, "denied")
+		}
+		return
+	}
+	if err := topic.ValidateName(t); err != nil {
+		s.p.log.Info("refused a publish", "topic", t, "err", err)
+		if pub.QoS == 1 {
+			s.nak(pub.ID, "invalid")
+		}
+		return
+	}
+	out := &packets.Publish{Topic: t, Payload: pub.Payload, QoS: pub.QoS, Retain: pub.Retain, Properties: &packets.Properties{}}
+	if pub.QoS == 0 {
+		s.mq.send(out)
+		s.p.published.Add(1)
+		return
+	}
+	if pub.ID == 0 {
+		s.nak(0, "invalid")
+		return
+	}
+	h := contentHash(f)
+	if prev, ok := s.pubs[pub.ID]; ok {
+		if prev == h {
+			s.p.dups.Add(1) // a resend while the first is being stored: its ACK follows
+		} else {
+			s.p.log.Info("refused a publish reusing the id of one being stored", "id", pub.ID)
+			s.nak(pub.ID, "invalid")
+		}
+		return
+	}
+	if _, ok := s.subs[pub.ID]; ok {
+		s.nak(pub.ID, "invalid")
+		return
+	}
+	if prev, ok := s.acked[pub.ID]; ok && prev == h {
+		s.p.dups.Add(1)
+		s.write(line.Append(nil, "ACK", fmt.Sprint(pub.ID)))
+		return
+	}
+	out.PacketID = pub.ID
+	s.pubs[pub.ID] = h
+	s.mq.send(out)
+}
+
+func (s *session) subscribe(sub line.Subscribe, verb string) {
+	t, ok := s.brokerTopic(sub.Filter)
+	if !ok {
+		s.nak(sub.ID, "denied")
+		return
+	}
+	if err := topic.ValidateFilter(t); err != nil {
+		s.p.log.Info("refused a subscription", "filter", t, "err", err)
+		s.nak(sub.ID, "invalid")
+		return
+	}
+	_, busy := s.pubs[sub.ID]
+	if _, busy2 := s.subs[sub.ID]; busy || busy2 {
+		s.nak(sub.ID, "invalid")
+		return
+	}
+	s.subs[sub.ID] = verb
+	if verb == "UNSUB" {
+		s.mq.send(&packets.Unsubscribe{PacketID: sub.ID, Topics: []string{t}, Properties: &packets.Properties{}})
+		return
+	}
+	s.mq.send(&packets.Subscribe{PacketID: sub.ID, Properties: &packets.Properties{},
+		Subscriptions: []packets.SubOptions{{Topic: t, QoS: min(sub.QoS, 1)}}})
+}
+
+// nakReason maps an MQTT reason code to the protocol's NAK reasons.
+func nakReason(code byte) string {
+	switch code {
+	case packets.PubackNotAuthorized:
+		return "denied"
+	case packets.PubackQuotaExceeded:
+		return "full"
+	case packets.PubackTopicNameInvalid:
+		return "invalid"
+	}
+	return "error"
+}
+
+func (s *session) handlePacket(cp *packets.ControlPacket) error {
+	switch pk := cp.Content.(type) {
+	case *packets.Puback:
+		if _, ok := s.pubs[pk.PacketID]; !ok {
+			return nil
+		}
+		h := s.pubs[pk.PacketID]
+		delete(s.pubs, pk.PacketID)
+		if pk.ReasonCode >= 0x80 {
+			s.p.log.Warn("broker refused a board's publish", "id", pk.PacketID, "reason", fmt.Sprintf("0x%02X", pk.ReasonCode))
+			s.nak(pk.PacketID, nakReason(pk.ReasonCode))
+			return nil
+		}
+		s.remember(pk.PacketID, h)
+		s.p.published.Add(1)
+		s.write(line.Append(nil, "ACK", fmt.Sprint(pk.PacketID)))
+	case *packets.Suback:
+		delete(s.subs, pk.PacketID)
+		if len(pk.Reasons) == 0 || pk.Reasons[0] >= 0x80 {
+			code := byte(0x80)
+			if len(pk.Reasons) > 0 {
+				code = pk.Reasons[0]
+			}
+			s.nak(pk.PacketID, nakReason(code))
+			return nil
+		}
+		s.write(line.Append(nil, "SUBACK", fmt.Sprint(pk.PacketID), fmt.Sprint(pk.Reasons[0])))
+	case *packets.Unsuback:
+		delete(s.subs, pk.PacketID)
+		s.write(line.Append(nil, "UNSUBACK", fmt.Sprint(pk.PacketID)))
+	case *packets.Publish:
+		s.deliver(pk)
+	case *packets.Pingresp:
+	case *packets.Disconnect:
+		return fmt.Errorf("broker disconnected the port: reason 0x%02X", pk.ReasonCode)
+	default:
+		return fmt.Errorf("unexpected %s from the broker", cp.PacketType())
+	}
+	return nil
+}
+
+// remember records an acknowledged publish so that a resend of it is
+// acked again instead of stored twice.
+func (s *session) remember(id uint16, h uint64) {
+	old := s.ackRing[s.ackNext]
+	if old != 0 {
+		delete(s.acked, old)
+	}
+	s.ackRing[s.ackNext] = id
+	s.ackNext = (s.ackNext + 1) % ackMemory
+	s.acked[id] = h
+}
+
+// deliver sends a message from the broker to the board, within the
+// window for QoS 1.
+func (s *session) deliver(pk *packets.Publish) {
+	id := pk.PacketID
+	if pk.QoS == 0 {
+		id = 0
+	}
+	frame := line.Publish{ID: id, QoS: min(pk.QoS, 1), Retain: pk.Retain, Topic: s.boardTopic(pk.Topic), Payload: pk.Payload}.Append(nil, "MSG")
+	if limit := s.lineLimit(); len(frame)-1 > limit {
+		s.p.tooLong.Add(1)
+		s.p.log.Warn("message too long for the board's line; dropped", "topic", pk.Topic, "bytes", len(frame)-1, "max_line", limit)
+		if pk.QoS > 0 {
+			s.mq.send(&packets.Puback{PacketID: pk.PacketID, Properties: &packets.Properties{}})
+		}
+		return
+	}
+	if pk.QoS == 0 {
+		s.write(frame)
+		s.p.delivered.Add(1)
+		return
+	}
+	if m, ok := s.down[id]; ok { // the broker's resend of one in flight
+		m.frame = frame
+		return
+	}
+	m := &outMsg{id: id, frame: frame}
+	if len(s.down) < s.p.opts.Window {
+		s.down[id] = m
+		s.sendMsg(m, time.Now())
+		return
+	}
+	s.waiting = append(s.waiting, m)
+}
+
+func (s *session) lineLimit() int {
+	if s.boardMax > 0 {
+		return min(s.boardMax, s.p.opts.MaxLine)
+	}
+	return s.p.opts.MaxLine
+}
+
+func (s *session) sendMsg(m *outMsg, now time.Time) {
+	m.sent = now
+	s.write(m.frame)
+}
+
+func (s *session) boardAcked(id uint16) {
+	if _, ok := s.down[id]; !ok {
+		return // a late second ACK
+	}
+	delete(s.down, id)
+	s.mq.send(&packets.Puback{PacketID: id, Properties: &packets.Properties{}})
+	s.p.delivered.Add(1)
+	for len(s.waiting) > 0 && len(s.down) < s.p.opts.Window {
+		m := s.waiting[0]
+		s.waiting = s.waiting[1:]
+		s.down[m.id] = m
+		s.sendMsg(m, time.Now())
+	}
+}
+
+func (s *session) timers(now time.Time) error {
+	for _, m := range s.down {
+		if now.Sub(m.sent) >= s.p.opts.Resend {
+			s.p.resent.Add(1)
+			s.sendMsg(m, now)
+		}
+	}
+	silent := now.Sub(s.heard)
+	if s.online && silent >= s.p.opts.OfflineAfter {
+		s.goOffline("board silent")
+	}
+	if silent >= s.p.opts.OfflineAfter/2 && now.Sub(s.pinged) >= s.p.opts.OfflineAfter/2 {
+		s.pinged = now
+		s.write(line.Append(nil, "PING"))
+	}
+	if now.Sub(s.mqttPing) >= mqttKeepAlive/2 {
+		s.mqttPing = now
+		s.mq.send(&packets.Pingreq{})
+	}
+	return nil
+}
+
+func (s *session) goOnline() {
+	if s.online {
+		return
+	}
+	s.online = true
+	s.p.log.Info("board online", "board", s.board, "device", s.dev)
+	s.p.setStatus(func(st *Status) {
+		st.Online, st.Board, st.Firmware, st.Since = true, s.board, s.firmware, time.Now()
+	})
+	s.publishStatus("online")
+}
+
+func (s *session) goOffline(why string) {
+	if !s.online {
+		return
+	}
+	s.online = false
+	s.p.log.Info("board offline", "board", s.board, "why", why)
+	s.p.setStatus(func(st *Status) { st.Online, st.Since = false, time.Now() })
+	s.publishStatus("offline")
+}
+
+func (s *session) statusJSON(state string) []byte {
+	b, _ := json.Marshal(struct {
+		State    string    `json:"state"`
+		Board    string    `json:"board,omitempty"`
+		Firmware string    `json:"firmware,omitempty"`
+		Device   string    `json:"device,omitempty"`
+		Since    time.Time `json:"since"`
+	}{state, s.board, s.firmware, s.dev, time.Now().UTC().Truncate(time.Second)})
+	return b
+}
+
+func (s *session) publishStatus(state string) {
+	if s.mq == nil {
+		return
+	}
+	s.mq.send(&packets.Publish{Topic: s.p.opts.StatusTopic, Payload: s.statusJSON(state), Retain: true, Properties: &packets.Properties{}})
+}
+
+// Board log lines are rate-limited: a board printing in a tight loop must
+// not flood the journal.
+const (
+	logRate  = 20  // lines per second
+	logBurst = 100 // lines at once
+)
+
+func (s *session) boardLog(l []byte) {
+	s.p.logLines.Add(1)
+	now := time.Now()
+	s.logTokens = min(logBurst, s.logTokens+now.Sub(s.logTime).Seconds()*logRate)
+	s.logTime = now
+	if s.logTokens < 1 {
+		s.logMissed++
+		return
+	}
+	s.logTokens--
+	text := strings.ToValidUTF8(string(l), "\uFFFD")
+	if s.logMissed > 0 {
+		s.p.log.Info("board log lines skipped (rate limit)", "lines", s.logMissed)
+		s.logMissed = 0
+	}
+	s.p.log.Info("board: "+text, "board", s.board)
+	if s.p.opts.LogTopic != "" {
+		s.mq.send(&packets.Publish{Topic: s.p.opts.LogTopic, Payload: []byte(text), Properties: &packets.Properties{}})
+	}
+}
+
+// announceAbsent publishes the offline status for a device that is not
+// there, through a short-lived connection.
+func (p *Port) announceAbsent(ctx context.Context) {
+	s := &session{p: p}
+	conn := p.opts.Dial()
+	c := &packets.Connect{ProtocolName: "MQTT", ProtocolVersion: 5, ClientID: p.ClientID() + "-status", CleanStart: true, Properties: &packets.Properties{}}
+	if p.opts.User != "" {
+		c.UsernameFlag, c.Username = true, p.opts.User
+	}
+	if _, err := connect(conn, c); err != nil {
+		conn.Close()
+		p.log.Warn("cannot announce the port offline", "err", err)
+		return
+	}
+	s.mq = newMQTTConn(conn)
+	s.publishStatus("offline")
+	s.mq.send(&packets.Disconnect{ReasonCode: packets.DisconnectNormalDisconnection})
+	s.mq.close()
+}
