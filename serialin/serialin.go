@@ -114,7 +114,7 @@ type Port struct {
 	status Status
 
 	frames, badCRC, malformed, oversize, logLines, dups, published, delivered, resent, tooLong atomic.Uint64
-	naks                                                                                      sync.Map // reason → *atomic.Uint64
+	naks                                                                                       sync.Map // reason → *atomic.Uint64
 }
 
 // New checks opts and returns a Port; Run serves it.
@@ -259,6 +259,10 @@ func (p *Port) open(dev string) (serial.Port, error) {
 			return nil, err
 		}
 		p.log.Debug("device has no modem control lines; DTR/RTS left alone", "device", dev, "err", err)
+	}
+	if err := port.SetReadTimeout(livenessCheck); err != nil {
+		port.Close()
+		return nil, err
 	}
 	return port, nil
 }

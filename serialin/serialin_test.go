@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -219,7 +220,7 @@ func TestNoiseSplitFramesAndDamage(t *testing.T) {
 		f1[:7], f1[7:20], f1[20:], // one frame in three reads
 		append(append(bytes.Clone(f2), f3...), "log after two frames\n"...), // several frames in one read
 		bad,
-		[]byte(strings.Repeat("x", 1000)+"\n"), // oversize
+		[]byte(strings.Repeat("x", 1000)+"\n"),                 // oversize
 		[]byte("$RPUB,105,1,0,t,t,unterminated"), []byte("\n"), // no CRC: malformed
 		[]byte("$RBOGUS*"+fmt.Sprintf("%04X", line.CRC16([]byte("RBOGUS")))+"\n"),
 	)
@@ -419,4 +420,137 @@ func TestDownlinkWindowResendAndRetained(t *testing.T) {
 	}
 }
 
+// TestUnplugReplugKeepsDownlink unplugs a board mid-frame, sends it
+// commands while it is away, and plugs a new pty in under the same link
+// (the tty name changes, as in another USB socket): the board gets the
+// commands, the half frame is not a message, and the status follows.
+func TestUnplugReplugKeepsDownlink(t *testing.T) {
+	e := startBroker(t)
+	sub := mqtttest.Subscribe(t, e.addr, "watcher", "devices/shed/#", nil)
+	link := filepath.Join(t.TempDir(), "ttyKITCHEN")
+	b := newBoard(t, board.Options{ID: "first", Link: link})
+	p := e.run(t, serialin.Options{Name: "shed", Path: link, TopicPrefix: "devices/shed/", Resend: 200 * time.Millisecond})
+	ctx := ctxT(t)
+	b.Hello(ctx)
+	if _, err := b.Subscribe(ctx, "cmd/#", 1); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Publish(ctx, 1, "temp", []byte("before")); err != nil {
+		t.Fatal(err)
+	}
+	b.Write(line.Publish{ID: 500, QoS: 1, Topic: "temp", Payload: []byte("half")}.Append(nil, "PUB")[:15])
+	b.Unplug()
+	waitFor(t, "port absent", func() bool { return !p.Status().Present })
+	cmd := mqtttest.Dial(t, e.addr, "commander", 5)
+	for i := range 3 {
+		cmd.Publish(uint16(i+1), 1, "devices/shed/cmd/led", []byte(fmt.Sprint("cmd", i)))
+		cmd.Read(5 * time.Second)
+	}
+	b2 := newBoard(t, board.Options{ID: "second", Link: link})
+	var got []string
+	for len(got) < 3 {
+		select {
+		case m := <-b2.Msgs():
+			if m.Topic != "cmd/led" {
+				t.Fatalf("unexpected MSG %+v", m)
+			}
+			got = append(got, string(m.Payload))
+		case <-ctx.Done():
+			t.Fatalf("after replug the board got %v", got)
+		}
+	}
+	if strings.Join(got, ",") != "cmd0,cmd1,cmd2" {
+		t.Fatalf("commands %v", got)
+	}
+	if err := b2.Hello(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := b2.Publish(ctx, 1, "temp", []byte("after")); err != nil {
+		t.Fatal(err)
+	}
+	sub.WaitAll(t, []string{"before", "after"}, 10*time.Second)
+	if got := payloads(sub.Messages(), "devices/shed/temp"); strings.Join(got, ",") != "before,after" {
+		t.Fatalf("temps %v", got)
+	}
+	var states []string
+	for _, r := range sub.Messages() {
+		if r.Topic == "devices/shed/$status" {
+			states = append(states, r.Payload[:strings.Index(r.Payload, ",")])
+		}
+	}
+	if s := strings.Join(states, " "); !strings.Contains(s, `{"state":"online" {"state":"offline" {"state":"online"`) {
+		t.Fatalf("status sequence %s", s)
+	}
+	if !strings.Contains(e.logs.String(), "serial device gone") || strings.Count(e.logs.String(), "serial device connected") != 2 {
+		t.Fatalf("log does not say the device came, went and came back")
+	}
+}
 
+// TestFloodIsBackPressured publishes far more than the broker takes at
+// once, as fast as the pty allows: the gateway stops reading while the
+// queue catches up, and every publish is acked and stored once, in order.
+func TestFloodIsBackPressured(t *testing.T) {
+	e := startBroker(t, func(o *localbroker.Options) { o.ReceiveMaximum = 4 })
+	sub := mqtttest.Subscribe(t, e.addr, "watcher", "f/#", nil)
+	b := newBoard(t, board.Options{})
+	p := e.run(t, serialin.Options{Name: "flood", Path: b.Path(), TopicPrefix: "f/"})
+	ctx := ctxT(t)
+	b.Hello(ctx)
+	const n = 3000
+	var want []string
+	var results []<-chan error
+	for i := range n {
+		want = append(want, fmt.Sprint(i))
+		_, res := b.PublishAsync(ctx, 1, "x", []byte(fmt.Sprint(i)))
+		results = append(results, res)
+	}
+	for i, r := range results {
+		if err := <-r; err != nil {
+			t.Fatalf("publish %d: %v", i, err)
+		}
+	}
+	sub.WaitAll(t, want, 20*time.Second)
+	if got := payloads(sub.Messages(), "f/x"); strings.Join(got, ",") != strings.Join(want, ",") {
+		t.Fatalf("%d messages, not the %d in order", len(got), n)
+	}
+	if c := p.Status().Counters; c.Published != n || c.Duplicates != 0 {
+		t.Fatalf("counters %+v", c)
+	}
+}
+
+func TestTwoBoardsAtOnce(t *testing.T) {
+	e := startBroker(t)
+	sub := mqtttest.Subscribe(t, e.addr, "watcher", "devices/#", nil)
+	ctx := ctxT(t)
+	var wg sync.WaitGroup
+	for _, name := range []string{"left", "right"} {
+		b := newBoard(t, board.Options{ID: name})
+		e.run(t, serialin.Options{Name: name, Path: b.Path(), TopicPrefix: "devices/" + name + "/"})
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			b.Hello(ctx)
+			for i := range 50 {
+				if err := b.Publish(ctx, 1, "n", []byte(fmt.Sprint(name, i))); err != nil {
+					t.Errorf("%s: %v", name, err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	waitFor(t, "100 messages", func() bool {
+		return len(payloads(sub.Messages(), "devices/left/n"))+len(payloads(sub.Messages(), "devices/right/n")) >= 100
+	})
+	for _, name := range []string{"left", "right"} {
+		got := payloads(sub.Messages(), "devices/"+name+"/n")
+		for i, g := range got {
+			if g != fmt.Sprint(name, i) {
+				t.Fatalf("%s message %d is %q", name, i, g)
+			}
+		}
+		if len(got) != 50 {
+			t.Fatalf("%s: %d messages", name, len(got))
+		}
+	}
+}

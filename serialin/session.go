@@ -2,11 +2,14 @@ package serialin
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"os"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -44,9 +47,12 @@ type session struct {
 	ackNext  int
 	down     map[uint16]*outMsg // MSGs sent to the board, not yet acked
 	waiting  []*outMsg          // MSGs beyond the window
+	resuming []*packets.Publish // the broker's resends after a reconnect, until put in order
+	fenced   bool               // a PINGREQ marks the end of those resends
 	boardMax int                // the board's receive buffer, from its HELLO
 
 	online    bool
+	askedName bool // sent an unsolicited HELLO to a board heard without one
 	board     string
 	firmware  string
 	heard     time.Time // last valid frame
@@ -78,7 +84,7 @@ func (p *Port) serve(ctx context.Context, port serial.Port, dev string) error {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		r := line.NewReader(port, p.opts.MaxLine)
+		r := line.NewReader(liveReader{port, dev}, p.opts.MaxLine)
 		for {
 			l, err := r.ReadLine()
 			ev := lineEvent{err: err}
@@ -111,6 +117,29 @@ func (p *Port) serve(ctx context.Context, port serial.Port, dev string) error {
 		}
 		p.log.Warn("connection to the broker lost; reconnecting", "err", err)
 		sleep(ctx, p.opts.Poll)
+	}
+}
+
+// liveReader reads a serial port and notices when its device node is
+// gone. A hangup usually ends a read at once, but not always: a pty whose
+// master is held open elsewhere, or an adapter whose driver is slow to
+// report the unplug, can leave a read waiting for good.
+type liveReader struct {
+	port serial.Port
+	dev  string
+}
+
+const livenessCheck = 500 * time.Millisecond
+
+func (r liveReader) Read(b []byte) (int, error) {
+	for {
+		n, err := r.port.Read(b)
+		if n > 0 || err != nil {
+			return n, err
+		}
+		if _, err := os.Stat(r.dev); err != nil {
+			return 0, fmt.Errorf("device node gone: %w", err)
+		}
 	}
 }
 
@@ -168,6 +197,12 @@ func (s *session) connected(ctx context.Context, lines <-chan lineEvent) error {
 	// connection, and answers none of the old connection's requests.
 	s.pubs, s.subs, s.down, s.waiting = make(map[uint16]uint64), make(map[uint16]string), make(map[uint16]*outMsg), nil
 	s.mqttPing = time.Now()
+	// mochi resends a session's unacknowledged messages on reconnect in an
+	// order that is only right to the second. It sends them all before it
+	// reads anything from us, so they end at the answer to this PINGREQ;
+	// until then messages are held and then sorted by packet id.
+	s.fenced = true
+	s.mq.send(&packets.Pingreq{})
 	if s.online {
 		s.publishStatus("online")
 	}
@@ -246,7 +281,13 @@ func (s *session) handleLine(l []byte) error {
 	}
 	s.p.frames.Add(1)
 	s.heard = time.Now()
-	if !s.online && f.Verb != "HELLO" {
+	if f.Verb != "HELLO" {
+		if s.board == "" && !s.askedName {
+			// Its HELLO was lost (sent before the port was open, say): an
+			// unsolicited HELLO makes the board send it again.
+			s.askedName = true
+			s.write(line.Hello{Name: s.p.opts.Name, MaxLine: s.p.opts.MaxLine}.Append(nil, false))
+		}
 		s.goOnline()
 	}
 	switch f.Verb {
@@ -462,14 +503,42 @@ func (s *session) handlePacket(cp *packets.ControlPacket) error {
 		delete(s.subs, pk.PacketID)
 		s.write(line.Append(nil, "UNSUBACK", fmt.Sprint(pk.PacketID)))
 	case *packets.Publish:
+		if s.fenced {
+			s.resuming = append(s.resuming, pk)
+			return nil
+		}
 		s.deliver(pk)
 	case *packets.Pingresp:
+		if s.fenced {
+			s.fenced = false
+			for _, pk := range inIDOrder(s.resuming) {
+				s.deliver(pk)
+			}
+			s.resuming = nil
+		}
 	case *packets.Disconnect:
 		return fmt.Errorf("broker disconnected the port: reason 0x%02X", pk.ReasonCode)
 	default:
 		return fmt.Errorf("unexpected %s from the broker", cp.PacketType())
 	}
 	return nil
+}
+
+// inIDOrder sorts publishes by packet id, which the broker hands out in
+// sequence, starting after the widest gap between ids so that a sequence
+// that wrapped past 65535 stays in order.
+func inIDOrder(pks []*packets.Publish) []*packets.Publish {
+	if len(pks) < 2 {
+		return pks
+	}
+	slices.SortFunc(pks, func(a, b *packets.Publish) int { return cmp.Compare(a.PacketID, b.PacketID) })
+	start, widest := 0, 65536-int(pks[len(pks)-1].PacketID)+int(pks[0].PacketID)
+	for i := 1; i < len(pks); i++ {
+		if gap := int(pks[i].PacketID) - int(pks[i-1].PacketID); gap > widest {
+			start, widest = i, gap
+		}
+	}
+	return append(pks[start:], pks[:start]...)
 }
 
 // remember records an acknowledged publish so that a resend of it is

@@ -29,6 +29,10 @@ type Options struct {
 	Resend    time.Duration // QoS 1 publish retransmission; default 2s
 	MaxLine   int           // announced in HELLO; default 4096
 	NoAutoAck bool          // leave MSGs unacknowledged (to test the gateway's resends)
+	// Window is how many QoS 1 publishes may await their ACK; PublishAsync
+	// blocks beyond it. Default 16; more than the gateway remembers for
+	// duplicate detection (256) would let resends through as new messages.
+	Window int
 }
 
 // Msg is a message the gateway sent in a MSG frame.
@@ -55,6 +59,7 @@ type Board struct {
 	tty   *os.File
 	wmu   sync.Mutex
 	msgs  chan Msg
+	slots chan struct{}
 	done  chan struct{}
 	start time.Time
 
@@ -77,6 +82,9 @@ func New(opts Options) (*Board, error) {
 	if opts.Resend == 0 {
 		opts.Resend = 2 * time.Second
 	}
+	if opts.Window == 0 {
+		opts.Window = 16
+	}
 	if opts.MaxLine == 0 {
 		opts.MaxLine = line.DefaultMaxLine
 	}
@@ -90,7 +98,7 @@ func New(opts Options) (*Board, error) {
 		tty.Close()
 		return nil, fmt.Errorf("board: raw mode: %w", err)
 	}
-	b := &Board{opts: opts, ptmx: ptmx, tty: tty, msgs: make(chan Msg, 4096), done: make(chan struct{}),
+	b := &Board{opts: opts, ptmx: ptmx, tty: tty, msgs: make(chan Msg, 4096), slots: make(chan struct{}, opts.Window), done: make(chan struct{}),
 		pending: make(map[uint16]chan error), granted: make(map[uint16]int), start: time.Now()}
 	if opts.Link != "" {
 		os.Remove(opts.Link)
@@ -218,12 +226,19 @@ func (b *Board) PublishAsync(ctx context.Context, qos byte, topic string, payloa
 		res <- b.Write(line.Publish{QoS: 0, Topic: topic, Payload: payload}.Append(nil, "PUB"))
 		return 0, res
 	}
+	select {
+	case b.slots <- struct{}{}:
+	case <-ctx.Done():
+		res <- ctx.Err()
+		return 0, res
+	}
 	b.mu.Lock()
 	id := b.newID()
 	b.pending[id] = res
 	b.mu.Unlock()
 	frame := line.Publish{ID: id, QoS: qos, Topic: topic, Payload: payload}.Append(nil, "PUB")
 	out := make(chan error, 1)
+	b.Write(frame) // here, not in the goroutine: frames go out in call order
 	go b.resendUntilAnswered(ctx, id, frame, res, out)
 	return id, out
 }
@@ -231,7 +246,7 @@ func (b *Board) PublishAsync(ctx context.Context, qos byte, topic string, payloa
 func (b *Board) resendUntilAnswered(ctx context.Context, id uint16, frame []byte, res, out chan error) {
 	t := time.NewTicker(b.opts.Resend)
 	defer t.Stop()
-	b.Write(frame)
+	defer func() { <-b.slots }()
 	for {
 		select {
 		case err := <-res:
