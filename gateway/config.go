@@ -32,6 +32,55 @@ type Config struct {
 	Queue   QueueConfig    `toml:"queue"`
 	HTTP    HTTPConfig     `toml:"http"`
 	Bridges []BridgeConfig `toml:"bridge"`
+	Serial  []SerialConfig `toml:"serial"`
+}
+
+// SerialConfig is a board on a USB serial port, speaking the line protocol
+// of serialin/PROTOCOL.md. It appears on the broker as the MQTT client
+// "serial-<name>" with a persistent session.
+type SerialConfig struct {
+	// Name identifies the port: 1 to 64 of A-Z a-z 0-9 _ -, unique.
+	Name string `toml:"name"`
+	// Path is the device, e.g. /dev/ttyUSB0 or, better, its stable
+	// /dev/serial/by-id/... link. Or Match finds it by its USB descriptor
+	// wherever it is plugged in. Set one of the two.
+	Path  string   `toml:"path"`
+	Match USBMatch `toml:"match"`
+	// Baud is the line speed, default 115200.
+	Baud int `toml:"baud"`
+	// TopicPrefix is put in front of the board's topics and taken off the
+	// topics it receives; it ends with "/". Default "serial/<name>/".
+	TopicPrefix string `toml:"topic_prefix"`
+	// AbsoluteTopics lets the board use topics outside its prefix by
+	// starting them with "/". Default false.
+	AbsoluteTopics bool `toml:"absolute_topics"`
+	// User is the [[broker.users]] entry whose ACL applies to the board
+	// (no password: the port vouches for it). Default: the anonymous ACL.
+	User string `toml:"user"`
+	// StatusTopic gets a retained JSON online/offline state; default
+	// "<topic_prefix>$status".
+	StatusTopic string `toml:"status_topic"`
+	// LogTopic, if set, gets the board's log lines (QoS 0). Default "".
+	LogTopic string `toml:"log_topic"`
+	// MaxLine is the longest line accepted from or sent to the board,
+	// default 4096, allowed 256 .. 65536.
+	MaxLine int `toml:"max_line"`
+	// OfflineAfter: the board is marked offline after this much silence
+	// (it is pinged at half of it). Default 30s.
+	OfflineAfter Duration `toml:"offline_after"`
+	// Resend is how long an unacknowledged MSG waits before it is sent
+	// again, default 2s; Window is how many may be unacknowledged at
+	// once, default 8, allowed 1 .. 256.
+	Resend Duration `toml:"resend"`
+	Window int      `toml:"window"`
+}
+
+// USBMatch selects a USB serial device: vid and pid are 4 hex digits (as
+// lsusb shows them), serial its serial number. Empty keys match anything.
+type USBMatch struct {
+	VID    string `toml:"vid"`
+	PID    string `toml:"pid"`
+	Serial string `toml:"serial"`
 }
 
 // HTTPConfig configures the local HTTP endpoint: /healthz, /metrics
@@ -351,6 +400,7 @@ func ParseConfig(name string, data []byte) (*Config, error) {
 	}
 	p.fillBridgeDefaults(cfg)
 	p.fillACLDefaults(cfg)
+	p.fillSerialDefaults(cfg)
 	if err := p.validate(cfg); err != nil {
 		return nil, err
 	}
@@ -800,6 +850,35 @@ func (p *configParser) fillBridgeDefaults(cfg *Config) {
 	}
 }
 
+func (p *configParser) fillSerialDefaults(cfg *Config) {
+	for i := range cfg.Serial {
+		s := &cfg.Serial[i]
+		sp := keyPath{}.key("serial").index(i)
+		has := func(k string) bool { _, ok := lookup(p.tree, sp.key(k)); return ok }
+		if !has("baud") {
+			s.Baud = 115200
+		}
+		if !has("topic_prefix") {
+			s.TopicPrefix = "serial/" + s.Name + "/"
+		}
+		if !has("status_topic") {
+			s.StatusTopic = s.TopicPrefix + "$status"
+		}
+		if !has("max_line") {
+			s.MaxLine = 4096
+		}
+		if !has("offline_after") {
+			s.OfflineAfter.Duration = 30 * time.Second
+		}
+		if !has("resend") {
+			s.Resend.Duration = 2 * time.Second
+		}
+		if !has("window") {
+			s.Window = 8
+		}
+	}
+}
+
 func sanitizeClientID(s string) string {
 	return strings.Map(func(r rune) rune {
 		if isNameChar(r) {
@@ -864,6 +943,87 @@ func (p *configParser) validate(cfg *Config) error {
 		if err := p.validateBridge(&cfg.Bridges[i], root.key("bridge").index(i), firstName); err != nil {
 			return err
 		}
+	}
+	users := map[string]bool{}
+	for _, u := range cfg.Broker.Users {
+		users[u.Name] = true
+	}
+	firstName = map[string]int{}
+	for i := range cfg.Serial {
+		if err := p.validateSerial(&cfg.Serial[i], root.key("serial").index(i), firstName, users); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+var hex4 = regexp.MustCompile(`^[0-9A-Fa-f]{4}$`)
+
+func (p *configParser) validateSerial(s *SerialConfig, sp keyPath, firstName map[string]int, users map[string]bool) error {
+	has := func(k string) bool { _, ok := lookup(p.tree, sp.key(k)); return ok }
+	if !has("name") {
+		return p.errorf(sp.key("name"), "required key is missing (1 to 64 letters, digits, _ or -, unique among serial ports)")
+	}
+	if !validBridgeName(s.Name) {
+		return p.errorf(sp.key("name"), "%q is not a valid name (use 1 to 64 letters, digits, _ or -)", truncate(s.Name))
+	}
+	if j, dup := firstName[s.Name]; dup {
+		return p.errorf(sp.key("name"), "duplicate serial port name %q (first defined in %s)", s.Name, sp.parent().index(j))
+	}
+	firstName[s.Name] = sp[len(sp)-1].index
+	switch {
+	case has("path") && has("match"):
+		return p.errorf(sp.key("match"), "set path or match, not both")
+	case !has("path") && !has("match"):
+		return p.errorf(sp.key("path"), `required key is missing (a device such as "/dev/ttyUSB0", or match = { vid = "10c4", pid = "ea60" })`)
+	case has("path") && !strings.HasPrefix(s.Path, "/"):
+		return p.errorf(sp.key("path"), "%q is not an absolute path", truncate(s.Path))
+	case has("match"):
+		m := s.Match
+		if m.VID == "" && m.PID == "" && m.Serial == "" {
+			return p.errorf(sp.key("match"), "matches every USB serial device: give vid, pid or serial")
+		}
+		for _, k := range [][2]string{{"vid", m.VID}, {"pid", m.PID}} {
+			if k[1] != "" && !hex4.MatchString(k[1]) {
+				return p.errorf(sp.key("match", k[0]), "%q is not 4 hex digits (as lsusb shows it, e.g. \"10c4\")", truncate(k[1]))
+			}
+		}
+	}
+	if s.Baud <= 0 || s.Baud > 12_000_000 {
+		return p.errorf(sp.key("baud"), "%d is out of range (allowed 1 .. 12000000)", s.Baud)
+	}
+	if s.TopicPrefix != "" {
+		if err := topic.ValidateName(s.TopicPrefix); err != nil {
+			return p.errorf(sp.key("topic_prefix"), "%v", err)
+		}
+		if !strings.HasSuffix(s.TopicPrefix, "/") {
+			return p.errorf(sp.key("topic_prefix"), "%q must end with \"/\" (the board's topics are appended to it)", truncate(s.TopicPrefix))
+		}
+	}
+	if s.User != "" && !users[s.User] {
+		return p.errorf(sp.key("user"), "%q is not one of the [[broker.users]]", truncate(s.User))
+	}
+	for _, k := range [][2]string{{"status_topic", s.StatusTopic}, {"log_topic", s.LogTopic}} {
+		if k[1] == "" && k[0] == "log_topic" {
+			continue
+		}
+		if err := topic.ValidateName(k[1]); err != nil {
+			return p.errorf(sp.key(k[0]), "%v", err)
+		}
+	}
+	if s.MaxLine < 256 || s.MaxLine > 65536 {
+		return p.errorf(sp.key("max_line"), "%d is out of range (allowed 256 .. 65536)", s.MaxLine)
+	}
+	for _, k := range []struct {
+		key string
+		d   time.Duration
+	}{{"offline_after", s.OfflineAfter.Duration}, {"resend", s.Resend.Duration}} {
+		if k.d < 100*time.Millisecond {
+			return p.errorf(sp.key(k.key), "%s is too short (allowed: at least 100ms)", formatDuration(k.d))
+		}
+	}
+	if s.Window < 1 || s.Window > 256 {
+		return p.errorf(sp.key("window"), "%d is out of range (allowed 1 .. 256)", s.Window)
 	}
 	return nil
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/ralph-gateway/ralph/bridge"
 	"github.com/ralph-gateway/ralph/localbroker"
 	"github.com/ralph-gateway/ralph/queue"
+	"github.com/ralph-gateway/ralph/serialin"
 )
 
 // Gateway is a configured, running Ralph.
@@ -39,6 +40,17 @@ type Gateway struct {
 	bridges []*runningBridge // in config order
 	bctx    context.Context  // parent of every bridge's Run; set by Run
 	bwg     sync.WaitGroup
+	ports   []*runningPort // serial ports, in config order
+	pctx    context.Context
+	pwg     sync.WaitGroup
+}
+
+// runningPort is one configured serial port.
+type runningPort struct {
+	cfg    SerialConfig
+	p      *serialin.Port
+	cancel context.CancelFunc
+	done   chan struct{}
 }
 
 // runningBridge is one configured bridge and the consumer it reads with.
@@ -128,6 +140,13 @@ func New(cfg *Config, log *slog.Logger, version string) (*Gateway, error) {
 		}
 		g.bridges = append(g.bridges, rb)
 	}
+	for _, sc := range cfg.Serial {
+		rp, err := g.newPort(sc)
+		if err != nil {
+			return fail(err)
+		}
+		g.ports = append(g.ports, rp)
+	}
 	if a := cfg.HTTP.Listen; a != "" {
 		if g.httpL, err = net.Listen("tcp", a); err != nil {
 			return fail(fmt.Errorf("gateway: http endpoint: %w", err))
@@ -203,6 +222,47 @@ func (g *Gateway) newBridge(bc BridgeConfig, cons *queue.Consumer) (*runningBrid
 	return &runningBridge{cfg: bc, b: bridge.New(bcfg, cons), cons: cons}, nil
 }
 
+func (g *Gateway) newPort(sc SerialConfig) (*runningPort, error) {
+	o := serialin.Options{
+		Name: sc.Name, Path: sc.Path, Baud: sc.Baud,
+		TopicPrefix: sc.TopicPrefix, AbsoluteTopics: sc.AbsoluteTopics, User: sc.User,
+		StatusTopic: sc.StatusTopic, LogTopic: sc.LogTopic, MaxLine: sc.MaxLine,
+		OfflineAfter: sc.OfflineAfter.Duration, Resend: sc.Resend.Duration, Window: sc.Window,
+		Dial:   g.broker.Dial,
+		Logger: g.log.With("component", "serial"),
+	}
+	if sc.Path == "" {
+		o.Match = &serialin.Match{VID: sc.Match.VID, PID: sc.Match.PID, Serial: sc.Match.Serial}
+	}
+	p, err := serialin.New(o)
+	if err != nil {
+		return nil, fmt.Errorf("gateway: %w", err)
+	}
+	return &runningPort{cfg: sc, p: p}, nil
+}
+
+// startPort runs rp; g.mu must be held. Before Run, Run starts it.
+func (g *Gateway) startPort(rp *runningPort) {
+	if g.pctx == nil {
+		return
+	}
+	ctx, cancel := context.WithCancel(g.pctx)
+	rp.cancel, rp.done = cancel, make(chan struct{})
+	g.pwg.Add(1)
+	go func() {
+		defer g.pwg.Done()
+		defer close(rp.done)
+		rp.p.Run(ctx)
+	}()
+}
+
+func (rp *runningPort) stop() {
+	if rp.cancel != nil {
+		rp.cancel()
+		<-rp.done
+	}
+}
+
 // start runs rb's bridge; g.mu must be held. Before Run, Run starts it.
 func (g *Gateway) start(rb *runningBridge) {
 	if g.bctx == nil {
@@ -251,20 +311,22 @@ func (g *Gateway) announceQueue(ctx context.Context) {
 
 const sysInterval = 10 * time.Second
 
-// Reload applies a new configuration's bridges without touching device
-// connections: bridges whose settings changed are restarted (keeping
-// their queue cursor), new ones start, removed ones stop. Changes outside
-// [[bridge]] need a restart; they are reported, not applied.
+// Reload applies a new configuration's bridges and serial ports without
+// touching network device connections: bridges and ports whose settings
+// changed are restarted (bridges keep their queue cursor, ports their
+// board's session), new ones start, removed ones stop. Other changes need
+// a restart; they are reported, not applied.
 func (g *Gateway) Reload(cfg *Config) {
 	old := *g.cfg
-	old.Bridges, old.Log = nil, LogConfig{}
+	old.Bridges, old.Serial, old.Log = nil, nil, LogConfig{}
 	next := *cfg
-	next.Bridges, next.Log = nil, LogConfig{}
+	next.Bridges, next.Serial, next.Log = nil, nil, LogConfig{}
 	if !reflect.DeepEqual(old, next) {
-		g.log.Warn("reload: changes outside [[bridge]] (broker, queue, http, data_dir) need a restart; they are not applied")
+		g.log.Warn("reload: changes outside [[bridge]] and [[serial]] (broker, queue, http, data_dir) need a restart; they are not applied")
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	g.reloadPorts(cfg.Serial)
 	byName := make(map[string]*runningBridge)
 	for _, rb := range g.bridges {
 		byName[rb.cfg.Name] = rb
@@ -385,6 +447,46 @@ func bridgeConfig(bc BridgeConfig, log *slog.Logger) (bridge.Config, error) {
 }
 
 // Ready returns once Run serves clients, or with ctx's error.
+// reloadPorts restarts changed serial ports, starts new ones and stops
+// removed ones; g.mu must be held. A board's session (its subscriptions
+// and undelivered messages) belongs to the port's name and survives.
+func (g *Gateway) reloadPorts(cfgs []SerialConfig) {
+	byName := make(map[string]*runningPort)
+	for _, rp := range g.ports {
+		byName[rp.cfg.Name] = rp
+	}
+	var ports []*runningPort
+	for _, sc := range cfgs {
+		rp, ok := byName[sc.Name]
+		delete(byName, sc.Name)
+		if ok && reflect.DeepEqual(rp.cfg, sc) {
+			ports = append(ports, rp)
+			continue
+		}
+		nrp, err := g.newPort(sc)
+		if err != nil {
+			g.log.Error("reload: serial port not applied", "port", sc.Name, "err", err)
+			if ok {
+				ports = append(ports, rp)
+			}
+			continue
+		}
+		if ok {
+			rp.stop()
+			g.log.Info("reload: serial port changed, restarted", "port", sc.Name)
+		} else {
+			g.log.Info("reload: serial port added", "port", sc.Name)
+		}
+		g.startPort(nrp)
+		ports = append(ports, nrp)
+	}
+	for name, rp := range byName {
+		rp.stop()
+		g.log.Info("reload: serial port removed", "port", name)
+	}
+	g.ports = ports
+}
+
 func (g *Gateway) Ready(ctx context.Context) error {
 	select {
 	case <-g.ready:
@@ -420,7 +522,13 @@ func (g *Gateway) Run(ctx context.Context) error {
 	for _, rb := range g.bridges {
 		g.start(rb)
 	}
-	g.log.Info("ralph is running", "listen", g.broker.Addrs(), "http", g.cfg.HTTP.Listen, "data_dir", g.cfg.DataDir, "bridges", len(g.bridges))
+	pctx, stopPorts := context.WithCancel(context.Background())
+	g.pctx = pctx
+	for _, rp := range g.ports {
+		g.startPort(rp)
+	}
+	g.log.Info("ralph is running", "listen", g.broker.Addrs(), "http", g.cfg.HTTP.Listen, "data_dir", g.cfg.DataDir,
+		"bridges", len(g.bridges), "serial_ports", len(g.ports))
 	g.mu.Unlock()
 	sysDone := make(chan struct{})
 	go func() { defer close(sysDone); g.announceQueue(ctx) }()
@@ -429,9 +537,12 @@ func (g *Gateway) Run(ctx context.Context) error {
 	g.log.Info("shutting down")
 	stopHTTP()
 	<-httpDone
-	// Bridges first: they wait briefly for in-flight acknowledgements and
-	// announce their state through the broker while it still runs.
+	// Serial ports and bridges first: they announce their state through
+	// the broker while it still runs, and bridges wait briefly for
+	// in-flight acknowledgements.
 	g.mu.Lock()
+	stopPorts()
+	g.pwg.Wait()
 	stopBridges()
 	g.bwg.Wait()
 	g.mu.Unlock()

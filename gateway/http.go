@@ -17,20 +17,22 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/ralph-gateway/ralph/queue"
+	"github.com/ralph-gateway/ralph/serialin"
 )
 
 // Status is the gateway's state as /status reports it and `ralph status`
 // prints it.
 type Status struct {
-	Version   string         `json:"version"`
-	Started   time.Time      `json:"started"`
-	Listen    []string       `json:"listen"`
-	Clients   int            `json:"clients"`
-	Broker    BrokerStatus   `json:"broker"`
-	Queue     QueueStatus    `json:"queue"`
-	Bridges   []BridgeStatus `json:"bridges"`
-	Healthy   bool           `json:"healthy"`
-	Unhealthy []string       `json:"unhealthy,omitempty"`
+	Version   string            `json:"version"`
+	Started   time.Time         `json:"started"`
+	Listen    []string          `json:"listen"`
+	Clients   int               `json:"clients"`
+	Broker    BrokerStatus      `json:"broker"`
+	Queue     QueueStatus       `json:"queue"`
+	Bridges   []BridgeStatus    `json:"bridges"`
+	Serial    []serialin.Status `json:"serial,omitempty"`
+	Healthy   bool              `json:"healthy"`
+	Unhealthy []string          `json:"unhealthy,omitempty"`
 }
 
 // BrokerStatus counts what the local broker stored and refused.
@@ -103,6 +105,12 @@ func (g *Gateway) Status() Status {
 			Queued: s.Backlog, Inflight: s.Inflight, Forwarded: s.Forwarded, Dropped: rb.cons.Dropped(),
 			Rejected: s.Rejected, Expired: s.Expired, Reconnects: s.Reconnects, Downlinked: s.Downlinked, DeadLetter: s.DeadLetter,
 		})
+	}
+	g.mu.Lock()
+	ports := g.ports
+	g.mu.Unlock()
+	for _, rp := range ports {
+		st.Serial = append(st.Serial, rp.p.Status())
 	}
 	st.Unhealthy = g.unhealthy()
 	st.Healthy = len(st.Unhealthy) == 0
@@ -285,6 +293,26 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 		counter("ralph_bridge_reconnects_total", "Upstream connections lost.", float64(b.Reconnects), "bridge", b.Name)
 		counter("ralph_bridge_dead_lettered_total", "Messages too large for the upstream, moved to the dead-letter topic.", float64(b.DeadLetter), "bridge", b.Name)
 		counter("ralph_bridge_downlinked_total", "Messages received from the upstream and published locally.", float64(b.Downlinked), "bridge", b.Name)
+	}
+	for _, sp := range st.Serial {
+		c, port := sp.Counters, sp.Name
+		gauge("ralph_serial_present", "1 while the port's device is open.", b2f(sp.Present), "port", port)
+		gauge("ralph_serial_online", "1 while the board has been heard recently.", b2f(sp.Online), "port", port)
+		for _, f := range []struct {
+			result string
+			v      uint64
+		}{{"ok", c.FramesOK}, {"bad_checksum", c.BadChecksum}, {"malformed", c.Malformed}, {"oversize", c.Oversize}} {
+			counter("ralph_serial_frames_total", "Frames from the board, by outcome.", float64(f.v), "port", port, "result", f.result)
+		}
+		for reason, n := range c.NAKs {
+			counter("ralph_serial_naks_total", "Publishes and subscriptions refused, by reason.", float64(n), "port", port, "reason", reason)
+		}
+		counter("ralph_serial_log_lines_total", "Board log lines (not frames).", float64(c.LogLines), "port", port)
+		counter("ralph_serial_duplicates_total", "Resent publishes acknowledged without storing them again.", float64(c.Duplicates), "port", port)
+		counter("ralph_serial_published_total", "Publishes from the board stored.", float64(c.Published), "port", port)
+		counter("ralph_serial_delivered_total", "Messages delivered to the board.", float64(c.Delivered), "port", port)
+		counter("ralph_serial_resent_total", "Messages sent to the board again for want of an ACK.", float64(c.Resent), "port", port)
+		counter("ralph_serial_too_long_total", "Messages too long for the board's line, dropped.", float64(c.TooLong), "port", port)
 	}
 }
 

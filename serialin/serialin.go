@@ -129,7 +129,7 @@ func New(opts Options) (*Port, error) {
 		return nil, fmt.Errorf("serialin: port %s: no broker to dial", opts.Name)
 	}
 	if opts.TopicPrefix != "" {
-		if err := topic.ValidateName(opts.TopicPrefix + "x"); err != nil {
+		if err := topic.ValidateName(opts.TopicPrefix); err != nil {
 			return nil, fmt.Errorf("serialin: port %s: topic prefix %q: %w", opts.Name, opts.TopicPrefix, err)
 		}
 	}

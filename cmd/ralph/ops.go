@@ -145,6 +145,19 @@ func printStatus(w io.Writer, st gateway.Status) {
 			fmt.Fprintf(w, "  last error: %s\n", b.LastError)
 		}
 	}
+	for _, sp := range st.Serial {
+		state := "absent"
+		switch {
+		case sp.Online:
+			state = "online"
+		case sp.Present:
+			state = "silent"
+		}
+		c := sp.Counters
+		fmt.Fprintf(w, "serial %s: %s since %s (%s, board %s), published %d, delivered %d, bad frames %d\n",
+			sp.Name, state, sp.Since.Local().Format(time.DateTime), orDash(sp.Device), orDash(sp.Board),
+			c.Published, c.Delivered, c.BadChecksum+c.Malformed+c.Oversize)
+	}
 }
 
 func orDash(s string) string {
