@@ -332,3 +332,46 @@ func TestQueueFullRefusesWithQuotaExceeded(t *testing.T) {
 		t.Fatalf("queue stats %+v: want %d appended, %d rejected", s, ok, refused)
 	}
 }
+
+// TestSmallReceiveMaximum: a client with Receive Maximum 2 is sent more
+// than two QoS 1 messages. mochi 2.7.9 holds the rest back and, once it
+// sends one, forgets it: the client's acks then free no quota and the
+// remaining messages are stuck (its code for them could also deadlock).
+// Ralph turns that flow control off; every message must arrive.
+func TestSmallReceiveMaximum(t *testing.T) {
+	e := start(t)
+	c := mqtttest.New(t, e.addr, 5)
+	c.Write(packets.Packet{
+		FixedHeader:     packets.FixedHeader{Type: packets.Connect},
+		ProtocolVersion: 5,
+		Connect:         packets.ConnectParams{ProtocolName: []byte("MQTT"), Clean: true, Keepalive: 60, ClientIdentifier: "small"},
+		Properties:      packets.Properties{ReceiveMaximum: 2},
+	})
+	if pk := c.Read(5 * time.Second); pk.FixedHeader.Type != packets.Connack || pk.ReasonCode != 0 {
+		t.Fatalf("connack %+v", pk)
+	}
+	c.Subscribe("rm/#", 1)
+	pub := mqtttest.Dial(t, e.addr, "pub", 5)
+	var want []string
+	for i := range 6 {
+		want = append(want, fmt.Sprint(i))
+	}
+	if acked, err := pub.PublishAll("rm/x", 1, want, 6); err != nil || len(acked) != 6 {
+		t.Fatalf("publish: %v, %v", acked, err)
+	}
+	var got []string
+	for len(got) < len(want) {
+		pk, err := c.TryRead(5 * time.Second)
+		if err != nil {
+			t.Fatalf("got %v, then: %v", got, err)
+		}
+		if pk.FixedHeader.Type != packets.Publish {
+			continue
+		}
+		got = append(got, string(pk.Payload))
+		c.Write(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Puback}, PacketID: pk.PacketID})
+	}
+	if strings.Join(got, ",") != strings.Join(want, ",") {
+		t.Fatalf("got %v, want %v", got, want)
+	}
+}

@@ -41,9 +41,26 @@ type limitsHook struct {
 
 func (h *limitsHook) ID() string { return "ralph-limits" }
 
-func (h *limitsHook) Provides(b byte) bool { return b == mqtt.OnConnect }
+func (h *limitsHook) Provides(b byte) bool {
+	return b == mqtt.OnConnect || b == mqtt.OnSessionEstablished
+}
+
+// noSendQuota turns off mochi's (2.7.9) flow control of deliveries by the
+// client's Receive Maximum. It is broken two ways: a message it held back
+// is dropped from the session once sent (so it is neither resent nor kept
+// across a reconnect), and the code that sends held-back messages takes a
+// read lock twice (Inflight.NextImmediate → GetAll), which deadlocks the
+// client's connection, and with it Ralph's release loop, when another
+// goroutine wants the write lock in between. With no quota that code never
+// runs; the price is that a client's Receive Maximum is not enforced on
+// what it is sent. It must be applied after the session is inherited,
+// which resets the quota.
+func noSendQuota(cl *mqtt.Client) { cl.State.Inflight.ResetSendQuota(0) }
+
+func (h *limitsHook) OnSessionEstablished(cl *mqtt.Client, _ packets.Packet) { noSendQuota(cl) }
 
 func (h *limitsHook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
+	noSendQuota(cl)
 	max := uint16(min(h.b.limits.MaxKeepAlive/time.Second, 65535))
 	if ka := cl.State.Keepalive; ka == 0 || ka > max {
 		cl.State.Keepalive = max

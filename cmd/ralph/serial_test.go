@@ -1,0 +1,202 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/ralph-gateway/ralph/gateway"
+	"github.com/ralph-gateway/ralph/internal/board"
+)
+
+// serialSetup is newSetup with a serial board on a pty behind a stable
+// link: devices/kitchen/# is forwarded to the upstream under edge/, and
+// site/shed/cmd/kitchen/# comes down to the board's cmd/.
+func serialSetup(t *testing.T, upAddr string) (setup, string) {
+	t.Helper()
+	s := newSetup(t, upAddr, "")
+	link := filepath.Join(s.dir, "ttyKITCHEN")
+	cfg, _ := os.ReadFile(s.config)
+	conf := strings.Replace(string(cfg), `local = "sensors/#"`, `local = "devices/#"`, 1) + fmt.Sprintf(`
+  [[bridge.subscribe]]
+  remote = "site/shed/cmd/kitchen/#"
+  strip_prefix = "site/shed/cmd/kitchen/"
+  local_prefix = "devices/kitchen/cmd/"
+  qos = 1
+
+[[serial]]
+name = "kitchen"
+path = %q
+topic_prefix = "devices/kitchen/"
+resend = "300ms"
+`, link)
+	if err := os.WriteFile(s.config, []byte(conf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return s, link
+}
+
+func newBoard(t *testing.T, o board.Options) *board.Board {
+	t.Helper()
+	b, err := board.New(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(b.Unplug)
+	return b
+}
+
+func nextMsg(t *testing.T, b *board.Board, timeout time.Duration) board.Msg {
+	t.Helper()
+	select {
+	case m := <-b.Msgs():
+		return m
+	case <-time.After(timeout):
+		t.Fatalf("no MSG for the board within %s", timeout)
+	}
+	return board.Msg{}
+}
+
+func mosquittoPub(t *testing.T, addr, topic, payload string) {
+	t.Helper()
+	port := strings.Split(addr, ":")[1]
+	if out, err := exec.Command("mosquitto_pub", "-h", "127.0.0.1", "-p", port, "-q", "1", "-t", topic, "-m", payload).CombinedOutput(); err != nil {
+		t.Fatalf("mosquitto_pub: %v %s", err, out)
+	}
+}
+
+// TestSerialBoardEndToEnd: a board's QoS 1 publishes reach a real
+// Mosquitto upstream through the bridge, an upstream command reaches the
+// board, ralph status shows the board, and a command sent while the board
+// is unplugged and ralph restarted reaches it when it is back.
+func TestSerialBoardEndToEnd(t *testing.T) {
+	up := newMosquitto(t)
+	s, link := serialSetup(t, up.addr())
+	b := newBoard(t, board.Options{ID: "esp32-kitchen", Link: link})
+	p := startRalph(t, s.config, s.addr)
+	waitStatus(t, s, "the bridge connected", func(st gateway.Status) bool { return st.Bridges[0].Connected })
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := b.Hello(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if g, err := b.Subscribe(ctx, "cmd/#", 1); err != nil || g != 1 {
+		t.Fatalf("subscribe: %d %v", g, err)
+	}
+	var want []string
+	for i := range 10 {
+		v := fmt.Sprintf("21.%d", i)
+		if err := b.Publish(ctx, 1, "temp", []byte(v)); err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, v)
+	}
+	got := up.collector().WaitAll(t, want, 15*time.Second)
+	verify(t, got, want, func(string) string { return "edge/devices/kitchen/temp" })
+
+	mosquittoPub(t, up.addr(), "site/shed/cmd/kitchen/led", "on")
+	if m := nextMsg(t, b, 10*time.Second); m.Topic != "cmd/led" || string(m.Payload) != "on" || m.QoS != 1 {
+		t.Fatalf("board got %+v, want cmd/led on", m)
+	}
+	st := waitStatus(t, s, "the board online", func(st gateway.Status) bool {
+		return len(st.Serial) == 1 && st.Serial[0].Online && st.Serial[0].Board == "esp32-kitchen"
+	})
+	if c := st.Serial[0].Counters; c.Published != 10 || c.Delivered != 1 {
+		t.Fatalf("serial counters %+v", c)
+	}
+	out, _ := ralphCmd(t, "status", "--addr", s.httpAddr)
+	if !strings.Contains(out, "serial kitchen: online") || !strings.Contains(out, "board esp32-kitchen") {
+		t.Fatalf("ralph status:\n%s", out)
+	}
+
+	// Unplugged, then ralph killed and restarted: the command waits.
+	b.Unplug()
+	waitStatus(t, s, "the board absent", func(st gateway.Status) bool { return !st.Serial[0].Present })
+	mosquittoPub(t, up.addr(), "site/shed/cmd/kitchen/led", "off")
+	waitStatus(t, s, "the command downlinked", func(st gateway.Status) bool { return st.Bridges[0].Downlinked >= 2 })
+	p.kill()
+	startRalph(t, s.config, s.addr)
+	b2 := newBoard(t, board.Options{ID: "esp32-kitchen", Link: link})
+	if m := nextMsg(t, b2, 15*time.Second); m.Topic != "cmd/led" || string(m.Payload) != "off" {
+		t.Fatalf("replugged board got %+v, want cmd/led off", m)
+	}
+}
+
+// TestSerialKillWhilePublishing kills ralph with SIGKILL while a board
+// publishes as fast as it can: after a restart every publish the board had
+// an ACK for is upstream, and the board's resends complete the rest.
+func TestSerialKillWhilePublishing(t *testing.T) {
+	up := newMosquitto(t)
+	s, link := serialSetup(t, up.addr())
+	b := newBoard(t, board.Options{ID: "esp32-kitchen", Link: link, Resend: 300 * time.Millisecond})
+	p := startRalph(t, s.config, s.addr)
+	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
+	defer cancel()
+	if err := b.Hello(ctx); err != nil {
+		t.Fatal(err)
+	}
+	const n = 2000
+	var mu sync.Mutex
+	var acked []string
+	all := make([]string, n)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		var wg sync.WaitGroup
+		for i := range n {
+			v := fmt.Sprintf("m%04d", i)
+			all[i] = v
+			_, res := b.PublishAsync(ctx, 1, "seq", []byte(v))
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if err := <-res; err == nil {
+					mu.Lock()
+					acked = append(acked, v)
+					mu.Unlock()
+				}
+			}()
+		}
+		wg.Wait()
+	}()
+	// Kill once a good part is acknowledged, mid-stream.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		mu.Lock()
+		k := len(acked)
+		mu.Unlock()
+		if k >= n/4 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("only %d acked before the kill", k)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	p.kill()
+	mu.Lock()
+	ackedBeforeKill := append([]string(nil), acked...)
+	mu.Unlock()
+	if len(ackedBeforeKill) == n {
+		t.Fatal("everything was acked before the kill: the test proves nothing")
+	}
+	p2 := startRalph(t, s.config, s.addr)
+	got := up.collector().WaitAll(t, ackedBeforeKill, 30*time.Second)
+	<-done
+	if len(acked) != n {
+		// A stall: the goroutine dump goes into the log printed below.
+		p2.cmd.Process.Signal(syscall.SIGQUIT)
+		<-p2.done
+		t.Fatalf("after the restart %d of %d publishes acked", len(acked), n)
+	}
+	got = up.collector().WaitAll(t, all, 30*time.Second)
+	dups := verify(t, got, all, func(string) string { return "edge/devices/kitchen/seq" })
+	t.Logf("%d acked before SIGKILL, %d duplicates upstream", len(ackedBeforeKill), dups)
+}
