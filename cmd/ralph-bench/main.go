@@ -104,6 +104,8 @@ type options struct {
 	SubscribeOnly bool          `json:"subscribe_only,omitempty"`
 	Idle          int           `json:"idle,omitempty"`
 	Expect        int64         `json:"expect,omitempty"`
+	SerialLink    string        `json:"serial_link,omitempty"`
+	Baud          int           `json:"baud,omitempty"`
 
 	addr string // host:port to dial, from Broker
 }
@@ -142,6 +144,8 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.Password, "password", "", "MQTT password")
 	fs.BoolVar(&o.SubscribeOnly, "subscribe-only", false, "only subscribe to -topic and wait for -expect messages")
 	fs.Int64Var(&o.Expect, "expect", 0, "with -subscribe-only: messages to wait for (per subscriber)")
+	fs.StringVar(&o.SerialLink, "serial-link", "", "instead of MQTT: be a serial board on a pty linked here (Ralph's [[serial]] path), publishing -messages QoS 1 frames with -inflight awaiting ACK")
+	fs.IntVar(&o.Baud, "baud", 0, "with -serial-link: pace the board's writes as a UART at this rate (0: unpaced)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -239,6 +243,13 @@ func mainExit() int {
 	defer stop()
 	ctx, cancel := context.WithTimeout(ctx, o.Timeout)
 	defer cancel()
+	if o.SerialLink != "" {
+		if err := runSerial(ctx, o, o.SerialLink, o.Baud, os.Stdout); err != nil {
+			fmt.Fprintln(os.Stderr, "ralph-bench:", err)
+			return 1
+		}
+		return 0
+	}
 
 	r, err := run(ctx, o)
 	if err != nil {
