@@ -14,6 +14,7 @@ import (
 
 	"github.com/ralph-gateway/ralph/gateway"
 	"github.com/ralph-gateway/ralph/internal/board"
+	"github.com/ralph-gateway/ralph/internal/mqtttest"
 )
 
 // serialSetup is newSetup with a serial board on a pty behind a stable
@@ -199,4 +200,48 @@ func TestSerialKillWhilePublishing(t *testing.T) {
 	got = up.collector().WaitAll(t, all, 30*time.Second)
 	dups := verify(t, got, all, func(string) string { return "edge/devices/kitchen/seq" })
 	t.Logf("%d acked before SIGKILL, %d duplicates upstream", len(ackedBeforeKill), dups)
+}
+
+// TestSerialReload: SIGHUP adds a serial port, changes its prefix and
+// removes it, without a restart.
+func TestSerialReload(t *testing.T) {
+	up := newMosquitto(t)
+	s := newSetup(t, up.addr(), "")
+	base, _ := os.ReadFile(s.config)
+	link := filepath.Join(s.dir, "ttyR")
+	b := newBoard(t, board.Options{ID: "r", Link: link})
+	p := startRalph(t, s.config, s.addr)
+	sub := mqtttest.Subscribe(t, s.addr, "watcher", "#", nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	reload := func(serial string) {
+		t.Helper()
+		if err := os.WriteFile(s.config, append(append([]byte(nil), base...), serial...), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		p.cmd.Process.Signal(syscall.SIGHUP)
+	}
+	port := func(prefix string) string {
+		return fmt.Sprintf("\n[[serial]]\nname = \"r\"\npath = %q\ntopic_prefix = %q\n", link, prefix)
+	}
+	reload(port("one/"))
+	waitStatus(t, s, "the port added", func(st gateway.Status) bool { return len(st.Serial) == 1 && st.Serial[0].Present })
+	if err := b.Publish(ctx, 1, "t", []byte("first")); err != nil {
+		t.Fatal(err)
+	}
+	reload(port("two/"))
+	waitLog(t, p, "reload: serial port changed, restarted")
+	waitStatus(t, s, "the port reopened", func(st gateway.Status) bool { return len(st.Serial) == 1 && st.Serial[0].Present })
+	if err := b.Publish(ctx, 1, "t", []byte("second")); err != nil {
+		t.Fatal(err)
+	}
+	sub.WaitAll(t, []string{"first", "second"}, 10*time.Second)
+	for _, m := range sub.Messages() {
+		if (m.Payload == "first" && m.Topic != "one/t") || (m.Payload == "second" && m.Topic != "two/t") {
+			t.Fatalf("%q arrived on %s", m.Payload, m.Topic)
+		}
+	}
+	reload("")
+	waitStatus(t, s, "the port removed", func(st gateway.Status) bool { return len(st.Serial) == 0 })
+	waitLog(t, p, "reload: serial port removed")
 }
