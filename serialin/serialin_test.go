@@ -554,3 +554,52 @@ func TestTwoBoardsAtOnce(t *testing.T) {
 		}
 	}
 }
+
+// TestSilenceAndBoardLog: a board that stops answering is marked offline
+// after offline_after (it is pinged first), and online again at its next
+// frame; its log lines go to the log topic, a burst beyond the rate limit
+// is counted but not all logged.
+func TestSilenceAndBoardLog(t *testing.T) {
+	e := startBroker(t)
+	sub := mqtttest.Subscribe(t, e.addr, "watcher", "s/#", nil)
+	b := newBoard(t, board.Options{ID: "quiet"})
+	p := e.run(t, serialin.Options{Name: "quiet", Path: b.Path(), TopicPrefix: "s/", LogTopic: "s/log", OfflineAfter: 400 * time.Millisecond})
+	ctx := ctxT(t)
+	b.Hello(ctx)
+	// A live board answers the gateway's PINGs and stays online.
+	waitFor(t, "a PING answered", func() bool {
+		for _, f := range b.Frames() {
+			if bytes.HasPrefix(f, []byte("$RPING*")) {
+				return true
+			}
+		}
+		return false
+	})
+	if !p.Status().Online {
+		t.Fatal("a board answering PINGs was marked offline")
+	}
+	b.Hang(true)
+	waitFor(t, "offline", func() bool { return !p.Status().Online })
+	b.Hang(false)
+	for i := range 150 {
+		b.Write([]byte(fmt.Sprintf("log line %d\r\n", i)))
+	}
+	waitFor(t, "online again", func() bool { return p.Status().Online })
+	waitFor(t, "150 log lines counted", func() bool { return p.Status().Counters.LogLines == 150 })
+	waitFor(t, "logged lines on the topic", func() bool { return len(payloads(sub.Messages(), "s/log")) >= 100 })
+	if n := len(payloads(sub.Messages(), "s/log")); n > 110 {
+		t.Fatalf("%d of 150 log lines in a burst published: the rate limit did not hold", n)
+	}
+	if got := payloads(sub.Messages(), "s/log"); got[0] != "log line 0" {
+		t.Fatalf("first log line %q", got[0])
+	}
+	var states []string
+	for _, r := range sub.Messages() {
+		if r.Topic == "s/$status" {
+			states = append(states, r.Payload[:strings.Index(r.Payload, ",")])
+		}
+	}
+	if s := strings.Join(states, " "); s != `{"state":"online" {"state":"offline" {"state":"online"` {
+		t.Fatalf("status sequence %s", s)
+	}
+}

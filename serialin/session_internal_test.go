@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/eclipse/paho.golang/packets"
+	"go.bug.st/serial/enumerator"
 )
 
 func TestInIDOrder(t *testing.T) {
@@ -25,6 +26,27 @@ func TestInIDOrder(t *testing.T) {
 		}
 		if fmt.Sprint(got) != fmt.Sprint(tt.want) {
 			t.Errorf("inIDOrder(%v) = %v, want %v", tt.in, got, tt.want)
+		}
+	}
+}
+
+func TestMatch(t *testing.T) {
+	d := &enumerator.PortDetails{Name: "/dev/ttyUSB0", IsUSB: true, VID: "10C4", PID: "EA60", SerialNumber: "0001"}
+	tests := []struct {
+		m    Match
+		d    *enumerator.PortDetails
+		want bool
+	}{
+		{Match{VID: "10c4", PID: "ea60"}, d, true},
+		{Match{VID: "10c4", PID: "ea60", Serial: "0001"}, d, true},
+		{Match{VID: "10c4", PID: "ea60", Serial: "0002"}, d, false},
+		{Match{Serial: "0001"}, d, true},
+		{Match{VID: "303a"}, d, false},
+		{Match{VID: "10c4"}, &enumerator.PortDetails{Name: "/dev/ttyS0"}, false},
+	}
+	for _, tt := range tests {
+		if got := tt.m.matches(tt.d); got != tt.want {
+			t.Errorf("%s matches %+v = %v, want %v", &tt.m, tt.d, got, tt.want)
 		}
 	}
 }

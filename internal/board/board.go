@@ -69,9 +69,9 @@ type Board struct {
 	granted   map[uint16]int
 	acked     []uint16 // last MSG ids acknowledged
 	hellos    int      // gateway HELLOs received
-	pings     int
 	frames    [][]byte // every frame from the gateway, in order
 	unplugged bool
+	hung      bool
 }
 
 // New creates a board on a new pseudo-terminal.
@@ -305,7 +305,15 @@ func (b *Board) Ack(id uint16) error {
 	return b.Write(line.Append(nil, "ACK", strconv.Itoa(int(id))))
 }
 
-// GatewayHellos and Pings count the gateway's HELLO and PING frames.
+// Hang makes the board ignore everything the gateway sends, as a board
+// stuck in a loop would, until called with false.
+func (b *Board) Hang(hung bool) {
+	b.mu.Lock()
+	b.hung = hung
+	b.mu.Unlock()
+}
+
+// GatewayHellos counts the gateway's HELLO frames.
 func (b *Board) GatewayHellos() int {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -332,8 +340,11 @@ func (b *Board) read() {
 		}
 		b.mu.Lock()
 		b.frames = append(b.frames, bytes.Clone(l))
+		hung := b.hung
 		b.mu.Unlock()
-		b.handle(f)
+		if !hung {
+			b.handle(f)
+		}
 	}
 }
 
@@ -381,9 +392,6 @@ func (b *Board) handle(f line.Frame) {
 		}
 		b.answer(id(), &NAKError{ID: id(), Reason: reason})
 	case "PING":
-		b.mu.Lock()
-		b.pings++
-		b.mu.Unlock()
 		b.Write(line.Append(nil, "PONG"))
 	case "MSG":
 		p, err := line.ParsePublish(f)
