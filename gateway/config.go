@@ -957,20 +957,35 @@ func (p *configParser) validate(cfg *Config) error {
 	return nil
 }
 
+// validateName checks the name of the table at tp (a bridge or a serial
+// port): present, well formed and unique among those of its kind, whose
+// indexes by name firstName collects.
+func (p *configParser) validateName(tp keyPath, name, kind string, firstName map[string]int) error {
+	if _, ok := lookup(p.tree, tp.key("name")); !ok {
+		return p.errorf(tp.key("name"), "required key is missing (1 to 64 letters, digits, _ or -, unique among %ss)", kind)
+	}
+	if !validName(name) {
+		return p.errorf(tp.key("name"), "%q is not a valid name (use 1 to 64 letters, digits, _ or -)", truncate(name))
+	}
+	if j, dup := firstName[name]; dup {
+		first := tp.parent().index(j)
+		where := "in " + first.String()
+		if line, ok := p.lines[first.key("name").String()]; ok {
+			where = "on line " + strconv.Itoa(line)
+		}
+		return p.errorf(tp.key("name"), "duplicate %s name %q (first defined %s)", kind, name, where)
+	}
+	firstName[name] = tp[len(tp)-1].index
+	return nil
+}
+
 var hex4 = regexp.MustCompile(`^[0-9A-Fa-f]{4}$`)
 
 func (p *configParser) validateSerial(s *SerialConfig, sp keyPath, firstName map[string]int, users map[string]bool) error {
 	has := func(k string) bool { _, ok := lookup(p.tree, sp.key(k)); return ok }
-	if !has("name") {
-		return p.errorf(sp.key("name"), "required key is missing (1 to 64 letters, digits, _ or -, unique among serial ports)")
+	if err := p.validateName(sp, s.Name, "serial port", firstName); err != nil {
+		return err
 	}
-	if !validBridgeName(s.Name) {
-		return p.errorf(sp.key("name"), "%q is not a valid name (use 1 to 64 letters, digits, _ or -)", truncate(s.Name))
-	}
-	if j, dup := firstName[s.Name]; dup {
-		return p.errorf(sp.key("name"), "duplicate serial port name %q (first defined in %s)", s.Name, sp.parent().index(j))
-	}
-	firstName[s.Name] = sp[len(sp)-1].index
 	switch {
 	case has("path") && has("match"):
 		return p.errorf(sp.key("match"), "set path or match, not both")
@@ -1172,21 +1187,9 @@ func checkListenAddr(addr string) (loopback bool, err error) {
 
 func (p *configParser) validateBridge(b *BridgeConfig, bp keyPath, firstName map[string]int) error {
 	has := func(k string) bool { _, ok := lookup(p.tree, bp.key(k)); return ok }
-	if !has("name") {
-		return p.errorf(bp.key("name"), "required key is missing (1 to 64 letters, digits, _ or -, unique among bridges)")
+	if err := p.validateName(bp, b.Name, "bridge", firstName); err != nil {
+		return err
 	}
-	if !validBridgeName(b.Name) {
-		return p.errorf(bp.key("name"), "%q is not a valid name (use 1 to 64 letters, digits, _ or -)", truncate(b.Name))
-	}
-	if j, dup := firstName[b.Name]; dup {
-		first := bp.parent().index(j)
-		where := "in " + first.String()
-		if line, ok := p.lines[first.key("name").String()]; ok {
-			where = "on line " + strconv.Itoa(line)
-		}
-		return p.errorf(bp.key("name"), "duplicate bridge name %q (first defined %s)", b.Name, where)
-	}
-	firstName[b.Name] = bp[len(bp)-1].index
 	if !has("urls") {
 		return p.errorf(bp.key("urls"), `required key is missing (at least one broker URL, e.g. ["mqtts://mqtt.example.com:8883"])`)
 	}
@@ -1339,7 +1342,7 @@ func isTLSURL(u string) bool {
 	return false
 }
 
-func validBridgeName(s string) bool {
+func validName(s string) bool {
 	if len(s) == 0 || len(s) > 64 {
 		return false
 	}

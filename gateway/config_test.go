@@ -509,7 +509,7 @@ func TestParseConfigErrors(t *testing.T) {
 		{"serial unknown match key", doc(`[[serial]]`, `name = "k"`, `match = { vendor = "10c4" }`),
 			`ralph.toml:3: serial[0].match.vendor: unknown key`},
 		{"serial duplicate name", doc(`[[serial]]`, `name = "k"`, `path = "/dev/a"`, `[[serial]]`, `name = "k"`, `path = "/dev/b"`),
-			`ralph.toml:5: serial[1].name: duplicate serial port name "k" (first defined in serial[0])`},
+			`ralph.toml:5: serial[1].name: duplicate serial port name "k" (first defined on line 2)`},
 		{"serial prefix without slash", doc(`[[serial]]`, `name = "k"`, `path = "/dev/a"`, `topic_prefix = "devices/k"`),
 			`ralph.toml:4: serial[0].topic_prefix: "devices/k" must end with "/" (the board's topics are appended to it)`},
 		{"serial prefix with wildcard", doc(`[[serial]]`, `name = "k"`, `path = "/dev/a"`, `topic_prefix = "devices/+/"`),

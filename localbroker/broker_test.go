@@ -1,46 +1,27 @@
 package localbroker
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/ralph-gateway/ralph/internal/mqtttest"
+	"github.com/ralph-gateway/ralph/internal/testlog"
 	"github.com/ralph-gateway/ralph/queue"
 )
-
-// logBuf collects log output for assertions.
-type logBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuf) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 type env struct {
 	q    *queue.Queue
 	b    *Broker
 	addr string
-	logs *logBuf
+	logs *testlog.Buffer
 }
 
 func start(t *testing.T, opts ...func(*Options)) *env {
@@ -50,7 +31,7 @@ func start(t *testing.T, opts ...func(*Options)) *env {
 
 func startWithQueue(t *testing.T, qo queue.Options, opts ...func(*Options)) *env {
 	t.Helper()
-	logs := new(logBuf)
+	logs := new(testlog.Buffer)
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	qo.Dir, qo.Logger = t.TempDir(), log
 	q, err := queue.Open(qo)

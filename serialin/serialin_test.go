@@ -16,41 +16,25 @@ import (
 
 	"github.com/ralph-gateway/ralph/internal/board"
 	"github.com/ralph-gateway/ralph/internal/mqtttest"
+	"github.com/ralph-gateway/ralph/internal/testlog"
 	"github.com/ralph-gateway/ralph/localbroker"
 	"github.com/ralph-gateway/ralph/queue"
 	"github.com/ralph-gateway/ralph/serialin"
 	"github.com/ralph-gateway/ralph/serialin/line"
 )
 
-type logBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuf) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 type env struct {
 	q    *queue.Queue
 	b    *localbroker.Broker
 	addr string
-	logs *logBuf
+	logs *testlog.Buffer
 	log  *slog.Logger
 }
 
 // startBroker runs a real broker on a real queue.
 func startBroker(t *testing.T, opts ...func(*localbroker.Options)) *env {
 	t.Helper()
-	logs := new(logBuf)
+	logs := new(testlog.Buffer)
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	q, err := queue.Open(queue.Options{Dir: t.TempDir(), Logger: log})
 	if err != nil {
@@ -106,16 +90,6 @@ func cmpOr[T comparable](a, b T) T {
 	return b
 }
 
-func newBoard(t *testing.T, o board.Options) *board.Board {
-	t.Helper()
-	b, err := board.New(o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(b.Unplug)
-	return b
-}
-
 func ctxT(t *testing.T) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	t.Cleanup(cancel)
@@ -153,7 +127,7 @@ func TestPublishIsStoredThenAcked(t *testing.T) {
 	}
 	defer c.Close()
 	sub := mqtttest.Subscribe(t, e.addr, "watcher", "devices/kitchen/#", nil)
-	b := newBoard(t, board.Options{ID: "esp32-1"})
+	b := board.NewT(t, board.Options{ID: "esp32-1"})
 	p := e.run(t, serialin.Options{Name: "kitchen", Path: b.Path(), TopicPrefix: "devices/kitchen/"})
 	ctx := ctxT(t)
 	if err := b.Hello(ctx); err != nil {
@@ -201,7 +175,7 @@ func TestPublishIsStoredThenAcked(t *testing.T) {
 func TestNoiseSplitFramesAndDamage(t *testing.T) {
 	e := startBroker(t)
 	sub := mqtttest.Subscribe(t, e.addr, "watcher", "n/#", nil)
-	b := newBoard(t, board.Options{})
+	b := board.NewT(t, board.Options{})
 	p := e.run(t, serialin.Options{Name: "noisy", Path: b.Path(), TopicPrefix: "n/", MaxLine: 256})
 	ctx := ctxT(t)
 	if err := b.Hello(ctx); err != nil {
@@ -255,7 +229,7 @@ func TestNoiseSplitFramesAndDamage(t *testing.T) {
 func TestResentPublishIsStoredOnce(t *testing.T) {
 	e := startBroker(t)
 	sub := mqtttest.Subscribe(t, e.addr, "watcher", "d/#", nil)
-	b := newBoard(t, board.Options{})
+	b := board.NewT(t, board.Options{})
 	p := e.run(t, serialin.Options{Name: "dup", Path: b.Path(), TopicPrefix: "d/"})
 	ctx := ctxT(t)
 	if err := b.Hello(ctx); err != nil {
@@ -302,9 +276,9 @@ func TestRefusals(t *testing.T) {
 			Subscribe: []string{"devices/kitchen/#"},
 		}}}
 	})
-	b := newBoard(t, board.Options{})
+	b := board.NewT(t, board.Options{})
 	p := e.run(t, serialin.Options{Name: "kitchen", Path: b.Path(), TopicPrefix: "devices/kitchen/", User: "kitchen", AbsoluteTopics: true})
-	b2 := newBoard(t, board.Options{})
+	b2 := board.NewT(t, board.Options{})
 	e.run(t, serialin.Options{Name: "strict", Path: b2.Path(), TopicPrefix: "devices/strict/"})
 	ctx := ctxT(t)
 	b.Hello(ctx)
@@ -350,7 +324,7 @@ func TestDownlinkWindowResendAndRetained(t *testing.T) {
 	pub.Write(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1, Retain: true},
 		PacketID: 1, TopicName: "devices/k/cmd/led", Payload: []byte("on")})
 	pub.Read(5 * time.Second)
-	b := newBoard(t, board.Options{NoAutoAck: true})
+	b := board.NewT(t, board.Options{NoAutoAck: true})
 	p := e.run(t, serialin.Options{Name: "k", Path: b.Path(), TopicPrefix: "devices/k/", Window: 2, Resend: 200 * time.Millisecond})
 	ctx := ctxT(t)
 	b.Hello(ctx)
@@ -428,7 +402,7 @@ func TestUnplugReplugKeepsDownlink(t *testing.T) {
 	e := startBroker(t)
 	sub := mqtttest.Subscribe(t, e.addr, "watcher", "devices/shed/#", nil)
 	link := filepath.Join(t.TempDir(), "ttyKITCHEN")
-	b := newBoard(t, board.Options{ID: "first", Link: link})
+	b := board.NewT(t, board.Options{ID: "first", Link: link})
 	p := e.run(t, serialin.Options{Name: "shed", Path: link, TopicPrefix: "devices/shed/", Resend: 200 * time.Millisecond})
 	ctx := ctxT(t)
 	b.Hello(ctx)
@@ -446,7 +420,7 @@ func TestUnplugReplugKeepsDownlink(t *testing.T) {
 		cmd.Publish(uint16(i+1), 1, "devices/shed/cmd/led", []byte(fmt.Sprint("cmd", i)))
 		cmd.Read(5 * time.Second)
 	}
-	b2 := newBoard(t, board.Options{ID: "second", Link: link})
+	b2 := board.NewT(t, board.Options{ID: "second", Link: link})
 	var got []string
 	for len(got) < 3 {
 		select {
@@ -492,7 +466,7 @@ func TestUnplugReplugKeepsDownlink(t *testing.T) {
 func TestFloodIsBackPressured(t *testing.T) {
 	e := startBroker(t, func(o *localbroker.Options) { o.ReceiveMaximum = 4 })
 	sub := mqtttest.Subscribe(t, e.addr, "watcher", "f/#", nil)
-	b := newBoard(t, board.Options{})
+	b := board.NewT(t, board.Options{})
 	p := e.run(t, serialin.Options{Name: "flood", Path: b.Path(), TopicPrefix: "f/"})
 	ctx := ctxT(t)
 	b.Hello(ctx)
@@ -524,7 +498,7 @@ func TestTwoBoardsAtOnce(t *testing.T) {
 	ctx := ctxT(t)
 	var wg sync.WaitGroup
 	for _, name := range []string{"left", "right"} {
-		b := newBoard(t, board.Options{ID: name})
+		b := board.NewT(t, board.Options{ID: name})
 		e.run(t, serialin.Options{Name: name, Path: b.Path(), TopicPrefix: "devices/" + name + "/"})
 		wg.Add(1)
 		go func() {
@@ -562,7 +536,7 @@ func TestTwoBoardsAtOnce(t *testing.T) {
 func TestSilenceAndBoardLog(t *testing.T) {
 	e := startBroker(t)
 	sub := mqtttest.Subscribe(t, e.addr, "watcher", "s/#", nil)
-	b := newBoard(t, board.Options{ID: "quiet"})
+	b := board.NewT(t, board.Options{ID: "quiet"})
 	p := e.run(t, serialin.Options{Name: "quiet", Path: b.Path(), TopicPrefix: "s/", LogTopic: "s/log", OfflineAfter: 400 * time.Millisecond})
 	ctx := ctxT(t)
 	b.Hello(ctx)

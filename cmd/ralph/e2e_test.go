@@ -5,7 +5,6 @@ package main
 // process killed by SIGKILL where the guarantee is about crashes.
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"net"
@@ -20,6 +19,7 @@ import (
 	"time"
 
 	"github.com/ralph-gateway/ralph/internal/mqtttest"
+	"github.com/ralph-gateway/ralph/internal/testlog"
 )
 
 var ralphBin string
@@ -42,29 +42,11 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// syncBuf is a goroutine-safe log sink.
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuf) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // proc is a running ralph.
 type proc struct {
 	t    *testing.T
 	cmd  *exec.Cmd
-	logs *syncBuf
+	logs *testlog.Buffer
 	done chan struct{}
 }
 
@@ -72,7 +54,7 @@ type proc struct {
 // connections.
 func startRalph(t *testing.T, config, addr string) *proc {
 	t.Helper()
-	p := &proc{t: t, logs: new(syncBuf), done: make(chan struct{})}
+	p := &proc{t: t, logs: new(testlog.Buffer), done: make(chan struct{})}
 	p.cmd = exec.Command(ralphBin, "run", "--config", config)
 	p.cmd.Stdout, p.cmd.Stderr = p.logs, p.logs
 	if err := p.cmd.Start(); err != nil {

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/ralph-gateway/ralph/gateway"
+	"github.com/ralph-gateway/ralph/internal/testlog"
 )
 
 // ralphCmd runs ralph and returns its combined output and exit status.
@@ -201,7 +202,7 @@ func TestSystemdIntegration(t *testing.T) {
 	s := newSetup(t, up.addr(), "")
 	cmd := exec.Command(ralphBin, "run", "--config", s.config)
 	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+sock)
-	logs := new(syncBuf)
+	logs := new(testlog.Buffer)
 	cmd.Stdout, cmd.Stderr = logs, logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

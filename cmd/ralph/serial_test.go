@@ -44,16 +44,6 @@ resend = "300ms"
 	return s, link
 }
 
-func newBoard(t *testing.T, o board.Options) *board.Board {
-	t.Helper()
-	b, err := board.New(o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(b.Unplug)
-	return b
-}
-
 func nextMsg(t *testing.T, b *board.Board, timeout time.Duration) board.Msg {
 	t.Helper()
 	select {
@@ -80,7 +70,7 @@ func mosquittoPub(t *testing.T, addr, topic, payload string) {
 func TestSerialBoardEndToEnd(t *testing.T) {
 	up := newMosquitto(t)
 	s, link := serialSetup(t, up.addr())
-	b := newBoard(t, board.Options{ID: "esp32-kitchen", Link: link})
+	b := board.NewT(t, board.Options{ID: "esp32-kitchen", Link: link})
 	p := startRalph(t, s.config, s.addr)
 	waitStatus(t, s, "the bridge connected", func(st gateway.Status) bool { return st.Bridges[0].Connected })
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
@@ -124,7 +114,7 @@ func TestSerialBoardEndToEnd(t *testing.T) {
 	waitStatus(t, s, "the command downlinked", func(st gateway.Status) bool { return st.Bridges[0].Downlinked >= 2 })
 	p.kill()
 	startRalph(t, s.config, s.addr)
-	b2 := newBoard(t, board.Options{ID: "esp32-kitchen", Link: link})
+	b2 := board.NewT(t, board.Options{ID: "esp32-kitchen", Link: link})
 	if m := nextMsg(t, b2, 15*time.Second); m.Topic != "cmd/led" || string(m.Payload) != "off" {
 		t.Fatalf("replugged board got %+v, want cmd/led off", m)
 	}
@@ -136,7 +126,7 @@ func TestSerialBoardEndToEnd(t *testing.T) {
 func TestSerialKillWhilePublishing(t *testing.T) {
 	up := newMosquitto(t)
 	s, link := serialSetup(t, up.addr())
-	b := newBoard(t, board.Options{ID: "esp32-kitchen", Link: link, Resend: 300 * time.Millisecond})
+	b := board.NewT(t, board.Options{ID: "esp32-kitchen", Link: link, Resend: 300 * time.Millisecond})
 	p := startRalph(t, s.config, s.addr)
 	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
 	defer cancel()
@@ -209,7 +199,7 @@ func TestSerialReload(t *testing.T) {
 	s := newSetup(t, up.addr(), "")
 	base, _ := os.ReadFile(s.config)
 	link := filepath.Join(s.dir, "ttyR")
-	b := newBoard(t, board.Options{ID: "r", Link: link})
+	b := board.NewT(t, board.Options{ID: "r", Link: link})
 	p := startRalph(t, s.config, s.addr)
 	sub := mqtttest.Subscribe(t, s.addr, "watcher", "#", nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)

@@ -13,6 +13,7 @@ import (
 	"os"
 	"strconv"
 	"sync"
+	"testing"
 	"time"
 
 	"github.com/creack/pty"
@@ -417,4 +418,16 @@ func (b *Board) handle(f line.Frame) {
 			b.Ack(p.ID)
 		}
 	}
+}
+
+// NewT is New for tests: it fails t on error, and unplugs the board when
+// the test ends.
+func NewT(t testing.TB, o Options) *Board {
+	t.Helper()
+	b, err := New(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(b.Unplug)
+	return b
 }
