@@ -446,15 +446,18 @@ func TestUnplugReplugKeepsDownlink(t *testing.T) {
 	if got := payloads(sub.Messages(), "devices/shed/temp"); strings.Join(got, ",") != "before,after" {
 		t.Fatalf("temps %v", got)
 	}
-	var states []string
-	for _, r := range sub.Messages() {
-		if r.Topic == "devices/shed/$status" {
-			states = append(states, r.Payload[:strings.Index(r.Payload, ",")])
+	states := func() string {
+		var states []string
+		for _, r := range sub.Messages() {
+			if r.Topic == "devices/shed/$status" {
+				states = append(states, r.Payload[:strings.Index(r.Payload, ",")])
+			}
 		}
+		return strings.Join(states, " ")
 	}
-	if s := strings.Join(states, " "); !strings.Contains(s, `{"state":"online" {"state":"offline" {"state":"online"`) {
-		t.Fatalf("status sequence %s", s)
-	}
+	waitFor(t, "online, offline, online", func() bool {
+		return strings.Contains(states(), `{"state":"online" {"state":"offline" {"state":"online"`)
+	})
 	if !strings.Contains(e.logs.String(), "serial device gone") || strings.Count(e.logs.String(), "serial device connected") != 2 {
 		t.Fatalf("log does not say the device came, went and came back")
 	}
@@ -567,13 +570,17 @@ func TestSilenceAndBoardLog(t *testing.T) {
 	if got := payloads(sub.Messages(), "s/log"); got[0] != "log line 0" {
 		t.Fatalf("first log line %q", got[0])
 	}
-	var states []string
-	for _, r := range sub.Messages() {
-		if r.Topic == "s/$status" {
-			states = append(states, r.Payload[:strings.Index(r.Payload, ",")])
+	states := func() string {
+		var states []string
+		for _, r := range sub.Messages() {
+			if r.Topic == "s/$status" {
+				states = append(states, r.Payload[:strings.Index(r.Payload, ",")])
+			}
 		}
+		return strings.Join(states, " ")
 	}
-	if s := strings.Join(states, " "); s != `{"state":"online" {"state":"offline" {"state":"online"` {
+	waitFor(t, "three states", func() bool { return strings.Count(states(), "state") >= 3 })
+	if s := states(); s != `{"state":"online" {"state":"offline" {"state":"online"` {
 		t.Fatalf("status sequence %s", s)
 	}
 }
