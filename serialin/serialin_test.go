@@ -446,15 +446,7 @@ func TestUnplugReplugKeepsDownlink(t *testing.T) {
 	if got := payloads(sub.Messages(), "devices/shed/temp"); strings.Join(got, ",") != "before,after" {
 		t.Fatalf("temps %v", got)
 	}
-	states := func() string {
-		var states []string
-		for _, r := range sub.Messages() {
-			if r.Topic == "devices/shed/$status" {
-				states = append(states, r.Payload[:strings.Index(r.Payload, ",")])
-			}
-		}
-		return strings.Join(states, " ")
-	}
+	states := func() string { return stateSequence(sub, "devices/shed/$status") }
 	waitFor(t, "online, offline, online", func() bool {
 		return strings.Contains(states(), `{"state":"online" {"state":"offline" {"state":"online"`)
 	})
@@ -570,17 +562,21 @@ func TestSilenceAndBoardLog(t *testing.T) {
 	if got := payloads(sub.Messages(), "s/log"); got[0] != "log line 0" {
 		t.Fatalf("first log line %q", got[0])
 	}
-	states := func() string {
-		var states []string
-		for _, r := range sub.Messages() {
-			if r.Topic == "s/$status" {
-				states = append(states, r.Payload[:strings.Index(r.Payload, ",")])
-			}
-		}
-		return strings.Join(states, " ")
-	}
+	states := func() string { return stateSequence(sub, "s/$status") }
 	waitFor(t, "three states", func() bool { return strings.Count(states(), "state") >= 3 })
 	if s := states(); s != `{"state":"online" {"state":"offline" {"state":"online"` {
 		t.Fatalf("status sequence %s", s)
 	}
+}
+
+// stateSequence lists the states published on a status topic, e.g.
+// `{"state":"online" {"state":"offline"`.
+func stateSequence(c *mqtttest.Collector, topic string) string {
+	var states []string
+	for _, r := range c.Messages() {
+		if r.Topic == topic {
+			states = append(states, r.Payload[:strings.Index(r.Payload, ",")])
+		}
+	}
+	return strings.Join(states, " ")
 }
