@@ -144,6 +144,13 @@ func check(args []string, stdout, stderr io.Writer) int {
 	if len(cfg.Bridges) == 0 {
 		fmt.Fprintln(stdout, "no bridges: messages are stored but forwarded nowhere")
 	}
+	for _, sp := range cfg.Serial {
+		dev := sp.Path
+		if dev == "" {
+			dev = fmt.Sprintf("USB vid=%s pid=%s serial=%s", orDash(sp.Match.VID), orDash(sp.Match.PID), orDash(sp.Match.Serial))
+		}
+		fmt.Fprintf(stdout, "serial %s: %s at %d baud, topics under %q, client serial-%s\n", sp.Name, dev, sp.Baud, sp.TopicPrefix, sp.Name)
+	}
 	return 0
 }
 

@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -105,6 +107,25 @@ func TestSerialBoardEndToEnd(t *testing.T) {
 	out, _ := ralphCmd(t, "status", "--addr", s.httpAddr)
 	if !strings.Contains(out, "serial kitchen: online") || !strings.Contains(out, "board esp32-kitchen") {
 		t.Fatalf("ralph status:\n%s", out)
+	}
+	resp, err := http.Get("http://" + s.httpAddr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{
+		`ralph_serial_online{port="kitchen"} 1`,
+		`ralph_serial_published_total{port="kitchen"} 10`,
+		`ralph_serial_frames_total{port="kitchen",result="bad_checksum"} 0`,
+	} {
+		if !strings.Contains(string(metrics), want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+	out, code := ralphCmd(t, "check", "--config", s.config)
+	if code != 0 || !strings.Contains(out, `serial kitchen: `+link+` at 115200 baud, topics under "devices/kitchen/", client serial-kitchen`) {
+		t.Fatalf("ralph check (%d):\n%s", code, out)
 	}
 
 	// Unplugged, then ralph killed and restarted: the command waits.
