@@ -17,16 +17,7 @@ import (
 // from a script on stdin, and checks what the board library writes and
 // delivers against the gateway's implementation, serialin/line.
 func TestCrossCheck(t *testing.T) {
-	gxx, err := exec.LookPath("g++")
-	if err != nil {
-		t.Fatal("g++ is not on PATH: install it (apt-get install -y g++) to cross-check RalphSerial.h against serialin/line")
-	}
-	bin := filepath.Join(t.TempDir(), "crosscheck")
-	if out, err := exec.Command(gxx, "-std=c++11", "-Wall", "-Wextra", "-Werror", "-pedantic", "-O1",
-		"-o", bin, "host/crosscheck.cpp").CombinedOutput(); err != nil {
-		t.Fatalf("compiling host/crosscheck.cpp: %v\n%s", err, out)
-	}
-	b := board{bin}
+	b := board{compile(t, "host/crosscheck.cpp")}
 	t.Run("CRC", b.testCRC)
 	t.Run("PUB", b.testPub)
 	t.Run("PUBLimits", b.testPubLimits)
@@ -41,6 +32,22 @@ func TestCrossCheck(t *testing.T) {
 	t.Run("Timers", b.testTimers)
 	t.Run("ShortWrite", b.testShortWrite)
 	t.Run("Log", b.testLog)
+}
+
+// compile builds a host program from src with the machine's g++ and
+// returns its path.
+func compile(t *testing.T, src string) string {
+	t.Helper()
+	gxx, err := exec.LookPath("g++")
+	if err != nil {
+		t.Fatal("g++ is not on PATH: install it (apt-get install -y g++) to check RalphSerial.h against Ralph")
+	}
+	bin := filepath.Join(t.TempDir(), strings.TrimSuffix(filepath.Base(src), ".cpp"))
+	if out, err := exec.Command(gxx, "-std=c++11", "-Wall", "-Wextra", "-Werror", "-pedantic", "-O1",
+		"-o", bin, src).CombinedOutput(); err != nil {
+		t.Fatalf("compiling %s: %v\n%s", src, err, out)
+	}
+	return bin
 }
 
 type board struct{ bin string }
