@@ -317,15 +317,17 @@ const sysInterval = 10 * time.Second
 // board's session), new ones start, removed ones stop. Other changes need
 // a restart; they are reported, not applied.
 func (g *Gateway) Reload(cfg *Config) {
-	old := *g.cfg
-	old.Bridges, old.Serial, old.Log = nil, nil, LogConfig{}
-	next := *cfg
-	next.Bridges, next.Serial, next.Log = nil, nil, LogConfig{}
+	old, next := reloadable(*g.cfg), reloadable(*cfg)
 	if !reflect.DeepEqual(old, next) {
-		g.log.Warn("reload: changes outside [[bridge]] and [[serial]] (broker, queue, http, data_dir) need a restart; they are not applied")
+		g.log.Warn("reload: changes outside [[bridge]], [[serial]], users and ACLs (listeners, limits, queue, http, data_dir) need a restart; they are not applied")
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	if b, nb := g.cfg.Broker, cfg.Broker; !reflect.DeepEqual(b.Users, nb.Users) || !reflect.DeepEqual(b.Anonymous, nb.Anonymous) || b.AllowAnonymous != nb.AllowAnonymous {
+		g.broker.SetUsers(users(nb.Users), localbroker.ACL{Publish: nb.Anonymous.Publish, Subscribe: nb.Anonymous.Subscribe}, nb.AllowAnonymous)
+		g.log.Info("reload: users and ACLs applied", "users", len(nb.Users))
+	}
+	g.cfg.Broker.Users, g.cfg.Broker.Anonymous, g.cfg.Broker.AllowAnonymous = cfg.Broker.Users, cfg.Broker.Anonymous, cfg.Broker.AllowAnonymous
 	g.reloadPorts(cfg.Serial)
 	byName := make(map[string]*runningBridge)
 	for _, rb := range g.bridges {
@@ -447,6 +449,14 @@ func bridgeConfig(bc BridgeConfig, log *slog.Logger) (bridge.Config, error) {
 }
 
 // Ready returns once Run serves clients, or with ctx's error.
+// reloadable is cfg without what Reload applies, to compare with what
+// needs a restart.
+func reloadable(cfg Config) Config {
+	cfg.Bridges, cfg.Serial, cfg.Log = nil, nil, LogConfig{}
+	cfg.Broker.Users, cfg.Broker.Anonymous, cfg.Broker.AllowAnonymous = nil, ACLConfig{}, false
+	return cfg
+}
+
 // reloadPorts restarts changed serial ports, starts new ones and stops
 // removed ones; g.mu must be held. A board's session (its subscriptions
 // and undelivered messages) belongs to the port's name and survives.

@@ -26,6 +26,32 @@ type ACL struct {
 	Publish, Subscribe []string
 }
 
+// access is who may connect and what they may do.
+type access struct {
+	users     map[string]User
+	anonymous ACL
+	allowAnon bool
+}
+
+// SetUsers replaces the users, the anonymous ACL and whether non-loopback
+// listeners admit anonymous clients. Connected clients stay connected, and
+// the new ACLs apply to what they do next, except clients of users that
+// no longer exist, which are disconnected.
+func (b *Broker) SetUsers(users []User, anonymous ACL, allowAnonymous bool) {
+	a := &access{users: make(map[string]User, len(users)), anonymous: anonymous, allowAnon: allowAnonymous}
+	for _, u := range users {
+		a.users[u.Name] = u
+	}
+	b.access.Store(a)
+	for _, cl := range b.srv.Clients.GetAll() {
+		name := string(cl.Properties.Username)
+		if _, ok := a.users[name]; name != "" && !ok && !cl.Net.Inline {
+			b.log.Info("disconnecting a client whose user was removed", "user", name, "client", cl.ID)
+			b.srv.DisconnectClient(cl, packets.ErrNotAuthorized)
+		}
+	}
+}
+
 // allows reports whether filters permit topic (a name, or a subscription
 // filter, which must stay within one of them).
 func allows(filters []string, t string, cl *mqtt.Client) bool {
@@ -56,7 +82,7 @@ func (h *authHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) boo
 	b := h.b
 	name := string(pk.Connect.Username)
 	if cl.Net.Listener == internalListener {
-		if _, ok := b.users[name]; ok || name == "" {
+		if _, ok := b.access.Load().users[name]; ok || name == "" {
 			return true
 		}
 		b.log.Error("refused an in-process client with an unknown user", "user", name, "client", cl.ID)
@@ -70,7 +96,7 @@ func (h *authHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) boo
 		b.log.Warn("refused an anonymous client: this listener requires a username", "client", cl.ID, "remote", cl.Net.Remote, "listener", cl.Net.Listener)
 		return false
 	}
-	u, ok := b.users[name]
+	u, ok := b.access.Load().users[name]
 	if !ok || bcrypt.CompareHashAndPassword(u.PasswordHash, pk.Connect.Password) != nil {
 		b.authFailed.Add(1)
 		b.log.Warn("authentication failed", "user", name, "client", cl.ID, "remote", cl.Net.Remote)
@@ -97,16 +123,18 @@ func (h *authHook) OnACLCheck(cl *mqtt.Client, t string, write bool) bool {
 }
 
 func (b *Broker) aclFor(cl *mqtt.Client) ACL {
-	if u, ok := b.users[string(cl.Properties.Username)]; ok {
-		return u.ACL
+	a := b.access.Load()
+	name := string(cl.Properties.Username)
+	if name == "" {
+		return a.anonymous
 	}
-	return b.anonACL
+	return a.users[name].ACL // nothing for a user just removed
 }
 
 // anonymousOK says whether listener id accepts clients without a username:
 // loopback listeners always do, others only with AllowAnonymous.
 func (b *Broker) anonymousOK(id string) bool {
-	return b.allowAnon || b.loopback[id]
+	return b.access.Load().allowAnon || b.loopback[id]
 }
 
 func isLoopback(addr string) bool {

@@ -94,10 +94,8 @@ type Broker struct {
 	recvMx int
 	limits Limits
 
-	users     map[string]User
-	anonACL   ACL
-	allowAnon bool
-	loopback  map[string]bool // listener id → bound to a loopback address
+	access    atomic.Pointer[access] // users and ACLs; replaced whole by SetUsers
+	loopback  map[string]bool        // listener id → bound to a loopback address
 	listenIDs []string
 
 	release  chan *release
@@ -158,23 +156,18 @@ func New(opts Options) (*Broker, error) {
 		SysTopicResendInterval: 10, // its $SYS refresh reads MemStats: not every second
 	})
 	b := &Broker{
-		srv:       srv,
-		q:         opts.Queue,
-		log:       opts.Logger,
-		recvMx:    int(caps.ReceiveMaximum),
-		limits:    opts.Limits,
-		release:   make(chan *release, 4096),
-		released:  make(chan struct{}),
-		inflight:  make(map[*mqtt.Client]int),
-		qos2:      make(map[qos2Key]*mqtt.Client),
-		users:     make(map[string]User),
-		anonACL:   opts.Anonymous,
-		allowAnon: opts.AllowAnonymous,
-		loopback:  make(map[string]bool),
+		srv:      srv,
+		q:        opts.Queue,
+		log:      opts.Logger,
+		recvMx:   int(caps.ReceiveMaximum),
+		limits:   opts.Limits,
+		release:  make(chan *release, 4096),
+		released: make(chan struct{}),
+		inflight: make(map[*mqtt.Client]int),
+		qos2:     make(map[qos2Key]*mqtt.Client),
+		loopback: make(map[string]bool),
 	}
-	for _, u := range opts.Users {
-		b.users[u.Name] = u
-	}
+	b.SetUsers(opts.Users, opts.Anonymous, opts.AllowAnonymous)
 	b.inline = srv.NewClient(nil, "local", "ralph-inline", true)
 	if err := srv.AddHook(&authHook{b: b}, nil); err != nil {
 		return nil, fmt.Errorf("localbroker: %w", err)

@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -111,4 +112,66 @@ listen = ""
 		t.Fatalf("refusals not logged:\n%s", p.logs)
 	}
 	p.stop()
+}
+
+// TestReloadUsers: SIGHUP adds a user, changes another's ACL and removes
+// a third without a restart: the new user logs in, the changed ACL applies
+// to a client already connected, and the removed user's client is
+// disconnected and cannot log in again.
+func TestReloadUsers(t *testing.T) {
+	hash, code := ralphCmdIn(t, "pw\n", "passwd")
+	if code != 0 {
+		t.Fatalf("ralph passwd: exit %d", code)
+	}
+	hash = strings.TrimSpace(hash)
+	local := fmt.Sprintf("127.0.0.1:%d", mqtttest.FreePort(t))
+	netPort := mqtttest.FreePort(t)
+	remote := fmt.Sprintf("127.0.0.1:%d", netPort)
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "ralph.toml")
+	write := func(users string) {
+		t.Helper()
+		if err := os.WriteFile(cfg, []byte(fmt.Sprintf(`data_dir = %q
+[broker]
+listen = [%q, "0.0.0.0:%d"]
+[http]
+listen = ""
+%s`, filepath.Join(dir, "data"), local, netPort, users)), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	user := func(name, publish string) string {
+		return fmt.Sprintf("[[broker.users]]\nname = %q\npassword_hash = %q\npublish = [%q]\n", name, hash, publish)
+	}
+	write(user("stays", "a/#") + user("goes", "#"))
+	p := startRalph(t, cfg, local)
+	if _, pk := mqtttest.Login(t, remote, "new-1", 5, "new", "pw"); pk.ReasonCode == 0 {
+		t.Fatal("an unknown user logged in")
+	}
+	stays, _ := mqtttest.Login(t, remote, "stays-1", 5, "stays", "pw")
+	goes, _ := mqtttest.Login(t, remote, "goes-1", 5, "goes", "pw")
+	stays.Publish(1, 1, "b/x", nil)
+	if ack := stays.Read(5 * time.Second); ack.ReasonCode != packets.ErrNotAuthorized.Code {
+		t.Fatalf("publish outside the ACL: reason %#x", ack.ReasonCode)
+	}
+
+	write(user("stays", "b/#") + user("new", "#"))
+	p.cmd.Process.Signal(syscall.SIGHUP)
+	waitLog(t, p, "reload: users and ACLs applied")
+	if _, pk := mqtttest.Login(t, remote, "new-2", 5, "new", "pw"); pk.ReasonCode != 0 {
+		t.Fatalf("the added user was refused: %#x", pk.ReasonCode)
+	}
+	stays.Publish(2, 1, "b/x", nil)
+	if ack := stays.Read(5 * time.Second); ack.FixedHeader.Type != packets.Puback || ack.ReasonCode != 0 {
+		t.Fatalf("publish the new ACL allows, on a connection from before: type %d reason %#x", ack.FixedHeader.Type, ack.ReasonCode)
+	}
+	if pk, err := goes.TryRead(5 * time.Second); err == nil && pk.FixedHeader.Type != packets.Disconnect {
+		t.Fatalf("the removed user's client got packet type %d, want a disconnect", pk.FixedHeader.Type)
+	}
+	if _, pk := mqtttest.Login(t, remote, "goes-2", 5, "goes", "pw"); pk.ReasonCode == 0 {
+		t.Fatal("the removed user logged in again")
+	}
+	if strings.Contains(p.logs.String(), "need a restart") {
+		t.Fatalf("a users-only change was said to need a restart:\n%s", p.logs)
+	}
 }
