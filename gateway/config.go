@@ -138,6 +138,10 @@ type TLSListenerConfig struct {
 	CertFile     string `toml:"cert_file"`      // PEM, required
 	KeyFile      string `toml:"key_file"`       // PEM, required
 	ClientCAFile string `toml:"client_ca_file"` // PEM; when set, clients must present a certificate it signed
+	// CertUsername (with client_ca_file): the client certificate's common
+	// name is the client's username, one of the [[broker.users]]; no
+	// password is asked for. Default false.
+	CertUsername bool `toml:"cert_username"`
 }
 
 // WSListenerConfig is an MQTT-over-WebSocket listener (any path, e.g.
@@ -151,7 +155,7 @@ type WSListenerConfig struct {
 // UserConfig is an account for devices.
 type UserConfig struct {
 	Name         string   `toml:"name"`          // required, unique
-	PasswordHash string   `toml:"password_hash"` // bcrypt, from "ralph passwd"
+	PasswordHash string   `toml:"password_hash"` // bcrypt, from "ralph passwd"; none: certificate login only (cert_username)
 	Publish      []string `toml:"publish"`       // topic filters it may publish to; %u username, %c client id; default ["#"]
 	Subscribe    []string `toml:"subscribe"`     // filters it may subscribe within; default ["#", "$SYS/#"]
 }
@@ -1086,6 +1090,9 @@ func (p *configParser) validateBroker(b *BrokerConfig) error {
 		if err := nonLoopback(lp.key("listen"), l.Listen); err != nil {
 			return err
 		}
+		if l.CertUsername && l.ClientCAFile == "" {
+			return p.errorf(lp.key("cert_username"), "needs client_ca_file: only a verified certificate can name a user")
+		}
 		if _, err := tls.LoadX509KeyPair(l.CertFile, l.KeyFile); err != nil {
 			return p.errorf(lp.key("cert_file"), "%v", err)
 		}
@@ -1109,6 +1116,10 @@ func (p *configParser) validateBroker(b *BrokerConfig) error {
 			}
 		}
 	}
+	certLogin := false
+	for _, l := range b.TLS {
+		certLogin = certLogin || l.CertUsername
+	}
 	seenUser := map[string]bool{}
 	for i := range b.Users {
 		u := &b.Users[i]
@@ -1118,11 +1129,11 @@ func (p *configParser) validateBroker(b *BrokerConfig) error {
 			return p.errorf(up.key("name"), "required: the username devices log in with")
 		case seenUser[u.Name]:
 			return p.errorf(up.key("name"), "duplicate user %q", u.Name)
-		case u.PasswordHash == "":
-			return p.errorf(up.key("password_hash"), `required: a bcrypt hash from "ralph passwd"`)
+		case u.PasswordHash == "" && !certLogin:
+			return p.errorf(up.key("password_hash"), `required: a bcrypt hash from "ralph passwd" (or a [[broker.tls]] listener with cert_username, for certificate login only)`)
 		}
 		seenUser[u.Name] = true
-		if _, err := bcrypt.Cost([]byte(u.PasswordHash)); err != nil {
+		if _, err := bcrypt.Cost([]byte(u.PasswordHash)); err != nil && u.PasswordHash != "" {
 			return p.errorf(up.key("password_hash"), `not a bcrypt hash (%v): make one with "ralph passwd"`, err)
 		}
 		if err := p.validateACL(up, u.Publish, u.Subscribe); err != nil {

@@ -496,6 +496,10 @@ func TestParseConfigErrors(t *testing.T) {
 			`ralph.toml:3: bridge[0].urls[0]: unsupported scheme "http" in "HTTP://h" (use mqtt://, tcp://, mqtts:// or ssl://)`},
 
 		// Serial ports.
+		{"user without a password", doc(`[[broker.users]]`, `name = "a"`),
+			`ralph.toml:1: broker.users[0].password_hash: required: a bcrypt hash from "ralph passwd" (or a [[broker.tls]] listener with cert_username, for certificate login only)`},
+		{"cert_username without a client CA", doc(`[[broker.tls]]`, `listen = "127.0.0.1:8883"`, `cert_file = "/x.pem"`, `key_file = "/x.key"`, `cert_username = true`),
+			`ralph.toml:5: broker.tls[0].cert_username: needs client_ca_file: only a verified certificate can name a user`},
 		{"serial without a device", doc(`[[serial]]`, `name = "k"`),
 			`ralph.toml:1: serial[0].path: required key is missing (a device such as "/dev/ttyUSB0", or match = { vid = "10c4", pid = "ea60" })`},
 		{"serial path and match", doc(`[[serial]]`, `name = "k"`, `path = "/dev/ttyUSB0"`, `match = { vid = "10c4" }`),

@@ -173,7 +173,7 @@ func deviceListeners(b BrokerConfig) ([]localbroker.Listener, error) {
 			tc.ClientCAs.AppendCertsFromPEM(pem)
 			tc.ClientAuth = tls.RequireAndVerifyClientCert
 		}
-		out = append(out, localbroker.Listener{Kind: "tls", Address: l.Listen, TLS: tc})
+		out = append(out, localbroker.Listener{Kind: "tls", Address: l.Listen, TLS: tc, CertUsername: l.CertUsername})
 	}
 	for _, l := range b.WebSocket {
 		ws := localbroker.Listener{Kind: "ws", Address: l.Listen}

@@ -1,6 +1,7 @@
 package localbroker
 
 import (
+	"crypto/tls"
 	"net"
 	"strings"
 
@@ -88,6 +89,9 @@ func (h *authHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) boo
 		b.log.Error("refused an in-process client with an unknown user", "user", name, "client", cl.ID)
 		return false
 	}
+	if b.certUser[cl.Net.Listener] {
+		return b.certAuthenticate(cl)
+	}
 	if name == "" {
 		if b.anonymousOK(cl.Net.Listener) {
 			return true
@@ -102,6 +106,30 @@ func (h *authHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) boo
 		b.log.Warn("authentication failed", "user", name, "client", cl.ID, "remote", cl.Net.Remote)
 		return false
 	}
+	return true
+}
+
+// certAuthenticate admits a client whose verified certificate's common
+// name is a user's name, as that user, whatever username and password it
+// sent.
+func (b *Broker) certAuthenticate(cl *mqtt.Client) bool {
+	c := cl.Net.Conn
+	if cc, ok := c.(*corkConn); ok {
+		c = cc.Conn
+	}
+	tc, ok := c.(*tls.Conn)
+	if !ok || len(tc.ConnectionState().PeerCertificates) == 0 {
+		b.authFailed.Add(1)
+		b.log.Warn("refused a client without a certificate on a cert_username listener", "client", cl.ID, "remote", cl.Net.Remote)
+		return false
+	}
+	name := tc.ConnectionState().PeerCertificates[0].Subject.CommonName
+	if _, ok := b.access.Load().users[name]; !ok {
+		b.authFailed.Add(1)
+		b.log.Warn("refused a certificate whose common name is not a user", "common_name", name, "client", cl.ID, "remote", cl.Net.Remote)
+		return false
+	}
+	cl.Properties.Username = []byte(name)
 	return true
 }
 

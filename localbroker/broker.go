@@ -70,6 +70,10 @@ type Listener struct {
 	Kind    string      // "tcp", "tls" or "ws" (WebSocket; wss when TLS is set)
 	Address string      // host:port
 	TLS     *tls.Config // certificates, and client verification if wanted
+	// CertUsername (TLS listeners that verify client certificates): the
+	// common name of the client's certificate is its username, which must
+	// be one of the Users; no password is asked for.
+	CertUsername bool
 }
 
 // Stats are counters since the broker started.
@@ -96,6 +100,7 @@ type Broker struct {
 
 	access    atomic.Pointer[access] // users and ACLs; replaced whole by SetUsers
 	loopback  map[string]bool        // listener id → bound to a loopback address
+	certUser  map[string]bool        // listener id → the client certificate names the user
 	listenIDs []string
 
 	release  chan *release
@@ -166,6 +171,7 @@ func New(opts Options) (*Broker, error) {
 		inflight: make(map[*mqtt.Client]int),
 		qos2:     make(map[qos2Key]*mqtt.Client),
 		loopback: make(map[string]bool),
+		certUser: make(map[string]bool),
 	}
 	b.SetUsers(opts.Users, opts.Anonymous, opts.AllowAnonymous)
 	b.inline = srv.NewClient(nil, "local", "ralph-inline", true)
@@ -201,6 +207,7 @@ func New(opts Options) (*Broker, error) {
 			return nil, fmt.Errorf("localbroker: unknown listener kind %q", l.Kind)
 		}
 		b.loopback[id] = isLoopback(l.Address)
+		b.certUser[id] = l.CertUsername
 		if err := srv.AddListener(ml); err != nil {
 			srv.Close()
 			return nil, fmt.Errorf("localbroker: listen on %s (%s): %w", l.Address, l.Kind, err)

@@ -92,3 +92,49 @@ listen = ""
 	cm.Disconnect(ctx)
 	p.stop()
 }
+
+// TestCertUsername: on a TLS listener with cert_username, a client's
+// certificate names its user (the PKI's client certificate says
+// "client"), whose ACL applies with %u; that user has no password, so it
+// cannot log in with one.
+func TestCertUsername(t *testing.T) {
+	dir := t.TempDir()
+	pki := mqtttest.NewPKI(t, dir, "dev")
+	tcp := fmt.Sprintf("127.0.0.1:%d", mqtttest.FreePort(t))
+	tlsPort := mqtttest.FreePort(t)
+	cfg := filepath.Join(dir, "ralph.toml")
+	os.WriteFile(cfg, []byte(fmt.Sprintf(`data_dir = %q
+[broker]
+listen = [%q]
+[[broker.tls]]
+listen = "127.0.0.1:%d"
+cert_file = %q
+key_file = %q
+client_ca_file = %q
+cert_username = true
+[[broker.users]]
+name = "client"
+publish = ["dev/%%u/#"]
+[http]
+listen = ""
+`, filepath.Join(dir, "data"), tcp, tlsPort, pki.ServerCert, pki.ServerKey, pki.CA)), 0o644)
+	startRalph(t, cfg, tcp)
+	sub := mqtttest.Dial(t, tcp, "tcp-sub", 5)
+	sub.Subscribe("dev/#", 1)
+	pub := func(topic, msg string) {
+		t.Helper()
+		args := []string{"-h", "127.0.0.1", "-p", fmt.Sprint(tlsPort), "--cafile", pki.CA, "--cert", pki.ClientCert, "--key", pki.ClientKey,
+			"-u", "someone-else", "-P", "wrong", "-q", "1", "-t", topic, "-m", msg}
+		if out, err := exec.Command("mosquitto_pub", args...).CombinedOutput(); err != nil {
+			t.Fatalf("mosquitto_pub %s: %v: %s", topic, err, out)
+		}
+	}
+	pub("dev/other/x", "denied") // outside the ACL of "client": acked (MQTT 3.1.1) and dropped
+	pub("dev/client/x", "allowed")
+	if pk := sub.Read(5 * time.Second); pk.TopicName != "dev/client/x" || string(pk.Payload) != "allowed" {
+		t.Fatalf("subscriber got %s %q, want dev/client/x allowed first", pk.TopicName, pk.Payload)
+	}
+	if _, pk := mqtttest.Login(t, tcp, "pw-login", 5, "client", ""); pk.ReasonCode == 0 {
+		t.Fatal("a certificate-only user logged in with a password")
+	}
+}
