@@ -580,3 +580,36 @@ func stateSequence(c *mqtttest.Collector, topic string) string {
 	}
 	return strings.Join(states, " ")
 }
+
+// TestMessageTooLongForTheBoard: a message whose MSG frame would exceed
+// the line the board said it can take (HELLO) is dropped, counted and
+// acknowledged to the broker, so that it does not hold up the next ones.
+func TestMessageTooLongForTheBoard(t *testing.T) {
+	e := startBroker(t)
+	b := board.NewT(t, board.Options{MaxLine: 128})
+	p := e.run(t, serialin.Options{Name: "small", Path: b.Path(), TopicPrefix: "sm/"})
+	ctx := ctxT(t)
+	b.Hello(ctx)
+	if _, err := b.Subscribe(ctx, "cmd/#", 1); err != nil {
+		t.Fatal(err)
+	}
+	pub := mqtttest.Dial(t, e.addr, "commander", 5)
+	pub.Publish(1, 1, "sm/cmd/big", []byte(strings.Repeat("x", 200)))
+	pub.Read(5 * time.Second)
+	pub.Publish(2, 1, "sm/cmd/small", []byte("fits"))
+	pub.Read(5 * time.Second)
+	select {
+	case m := <-b.Msgs():
+		if m.Topic != "cmd/small" || string(m.Payload) != "fits" {
+			t.Fatalf("board got %+v, want only cmd/small", m)
+		}
+	case <-ctx.Done():
+		t.Fatal("the message after the oversize one did not arrive")
+	}
+	if c := p.Status().Counters; c.TooLong != 1 {
+		t.Fatalf("counters %+v", c)
+	}
+	if !strings.Contains(e.logs.String(), "message too long for the board's line; dropped") {
+		t.Fatal("the drop was not logged")
+	}
+}
