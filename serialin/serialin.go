@@ -20,6 +20,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -274,4 +275,40 @@ func sleep(ctx context.Context, d time.Duration) {
 	case <-ctx.Done():
 	case <-t.C:
 	}
+}
+
+// Device is a USB serial device present on the system.
+type Device struct {
+	Path    string // e.g. /dev/ttyUSB0
+	ByID    string // its stable /dev/serial/by-id link, if any
+	VID     string
+	PID     string
+	Serial  string
+	Product string
+}
+
+// Devices lists the USB serial devices present, to help write a port's
+// path or match.
+func Devices() ([]Device, error) {
+	ports, err := enumerator.GetDetailedPortsList()
+	if err != nil {
+		return nil, fmt.Errorf("serialin: listing serial ports: %w", err)
+	}
+	byID := map[string]string{}
+	if links, err := filepath.Glob("/dev/serial/by-id/*"); err == nil {
+		for _, l := range links {
+			if target, err := filepath.EvalSymlinks(l); err == nil {
+				byID[target] = l
+			}
+		}
+	}
+	var out []Device
+	for _, d := range ports {
+		if !d.IsUSB {
+			continue
+		}
+		out = append(out, Device{Path: d.Name, ByID: byID[d.Name], VID: strings.ToLower(d.VID), PID: strings.ToLower(d.PID),
+			Serial: d.SerialNumber, Product: d.Product})
+	}
+	return out, nil
 }

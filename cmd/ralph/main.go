@@ -23,6 +23,7 @@ import (
 	"syscall"
 
 	"github.com/ralph-gateway/ralph/gateway"
+	"github.com/ralph-gateway/ralph/serialin"
 )
 
 // embeddedConfig names the built-in config in logs.
@@ -55,6 +56,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return queueCmd(args, stdout, stderr)
 	case "passwd":
 		return passwd(args, os.Stdin, stdout, stderr)
+	case "serial":
+		return serialCmd(args, stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, "ralph", versionString())
 		return 0
@@ -71,13 +74,38 @@ func usage(w io.Writer) {
 	fmt.Fprint(w, `usage:
   ralph [run] [--config FILE]   run the gateway (default: embedded config, broker on 127.0.0.1:1883)
   ralph check --config FILE     validate a config file and print a summary
-  ralph status [--json]         ask the running gateway: health, queue, bridges
+  ralph status [--json]         ask the running gateway: health, queue, bridges, serial boards
   ralph queue stats|peek [N]|purge --bridge NAME
                                 inspect or purge the queue (running or stopped)
   ralph passwd                  read a password (terminal or stdin), print its bcrypt hash for password_hash
+  ralph serial                  list the USB serial devices present, for a [[serial]] path or match
   ralph version                 print the version
   (status and queue take --config FILE, default /etc/ralph/ralph.toml, or --addr HOST:PORT)
 `)
+}
+
+func serialCmd(args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 {
+		fmt.Fprintf(stderr, "ralph serial: unexpected argument %q\n", args[0])
+		return 2
+	}
+	devs, err := serialin.Devices()
+	if err != nil {
+		fmt.Fprintf(stderr, "ralph serial: %v\n", err)
+		return 1
+	}
+	if len(devs) == 0 {
+		fmt.Fprintln(stdout, "no USB serial devices found (is the board plugged in, with a data cable?)")
+		return 0
+	}
+	for _, d := range devs {
+		fmt.Fprintf(stdout, "%s: vid %s, pid %s, serial %s, %s\n", d.Path, orDash(d.VID), orDash(d.PID), orDash(d.Serial), orDash(d.Product))
+		if d.ByID != "" {
+			fmt.Fprintf(stdout, "  path = %q\n", d.ByID)
+		}
+		fmt.Fprintf(stdout, "  match = { vid = %q, pid = %q, serial = %q }\n", d.VID, d.PID, d.Serial)
+	}
+	return 0
 }
 
 func versionString() string {

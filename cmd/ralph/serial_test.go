@@ -256,3 +256,18 @@ func TestSerialReload(t *testing.T) {
 	waitStatus(t, s, "the port removed", func(st gateway.Status) bool { return len(st.Serial) == 0 })
 	waitLog(t, p, "reload: serial port removed")
 }
+
+// TestSerialCommand: `ralph serial` lists USB serial devices, each with a
+// match line to paste into the config (this machine may have none).
+func TestSerialCommand(t *testing.T) {
+	out, code := ralphCmd(t, "serial")
+	if code != 0 {
+		t.Fatalf("ralph serial: exit %d\n%s", code, out)
+	}
+	if out != "no USB serial devices found (is the board plugged in, with a data cable?)\n" && !strings.Contains(out, "  match = { vid = ") {
+		t.Fatalf("ralph serial printed:\n%s", out)
+	}
+	if out, code := ralphCmd(t, "serial", "extra"); code != 2 || !strings.Contains(out, `unexpected argument "extra"`) {
+		t.Fatalf("ralph serial extra: exit %d\n%s", code, out)
+	}
+}
