@@ -356,3 +356,55 @@ func TestSmallReceiveMaximum(t *testing.T) {
 		t.Fatalf("got %v, want %v", got, want)
 	}
 }
+
+// TestWillDelayAndSubscriptionIdentifiers: MQTT 5 features mochi provides
+// must survive Ralph's two-pass ingest: a will with a delay is held back
+// while the client may return (and dropped if it does, sent if it does
+// not), and deliveries carry the subscriber's subscription identifier.
+func TestWillDelayAndSubscriptionIdentifiers(t *testing.T) {
+	e := start(t)
+	watcher := mqtttest.Dial(t, e.addr, "watcher", 5)
+	watcher.Write(packets.Packet{
+		FixedHeader: packets.FixedHeader{Type: packets.Subscribe, Qos: 1}, PacketID: 1,
+		Filters:    packets.Subscriptions{{Filter: "will/#", Qos: 1, Identifier: 7}},
+		Properties: packets.Properties{SubscriptionIdentifier: []int{7}},
+	})
+	if pk := watcher.Read(5 * time.Second); pk.FixedHeader.Type != packets.Suback {
+		t.Fatalf("got type %d, want SUBACK", pk.FixedHeader.Type)
+	}
+	connectWithWill := func(id string) *mqtttest.Raw {
+		c := mqtttest.New(t, e.addr, 5)
+		c.Write(packets.Packet{
+			FixedHeader:     packets.FixedHeader{Type: packets.Connect},
+			ProtocolVersion: 5,
+			Connect: packets.ConnectParams{ProtocolName: []byte("MQTT"), Keepalive: 60, ClientIdentifier: id,
+				WillFlag: true, WillTopic: "will/" + id, WillPayload: []byte("gone"), WillQos: 1,
+				WillProperties: packets.Properties{WillDelayInterval: 1}},
+			Properties: packets.Properties{SessionExpiryInterval: 60, SessionExpiryIntervalFlag: true},
+		})
+		if pk := c.Read(5 * time.Second); pk.FixedHeader.Type != packets.Connack || pk.ReasonCode != 0 {
+			t.Fatalf("connack %+v", pk)
+		}
+		return c
+	}
+	// Back within the delay: no will.
+	c := connectWithWill("back")
+	c.Close()
+	connectWithWill("back")
+	// Gone for good: the will comes, after its delay.
+	g := connectWithWill("gone")
+	g.Close()
+	pk := watcher.Read(10 * time.Second)
+	if pk.TopicName != "will/gone" || string(pk.Payload) != "gone" {
+		t.Fatalf("watcher got %q %q, want the will of the client that stayed away", pk.TopicName, pk.Payload)
+	}
+	if ids := pk.Properties.SubscriptionIdentifier; len(ids) != 1 || ids[0] != 7 {
+		t.Fatalf("delivery carries subscription identifiers %v, want [7]", ids)
+	}
+	watcher.Write(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Puback}, PacketID: pk.PacketID})
+	// The returning client's will was due a second after it left, well
+	// before the other one's arrived; make sure it never comes.
+	if pk, err := watcher.TryRead(1500 * time.Millisecond); err == nil {
+		t.Fatalf("watcher got %q %q: the will of a client that came back", pk.TopicName, pk.Payload)
+	}
+}
