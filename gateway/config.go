@@ -70,7 +70,8 @@ type SerialConfig struct {
 	OfflineAfter Duration `toml:"offline_after"`
 	// Resend is how long an unacknowledged MSG waits before it is sent
 	// again, default 2s; Window is how many may be unacknowledged at
-	// once, default 8, allowed 1 .. 256.
+	// once, default 1 (in order even when frames are lost), allowed
+	// 1 .. 256.
 	Resend Duration `toml:"resend"`
 	Window int      `toml:"window"`
 }
@@ -878,7 +879,7 @@ func (p *configParser) fillSerialDefaults(cfg *Config) {
 			s.Resend.Duration = 2 * time.Second
 		}
 		if !has("window") {
-			s.Window = 8
+			s.Window = 1
 		}
 	}
 }

@@ -50,7 +50,7 @@ type Options struct {
 	MaxLine      int           // longest line accepted or sent; default 4096
 	OfflineAfter time.Duration // silence after which the board is offline; default 30s
 	Resend       time.Duration // MSG retransmission interval; default 2s
-	Window       int           // unacknowledged QoS 1 MSGs per board; default 8
+	Window       int           // unacknowledged QoS 1 MSGs per board; default 1
 	Poll         time.Duration // how often to look for an absent device; default 1s
 
 	// Dial connects to the broker; see localbroker.Broker.Dial.
@@ -91,6 +91,7 @@ type Counters struct {
 	Delivered   uint64 // MSGs acknowledged by the board (or sent, for QoS 0)
 	Resent      uint64 // MSG retransmissions
 	TooLong     uint64 // messages too long for the board's line, dropped
+	Unwritten   uint64 // frames dropped because the board was not reading (resends follow)
 	NAKs        map[string]uint64
 }
 
@@ -114,8 +115,8 @@ type Port struct {
 	mu     sync.Mutex
 	status Status
 
-	frames, badCRC, malformed, oversize, logLines, dups, published, delivered, resent, tooLong atomic.Uint64
-	naks                                                                                       sync.Map // reason → *atomic.Uint64
+	frames, badCRC, malformed, oversize, logLines, dups, published, delivered, resent, tooLong, unwritten atomic.Uint64
+	naks                                                                                                  sync.Map // reason → *atomic.Uint64
 }
 
 // New checks opts and returns a Port; Run serves it.
@@ -139,7 +140,7 @@ func New(opts Options) (*Port, error) {
 	opts.MaxLine = cmp.Or(opts.MaxLine, line.DefaultMaxLine)
 	opts.OfflineAfter = cmp.Or(opts.OfflineAfter, 30*time.Second)
 	opts.Resend = cmp.Or(opts.Resend, 2*time.Second)
-	opts.Window = cmp.Or(opts.Window, 8)
+	opts.Window = cmp.Or(opts.Window, 1)
 	opts.Poll = cmp.Or(opts.Poll, time.Second)
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
@@ -164,7 +165,7 @@ func (p *Port) Status() Status {
 		FramesOK: p.frames.Load(), BadChecksum: p.badCRC.Load(), Malformed: p.malformed.Load(),
 		Oversize: p.oversize.Load(), LogLines: p.logLines.Load(), Duplicates: p.dups.Load(),
 		Published: p.published.Load(), Delivered: p.delivered.Load(), Resent: p.resent.Load(),
-		TooLong: p.tooLong.Load(), NAKs: map[string]uint64{},
+		TooLong: p.tooLong.Load(), Unwritten: p.unwritten.Load(), NAKs: map[string]uint64{},
 	}
 	p.naks.Range(func(k, v any) bool {
 		s.Counters.NAKs[k.(string)] = v.(*atomic.Uint64).Load()

@@ -613,3 +613,55 @@ func TestMessageTooLongForTheBoard(t *testing.T) {
 		t.Fatal("the drop was not logged")
 	}
 }
+
+// TestBoardThatStopsReading: a board that stops reading altogether (its
+// firmware hung, on native USB the gateway's writes then block) does not
+// stall the port: it is marked offline on time, frames that do not fit
+// are dropped and counted, and once it reads again every message reaches
+// it, in order.
+func TestBoardThatStopsReading(t *testing.T) {
+	e := startBroker(t)
+	b := board.NewT(t, board.Options{})
+	p := e.run(t, serialin.Options{Name: "stuck", Path: b.Path(), TopicPrefix: "st/", Window: 64,
+		Resend: 100 * time.Millisecond, OfflineAfter: 1500 * time.Millisecond})
+	ctx := ctxT(t)
+	b.Hello(ctx)
+	if _, err := b.Subscribe(ctx, "cmd/#", 1); err != nil {
+		t.Fatal(err)
+	}
+	b.Stall(true)
+	pub := mqtttest.Dial(t, e.addr, "commander", 5)
+	const n = 300
+	var want []string
+	for i := range n {
+		want = append(want, fmt.Sprintf("%03d", i))
+	}
+	big := strings.Repeat("x", 500)
+	var payloads []string
+	for _, w := range want {
+		payloads = append(payloads, w+big)
+	}
+	if acked, err := pub.PublishAll("st/cmd/x", 1, payloads, 32); err != nil || len(acked) != n {
+		t.Fatalf("publish: %d acked, %v", len(acked), err)
+	}
+	waitFor(t, "the silent board offline", func() bool { return !p.Status().Online })
+	waitFor(t, "frames dropped", func() bool { return p.Status().Counters.Unwritten > 0 })
+	b.Stall(false)
+	var got []string
+	seen := map[uint16]bool{}
+	for len(got) < n {
+		select {
+		case m := <-b.Msgs():
+			if m.Dup || seen[m.ID] {
+				continue
+			}
+			seen[m.ID] = true
+			got = append(got, string(m.Payload[:3]))
+		case <-ctx.Done():
+			t.Fatalf("the board got %d of %d messages", len(got), n)
+		}
+	}
+	if strings.Join(got, ",") != strings.Join(want, ",") {
+		t.Fatalf("messages out of order: %v", got)
+	}
+}

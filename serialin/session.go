@@ -33,10 +33,10 @@ const mqttKeepAlive = 60 * time.Second
 // connection that carries its traffic. One goroutine (loop) owns all of
 // its state; readers feed it through channels.
 type session struct {
-	p    *Port
-	port serial.Port
-	dev  string
-	mq   *mqttConn
+	p   *Port
+	out chan<- []byte // frames to write to the board
+	dev string
+	mq  *mqttConn
 
 	recvMax int // publishes the broker accepts unacknowledged
 
@@ -45,8 +45,8 @@ type session struct {
 	acked    map[uint16]uint64 // recently acknowledged publishes: id → content hash
 	ackRing  [ackMemory]uint16
 	ackNext  int
-	down     map[uint16]*outMsg // MSGs sent to the board, not yet acked
-	waiting  []*outMsg          // MSGs beyond the window
+	down     []*outMsg          // MSGs sent to the board, not yet acked, in the order sent
+	waiting  []*outMsg          // MSGs not sent yet: beyond the window, or no room to write
 	resuming []*packets.Publish // the broker's resends after a reconnect, until put in order
 	fenced   bool               // a PINGREQ marks the end of those resends
 	boardMax int                // the board's receive buffer, from its HELLO
@@ -101,13 +101,32 @@ func (p *Port) serve(ctx context.Context, port serial.Port, dev string) error {
 			}
 		}
 	}()
+	// Frames to the board go through a queue to their own goroutine: a
+	// board that stops reading (native USB CDC then blocks the writes)
+	// must not stall the session. When the queue is full, frames are
+	// dropped; the protocol's resends make up for them.
+	out := make(chan []byte, writeQueue)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case f := <-out:
+				if _, err := port.Write(f); err != nil {
+					p.log.Debug("writing to the board", "err", err)
+				}
+			case <-stop:
+				return
+			}
+		}
+	}()
 	defer func() {
 		close(stop)
-		port.Close() // ends a read in progress
+		port.Close() // ends a read or write in progress
 		wg.Wait()
 	}()
 
-	s := &session{p: p, port: port, dev: dev, acked: make(map[uint16]uint64), logTokens: logBurst}
+	s := &session{p: p, out: out, dev: dev, acked: make(map[uint16]uint64), logTokens: logBurst}
 	s.write(line.Hello{Name: p.opts.Name, MaxLine: p.opts.MaxLine}.Append(nil, false))
 	for {
 		err := s.connected(ctx, lines)
@@ -195,7 +214,7 @@ func (s *session) connected(ctx context.Context, lines <-chan lineEvent) error {
 	}()
 	// The broker resends its unacknowledged messages on the new
 	// connection, and answers none of the old connection's requests.
-	s.pubs, s.subs, s.down, s.waiting = make(map[uint16]uint64), make(map[uint16]string), make(map[uint16]*outMsg), nil
+	s.pubs, s.subs, s.down, s.waiting = make(map[uint16]uint64), make(map[uint16]string), nil, nil
 	s.mqttPing = time.Now()
 	// mochi resends a session's unacknowledged messages on reconnect in an
 	// order that is only right to the second. It sends them all before it
@@ -251,11 +270,17 @@ func (s *session) connected(ctx context.Context, lines <-chan lineEvent) error {
 	}
 }
 
-// write sends a frame to the board. A write error means the device is
-// gone; the reader sees that too and ends the session.
+// writeQueue is how many frames may wait to be written to the board.
+const writeQueue = 256
+
+// write queues a frame for the board, or drops it if the board has not
+// been reading. A write error means the device is gone; the reader sees
+// that too and ends the session.
 func (s *session) write(frame []byte) {
-	if _, err := s.port.Write(frame); err != nil {
-		s.p.log.Debug("writing to the board", "err", err)
+	select {
+	case s.out <- frame:
+	default:
+		s.p.unwritten.Add(1)
 	}
 }
 
@@ -350,7 +375,7 @@ func (s *session) hello(h line.Hello) {
 	s.write(line.Hello{Name: s.p.opts.Name, MaxLine: s.p.opts.MaxLine}.Append(nil, false))
 	s.goOnline()
 	for _, m := range s.down {
-		s.sendMsg(m, time.Now())
+		s.resend(m, time.Now())
 	}
 }
 
@@ -574,17 +599,38 @@ func (s *session) deliver(pk *packets.Publish) {
 		s.p.delivered.Add(1)
 		return
 	}
-	if m, ok := s.down[id]; ok { // the broker's resend of one in flight
-		m.frame = frame
+	if i := s.inFlight(id); i >= 0 { // the broker's resend of one in flight
+		s.down[i].frame = frame
 		return
 	}
-	m := &outMsg{id: id, frame: frame}
-	if len(s.down) < s.p.opts.Window {
-		s.down[id] = m
-		s.sendMsg(m, time.Now())
-		return
+	s.waiting = append(s.waiting, &outMsg{id: id, frame: frame})
+	s.pump(time.Now())
+}
+
+func (s *session) inFlight(id uint16) int {
+	for i, m := range s.down {
+		if m.id == id {
+			return i
+		}
 	}
-	s.waiting = append(s.waiting, m)
+	return -1
+}
+
+// pump sends waiting MSGs while the window and the write queue have
+// room. A MSG's first sending is never dropped, so that a later one cannot
+// overtake it; resends may be.
+func (s *session) pump(now time.Time) {
+	for len(s.waiting) > 0 && len(s.down) < s.p.opts.Window {
+		m := s.waiting[0]
+		select {
+		case s.out <- m.frame:
+		default:
+			return // the board is not reading: try again at the next tick
+		}
+		m.sent = now
+		s.down = append(s.down, m)
+		s.waiting = s.waiting[1:]
+	}
 }
 
 func (s *session) lineLimit() int {
@@ -594,33 +640,30 @@ func (s *session) lineLimit() int {
 	return s.p.opts.MaxLine
 }
 
-func (s *session) sendMsg(m *outMsg, now time.Time) {
+func (s *session) resend(m *outMsg, now time.Time) {
 	m.sent = now
 	s.write(m.frame)
 }
 
 func (s *session) boardAcked(id uint16) {
-	if _, ok := s.down[id]; !ok {
+	i := s.inFlight(id)
+	if i < 0 {
 		return // a late second ACK
 	}
-	delete(s.down, id)
+	s.down = append(s.down[:i], s.down[i+1:]...)
 	s.mq.send(&packets.Puback{PacketID: id, Properties: &packets.Properties{}})
 	s.p.delivered.Add(1)
-	for len(s.waiting) > 0 && len(s.down) < s.p.opts.Window {
-		m := s.waiting[0]
-		s.waiting = s.waiting[1:]
-		s.down[m.id] = m
-		s.sendMsg(m, time.Now())
-	}
+	s.pump(time.Now())
 }
 
 func (s *session) timers(now time.Time) error {
 	for _, m := range s.down {
 		if now.Sub(m.sent) >= s.p.opts.Resend {
 			s.p.resent.Add(1)
-			s.sendMsg(m, now)
+			s.resend(m, now)
 		}
 	}
+	s.pump(now)
 	silent := now.Sub(s.heard)
 	if s.online && silent >= s.p.opts.OfflineAfter {
 		s.goOffline("board silent")

@@ -73,6 +73,7 @@ type Board struct {
 	frames    [][]byte // every frame from the gateway, in order
 	unplugged bool
 	hung      bool
+	stalled   chan struct{} // non-nil while the board does not read at all
 }
 
 // New creates a board on a new pseudo-terminal.
@@ -132,6 +133,10 @@ func (b *Board) Unplug() {
 		return
 	}
 	b.unplugged = true
+	if b.stalled != nil { // let the reader see the pty close
+		close(b.stalled)
+		b.stalled = nil
+	}
 	for id, ch := range b.pending {
 		ch <- ErrUnplugged
 		delete(b.pending, id)
@@ -314,6 +319,30 @@ func (b *Board) Hang(hung bool) {
 	b.mu.Unlock()
 }
 
+// Stall stops the board reading from the line at all, as a board whose
+// firmware hangs on native USB does: the gateway's writes back up. Stall
+// with false resumes reading.
+func (b *Board) Stall(stall bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	switch {
+	case stall && b.stalled == nil:
+		b.stalled = make(chan struct{})
+	case !stall && b.stalled != nil:
+		close(b.stalled)
+		b.stalled = nil
+	}
+}
+
+func (b *Board) waitUnstalled() {
+	b.mu.Lock()
+	ch := b.stalled
+	b.mu.Unlock()
+	if ch != nil {
+		<-ch
+	}
+}
+
 // GatewayHellos counts the gateway's HELLO frames.
 func (b *Board) GatewayHellos() int {
 	b.mu.Lock()
@@ -323,7 +352,7 @@ func (b *Board) GatewayHellos() int {
 
 func (b *Board) read() {
 	defer close(b.done)
-	r := line.NewReader(b.ptmx, 1<<16)
+	r := line.NewReader(stallReader{b}, 1<<16)
 	for {
 		l, err := r.ReadLine()
 		if errors.Is(err, line.ErrTooLong) {
@@ -347,6 +376,14 @@ func (b *Board) read() {
 			b.handle(f)
 		}
 	}
+}
+
+// stallReader reads the pty unless the board is stalled.
+type stallReader struct{ b *Board }
+
+func (r stallReader) Read(p []byte) (int, error) {
+	r.b.waitUnstalled()
+	return r.b.ptmx.Read(p)
 }
 
 func isEIO(err error) bool {
