@@ -210,8 +210,7 @@ func (p *Port) Run(ctx context.Context) error {
 		announced = true
 		p.log.Info("serial device connected", "device", dev)
 		p.setStatus(func(s *Status) { s.Present, s.Device, s.Since = true, dev, time.Now() })
-		err = p.serve(ctx, port, dev)
-		port.Close()
+		err = p.serve(ctx, port, dev) // and closes port
 		p.setStatus(func(s *Status) { s.Present, s.Online, s.Device, s.Since = false, false, "", time.Now() })
 		if ctx.Err() == nil {
 			p.log.Warn("serial device gone", "device", dev, "err", err)

@@ -665,3 +665,41 @@ func TestBoardThatStopsReading(t *testing.T) {
 		t.Fatalf("messages out of order: %v", got)
 	}
 }
+
+// TestStopWithAWriteStuck: stopping a port whose board stopped reading,
+// with writes to it blocked, returns (a gateway must be able to shut down
+// or reload), and the device is closed once the board reads again.
+func TestStopWithAWriteStuck(t *testing.T) {
+	e := startBroker(t)
+	b := board.NewT(t, board.Options{})
+	p, err := serialin.New(serialin.Options{Name: "stuck", Path: b.Path(), TopicPrefix: "st/", Window: 64,
+		Resend: 50 * time.Millisecond, Dial: e.b.Dial, Logger: e.log, Poll: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); p.Run(ctx) }()
+	tctx := ctxT(t)
+	b.Hello(tctx)
+	if _, err := b.Subscribe(tctx, "cmd/#", 1); err != nil {
+		t.Fatal(err)
+	}
+	b.Stall(true)
+	pub := mqtttest.Dial(t, e.addr, "commander", 5)
+	var payloads []string
+	for i := range 100 {
+		payloads = append(payloads, fmt.Sprint(i, strings.Repeat("x", 1000)))
+	}
+	if _, err := pub.PublishAll("st/cmd/x", 1, payloads, 32); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "writes backed up", func() bool { return p.Status().Counters.Unwritten > 0 })
+	cancel()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run did not return with a write to the board stuck")
+	}
+	waitFor(t, "the stuck write reported", func() bool { return strings.Contains(e.logs.String(), "a write to the board is stuck") })
+}

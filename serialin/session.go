@@ -84,7 +84,7 @@ func (p *Port) serve(ctx context.Context, port serial.Port, dev string) error {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		r := line.NewReader(liveReader{port, dev}, p.opts.MaxLine)
+		r := line.NewReader(liveReader{port, dev, stop}, p.opts.MaxLine)
 		for {
 			l, err := r.ReadLine()
 			ev := lineEvent{err: err}
@@ -106,12 +106,17 @@ func (p *Port) serve(ctx context.Context, port serial.Port, dev string) error {
 	// must not stall the session. When the queue is full, frames are
 	// dropped; the protocol's resends make up for them.
 	out := make(chan []byte, writeQueue)
-	wg.Add(1)
+	written := make(chan struct{})
 	go func() {
-		defer wg.Done()
+		defer close(written)
 		for {
 			select {
 			case f := <-out:
+				select {
+				case <-stop:
+					return
+				default:
+				}
 				if _, err := port.Write(f); err != nil {
 					p.log.Debug("writing to the board", "err", err)
 				}
@@ -122,8 +127,18 @@ func (p *Port) serve(ctx context.Context, port serial.Port, dev string) error {
 	}()
 	defer func() {
 		close(stop)
-		port.Close() // ends a read or write in progress
-		wg.Wait()
+		// A write to a board that does not read may block for good (and
+		// closing the device does not end it). The device is closed only
+		// after the last write: its descriptor must not be reused under a
+		// write still going.
+		select {
+		case <-written:
+			port.Close()
+		case <-time.After(2 * time.Second):
+			p.log.Warn("a write to the board is stuck (it is not reading); the device will be closed when the write returns")
+			go func() { <-written; port.Close() }()
+		}
+		wg.Wait() // the reader sees stop within livenessCheck
 	}()
 
 	s := &session{p: p, out: out, dev: dev, acked: make(map[uint16]uint64), logTokens: logBurst}
@@ -146,6 +161,7 @@ func (p *Port) serve(ctx context.Context, port serial.Port, dev string) error {
 type liveReader struct {
 	port serial.Port
 	dev  string
+	stop <-chan struct{}
 }
 
 const livenessCheck = 500 * time.Millisecond
@@ -159,8 +175,15 @@ func (r liveReader) Read(b []byte) (int, error) {
 		if _, err := os.Stat(r.dev); err != nil {
 			return 0, fmt.Errorf("device node gone: %w", err)
 		}
+		select {
+		case <-r.stop:
+			return 0, errStopped
+		default:
+		}
 	}
 }
+
+var errStopped = errors.New("serialin: port stopped")
 
 // deviceError is a failure of the serial device, which ends the session.
 type deviceError struct{ error }
