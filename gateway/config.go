@@ -955,11 +955,29 @@ func (p *configParser) validate(cfg *Config) error {
 	}
 	firstName = map[string]int{}
 	for i := range cfg.Serial {
-		if err := p.validateSerial(&cfg.Serial[i], root.key("serial").index(i), firstName, users); err != nil {
+		sp := root.key("serial").index(i)
+		if err := p.validateSerial(&cfg.Serial[i], sp, firstName, users); err != nil {
 			return err
+		}
+		// Two ports must not want the same device: they would take turns
+		// failing to open it.
+		for j := range i {
+			a, b := cfg.Serial[j], cfg.Serial[i]
+			switch {
+			case a.Path != "" && a.Path == b.Path:
+				return p.errorf(sp.key("path"), "%q is also the path of %s", b.Path, root.key("serial").index(j))
+			case a.Path == "" && b.Path == "" && a.Match.overlaps(b.Match):
+				return p.errorf(sp.key("match"), "matches the same devices as %s (tell them apart with serial = \"...\"; `ralph serial` lists them)", root.key("serial").index(j))
+			}
 		}
 	}
 	return nil
+}
+
+// overlaps reports whether a device could match both m and o.
+func (m USBMatch) overlaps(o USBMatch) bool {
+	same := func(a, b string) bool { return a == "" || b == "" || strings.EqualFold(a, b) }
+	return same(m.VID, o.VID) && same(m.PID, o.PID) && same(m.Serial, o.Serial)
 }
 
 // validateName checks the name of the table at tp (a bridge or a serial

@@ -221,6 +221,13 @@ func TestParseConfigValid(t *testing.T) {
 			}},
 		{"maximum session expiry", doc(`[[bridge]]`, `name = "b"`, `urls = ["mqtt://h"]`, `session_expiry = "4294967295s"`, `[[bridge.forward]]`, `local = "#"`),
 			func(c *Config) bool { return c.Bridges[0].SessionExpiry.Duration == 4294967295*time.Second }},
+		{"serial defaults, two boards told apart by serial number", doc(`[[serial]]`, `name = "a"`, `match = { vid = "10c4", pid = "ea60", serial = "1" }`,
+			`[[serial]]`, `name = "b"`, `match = { vid = "10c4", pid = "ea60", serial = "2" }`),
+			func(c *Config) bool {
+				a := c.Serial[0]
+				return len(c.Serial) == 2 && a.Baud == 115200 && a.TopicPrefix == "serial/a/" && a.StatusTopic == "serial/a/$status" &&
+					a.MaxLine == 4096 && a.Window == 1 && a.Resend.Duration == 2*time.Second && a.OfflineAfter.Duration == 30*time.Second
+			}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -514,6 +521,10 @@ func TestParseConfigErrors(t *testing.T) {
 			`ralph.toml:3: serial[0].match.vendor: unknown key`},
 		{"serial duplicate name", doc(`[[serial]]`, `name = "k"`, `path = "/dev/a"`, `[[serial]]`, `name = "k"`, `path = "/dev/b"`),
 			`ralph.toml:5: serial[1].name: duplicate serial port name "k" (first defined on line 2)`},
+		{"serial same path", doc(`[[serial]]`, `name = "a"`, `path = "/dev/ttyUSB0"`, `[[serial]]`, `name = "b"`, `path = "/dev/ttyUSB0"`),
+			`ralph.toml:6: serial[1].path: "/dev/ttyUSB0" is also the path of serial[0]`},
+		{"serial matches overlap", doc(`[[serial]]`, `name = "a"`, `match = { vid = "10c4", pid = "ea60" }`, `[[serial]]`, `name = "b"`, `match = { vid = "10C4", serial = "7" }`),
+			"ralph.toml:6: serial[1].match: matches the same devices as serial[0] (tell them apart with serial = \"...\"; `ralph serial` lists them)"},
 		{"serial prefix without slash", doc(`[[serial]]`, `name = "k"`, `path = "/dev/a"`, `topic_prefix = "devices/k"`),
 			`ralph.toml:4: serial[0].topic_prefix: "devices/k" must end with "/" (the board's topics are appended to it)`},
 		{"serial prefix with wildcard", doc(`[[serial]]`, `name = "k"`, `path = "/dev/a"`, `topic_prefix = "devices/+/"`),

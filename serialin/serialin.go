@@ -188,7 +188,7 @@ func (p *Port) setStatus(f func(*Status)) {
 // Run serves the port until ctx is done: it waits for the device, serves
 // it while it is there, and waits for it again when it goes.
 func (p *Port) Run(ctx context.Context) error {
-	announced := false
+	announced, lastOpenErr := false, ""
 	for ctx.Err() == nil {
 		dev, err := p.find()
 		if err != nil {
@@ -203,11 +203,20 @@ func (p *Port) Run(ctx context.Context) error {
 		}
 		port, err := p.open(dev)
 		if err != nil {
-			p.log.Warn("cannot open serial device", "device", dev, "err", err)
+			// Said once per cause, not at every poll: a device held by
+			// another program (ModemManager, a serial monitor) may stay so.
+			if msg := err.Error(); msg != lastOpenErr {
+				p.log.Warn("cannot open serial device; retrying", "device", dev, "err", err)
+				lastOpenErr = msg
+			}
+			if !announced {
+				p.announceAbsent(ctx)
+				announced = true
+			}
 			sleep(ctx, p.opts.Poll)
 			continue
 		}
-		announced = true
+		announced, lastOpenErr = true, ""
 		p.log.Info("serial device connected", "device", dev)
 		p.setStatus(func(s *Status) { s.Present, s.Device, s.Since = true, dev, time.Now() })
 		err = p.serve(ctx, port, dev) // and closes port
