@@ -425,13 +425,19 @@ func (b *Bridge) dial(ctx context.Context, u *url.URL) (net.Conn, error) {
 	return nil, fmt.Errorf("unsupported URL scheme %q", u.Scheme)
 }
 
+// readBatch is how many messages the bridge reads from the queue at once
+// (at least its window).
+const readBatch = 256
+
 // forward publishes queued messages in order until the connection or ctx
 // ends.
 func (b *Bridge) forward(ctx context.Context, cli *paho.Client) error {
 	for {
 		if len(b.buf) == 0 {
 			b.conn.Flush() // about to wait for the queue
-			msgs, err := b.cons.Read(ctx, b.cfg.MaxInflight)
+			// Reading more than a window at a time spreads the cost of a
+			// read transaction (and its seek) over more messages.
+			msgs, err := b.cons.Read(ctx, max(b.cfg.MaxInflight, readBatch))
 			if err != nil {
 				return context.Cause(ctx)
 			}
