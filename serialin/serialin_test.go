@@ -34,9 +34,15 @@ type env struct {
 // startBroker runs a real broker on a real queue.
 func startBroker(t *testing.T, opts ...func(*localbroker.Options)) *env {
 	t.Helper()
+	return startBrokerQueue(t, queue.Options{}, opts...)
+}
+
+func startBrokerQueue(t *testing.T, qo queue.Options, opts ...func(*localbroker.Options)) *env {
+	t.Helper()
 	logs := new(testlog.Buffer)
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	q, err := queue.Open(queue.Options{Dir: t.TempDir(), Logger: log})
+	qo.Dir, qo.Logger = t.TempDir(), log
+	q, err := queue.Open(qo)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -702,4 +708,41 @@ func TestStopWithAWriteStuck(t *testing.T) {
 		t.Fatal("Run did not return with a write to the board stuck")
 	}
 	waitFor(t, "the stuck write reported", func() bool { return strings.Contains(e.logs.String(), "a write to the board is stuck") })
+}
+
+// TestQueueFullIsNAKed: with the queue at its budget and the reject
+// policy, a board's publish is refused with NAK full, nothing is stored,
+// and the next one goes through once there is room.
+func TestQueueFullIsNAKed(t *testing.T) {
+	e := startBrokerQueue(t, queue.Options{MaxBytes: 1 << 20, OnFull: queue.Reject})
+	// A consumer that reads nothing keeps everything queued.
+	c, err := e.q.Consumer("slow", queue.ConsumerOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := board.NewT(t, board.Options{})
+	p := e.run(t, serialin.Options{Name: "full", Path: b.Path(), TopicPrefix: "f/"})
+	ctx := ctxT(t)
+	b.Hello(ctx)
+	big := []byte(strings.Repeat("y", 2000))
+	var nak *board.NAKError
+	stored := 0
+	for ; stored < 2000; stored++ {
+		if err := b.Publish(ctx, 1, "x", big); err != nil {
+			if !errors.As(err, &nak) {
+				t.Fatalf("publish %d: %v", stored, err)
+			}
+			break
+		}
+	}
+	if nak == nil || nak.Reason != "full" {
+		t.Fatalf("after %d publishes: %v, want NAK full", stored, nak)
+	}
+	if st := p.Status(); st.Counters.NAKs["full"] != 1 || st.Counters.Published != uint64(stored) {
+		t.Fatalf("counters %+v after %d stored", st.Counters, stored)
+	}
+	c.Purge()
+	if err := b.Publish(ctx, 1, "x", []byte("room again")); err != nil {
+		t.Fatalf("after the purge: %v", err)
+	}
 }
