@@ -40,11 +40,12 @@ type session struct {
 
 	recvMax int // publishes the broker accepts unacknowledged
 
-	pubs     map[uint16]uint64 // QoS 1 publishes being stored: id → content hash
-	subs     map[uint16]string // (un)subscriptions awaiting the broker: id → verb
-	acked    map[uint16]uint64 // recently acknowledged publishes: id → content hash
-	ackRing  [ackMemory]uint16
+	pubs     map[uint16]uint64   // QoS 1 publishes being stored: id → content hash
+	subs     map[uint16]string   // (un)subscriptions awaiting the broker: id → verb
+	acked    map[uint16]ackEntry // recently acknowledged publishes by id
+	ackRing  [ackMemory]ackEntry // the same, oldest first from ackNext
 	ackNext  int
+	ackSeq   uint64
 	down     []*outMsg          // MSGs sent to the board, not yet acked, in the order sent
 	waiting  []*outMsg          // MSGs not sent yet: beyond the window, or no room to write
 	resuming []*packets.Publish // the broker's resends after a reconnect, until put in order
@@ -141,7 +142,7 @@ func (p *Port) serve(ctx context.Context, port serial.Port, dev string) error {
 		wg.Wait() // the reader sees stop within livenessCheck
 	}()
 
-	s := &session{p: p, out: out, dev: dev, acked: make(map[uint16]uint64), logTokens: logBurst}
+	s := &session{p: p, out: out, dev: dev, acked: make(map[uint16]ackEntry), logTokens: logBurst}
 	s.write(line.Hello{Name: p.opts.Name, MaxLine: p.opts.MaxLine}.Append(nil, false))
 	for {
 		err := s.connected(ctx, lines)
@@ -472,7 +473,7 @@ func (s *session) publish(pub line.Publish, f line.Frame) {
 		s.nak(pub.ID, "invalid")
 		return
 	}
-	if prev, ok := s.acked[pub.ID]; ok && prev == h {
+	if prev, ok := s.acked[pub.ID]; ok && prev.hash == h {
 		s.p.dups.Add(1)
 		s.write(line.Append(nil, "ACK", fmt.Sprint(pub.ID)))
 		return
@@ -592,13 +593,24 @@ func inIDOrder(pks []*packets.Publish) []*packets.Publish {
 // remember records an acknowledged publish so that a resend of it is
 // acked again instead of stored twice.
 func (s *session) remember(id uint16, h uint64) {
-	old := s.ackRing[s.ackNext]
-	if old != 0 {
-		delete(s.acked, old)
+	// The entry leaving the ring is forgotten unless its id has been
+	// acknowledged again since.
+	if old := s.ackRing[s.ackNext]; old.seq != 0 && s.acked[old.id].seq == old.seq {
+		delete(s.acked, old.id)
 	}
-	s.ackRing[s.ackNext] = id
+	s.ackSeq++
+	e := ackEntry{id: id, hash: h, seq: s.ackSeq}
+	s.ackRing[s.ackNext] = e
 	s.ackNext = (s.ackNext + 1) % ackMemory
-	s.acked[id] = h
+	s.acked[id] = e
+}
+
+// ackEntry is an acknowledged publish: its id, content hash and the order
+// it was acknowledged in.
+type ackEntry struct {
+	id   uint16
+	hash uint64
+	seq  uint64
 }
 
 // deliver sends a message from the broker to the board, within the

@@ -50,3 +50,27 @@ func TestMatch(t *testing.T) {
 		}
 	}
 }
+
+func TestAckMemory(t *testing.T) {
+	s := &session{acked: make(map[uint16]ackEntry)}
+	s.remember(7, 1)
+	for id := uint16(100); id < 100+ackMemory-1; id++ {
+		s.remember(id, 0)
+	}
+	// Id 7 again, with other content: its first entry now leaves the
+	// ring, and must not take the new one with it.
+	s.remember(7, 2)
+	if e, ok := s.acked[7]; !ok || e.hash != 2 {
+		t.Fatalf("id 7 after re-acknowledgement: %+v, %v", e, ok)
+	}
+	if _, ok := s.acked[100]; !ok {
+		t.Fatal("id 100 forgotten too early")
+	}
+	s.remember(8, 0)
+	if _, ok := s.acked[100]; ok {
+		t.Fatalf("id 100 still remembered after %d later acknowledgements", ackMemory)
+	}
+	if len(s.acked) != ackMemory {
+		t.Fatalf("%d ids remembered, want %d", len(s.acked), ackMemory)
+	}
+}
