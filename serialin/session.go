@@ -41,6 +41,7 @@ type session struct {
 	recvMax int // publishes the broker accepts unacknowledged
 
 	pubs     map[uint16]uint64   // QoS 1 publishes being stored: id → content hash
+	stale    map[uint16]bool     // of those, the ones sent before the board's last HELLO
 	subs     map[uint16]string   // (un)subscriptions awaiting the broker: id → verb
 	acked    map[uint16]ackEntry // recently acknowledged publishes by id
 	ackRing  [ackMemory]ackEntry // the same, oldest first from ackNext
@@ -238,7 +239,8 @@ func (s *session) connected(ctx context.Context, lines <-chan lineEvent) error {
 	}()
 	// The broker resends its unacknowledged messages on the new
 	// connection, and answers none of the old connection's requests.
-	s.pubs, s.subs, s.down, s.waiting = make(map[uint16]uint64), make(map[uint16]string), nil, nil
+	s.pubs, s.stale, s.subs = make(map[uint16]uint64), make(map[uint16]bool), make(map[uint16]string)
+	s.down, s.waiting, s.resuming = nil, nil, nil
 	s.mqttPing = time.Now()
 	// mochi resends a session's unacknowledged messages on reconnect in an
 	// order that is only right to the second. It sends them all before it
@@ -393,8 +395,13 @@ func (s *session) malformed(f line.Frame, err error) error {
 
 func (s *session) hello(h line.Hello) {
 	s.board, s.firmware, s.boardMax = h.Name, h.Firmware, h.MaxLine
-	// A board that says hello has (re)started: its ids start again.
+	// A board that says hello has (re)started: its ids start again, so
+	// neither what it had acknowledged nor what is being stored for it
+	// must be taken for its new publishes.
 	clear(s.acked)
+	for id := range s.pubs {
+		s.stale[id] = true
+	}
 	s.p.log.Info("board said hello", "board", h.Name, "firmware", h.Firmware, "version", h.Version)
 	s.write(line.Hello{Name: s.p.opts.Name, MaxLine: s.p.opts.MaxLine}.Append(nil, false))
 	s.goOnline()
@@ -461,17 +468,16 @@ func (s *session) publish(pub line.Publish, f line.Frame) {
 	}
 	h := contentHash(f)
 	if prev, ok := s.pubs[pub.ID]; ok {
-		if prev == h {
+		if prev == h && !s.stale[pub.ID] {
 			s.p.dups.Add(1) // a resend while the first is being stored: its ACK follows
-		} else {
-			s.p.log.Info("refused a publish reusing the id of one being stored", "id", pub.ID)
-			s.nak(pub.ID, "invalid")
 		}
+		// Otherwise the id is still taken by an earlier publish (of a board
+		// since rebooted, say): ignored, not refused, the board sends it
+		// again once the id is free.
 		return
 	}
 	if _, ok := s.subs[pub.ID]; ok {
-		s.nak(pub.ID, "invalid")
-		return
+		return // taken by a subscription: as above
 	}
 	if prev, ok := s.acked[pub.ID]; ok && prev.hash == h {
 		s.p.dups.Add(1)
@@ -496,8 +502,7 @@ func (s *session) subscribe(sub line.Subscribe, verb string) {
 	}
 	_, busy := s.pubs[sub.ID]
 	if _, busy2 := s.subs[sub.ID]; busy || busy2 {
-		s.nak(sub.ID, "invalid")
-		return
+		return // the id is taken: the board sends it again
 	}
 	s.subs[sub.ID] = verb
 	if verb == "UNSUB" {
@@ -527,8 +532,15 @@ func (s *session) handlePacket(cp *packets.ControlPacket) error {
 		if _, ok := s.pubs[pk.PacketID]; !ok {
 			return nil
 		}
-		h := s.pubs[pk.PacketID]
+		h, stale := s.pubs[pk.PacketID], s.stale[pk.PacketID]
 		delete(s.pubs, pk.PacketID)
+		delete(s.stale, pk.PacketID)
+		if stale {
+			// Sent by the board before it said HELLO again; telling the
+			// new session about it could ack a new publish with its id.
+			s.p.published.Add(1)
+			return nil
+		}
 		if pk.ReasonCode >= 0x80 {
 			s.p.log.Warn("broker refused a board's publish", "id", pk.PacketID, "reason", fmt.Sprintf("0x%02X", pk.ReasonCode))
 			s.nak(pk.PacketID, nakReason(pk.ReasonCode))
