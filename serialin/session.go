@@ -57,6 +57,7 @@ type session struct {
 	askedName bool // sent an unsolicited HELLO to a board heard without one
 	board     string
 	firmware  string
+	boot      string    // from the board's HELLO
 	heard     time.Time // last valid frame
 	pinged    time.Time
 	mqttPing  time.Time
@@ -394,15 +395,19 @@ func (s *session) malformed(f line.Frame, err error) error {
 }
 
 func (s *session) hello(h line.Hello) {
-	s.board, s.firmware, s.boardMax = h.Name, h.Firmware, h.MaxLine
-	// A board that says hello has (re)started: its ids start again, so
-	// neither what it had acknowledged nor what is being stored for it
-	// must be taken for its new publishes.
-	clear(s.acked)
-	for id := range s.pubs {
-		s.stale[id] = true
+	restarted := h.Boot == "" || h.Boot != s.boot || h.Name != s.board
+	s.board, s.firmware, s.boardMax, s.boot = h.Name, h.Firmware, h.MaxLine, h.Boot
+	if restarted {
+		// The board has (re)started: its ids start again, so neither what
+		// it had acknowledged nor what is being stored for it must be
+		// taken for its new publishes. A HELLO with the same boot is the
+		// same run introducing itself again (HELLOs crossed on the line).
+		clear(s.acked)
+		for id := range s.pubs {
+			s.stale[id] = true
+		}
 	}
-	s.p.log.Info("board said hello", "board", h.Name, "firmware", h.Firmware, "version", h.Version)
+	s.p.log.Info("board said hello", "board", h.Name, "firmware", h.Firmware, "version", h.Version, "restarted", restarted)
 	s.write(line.Hello{Name: s.p.opts.Name, MaxLine: s.p.opts.MaxLine}.Append(nil, false))
 	s.goOnline()
 	for _, m := range s.down {

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"os"
 	"strconv"
 	"sync"
@@ -65,6 +66,7 @@ type Board struct {
 	start time.Time
 
 	mu        sync.Mutex
+	boot      uint64 // this run of the board, sent in HELLO
 	nextID    uint16
 	pending   map[uint16]chan error // publishes and (un)subscriptions awaiting an answer
 	granted   map[uint16]int
@@ -101,7 +103,7 @@ func New(opts Options) (*Board, error) {
 		return nil, fmt.Errorf("board: raw mode: %w", err)
 	}
 	b := &Board{opts: opts, ptmx: ptmx, tty: tty, msgs: make(chan Msg, 4096), slots: make(chan struct{}, opts.Window), done: make(chan struct{}),
-		pending: make(map[uint16]chan error), granted: make(map[uint16]int), start: time.Now()}
+		pending: make(map[uint16]chan error), granted: make(map[uint16]int), start: time.Now(), boot: rand.Uint64()}
 	if opts.Link != "" {
 		os.Remove(opts.Link)
 		if err := os.Symlink(tty.Name(), opts.Link); err != nil {
@@ -179,7 +181,10 @@ func (b *Board) Hello(ctx context.Context) error {
 	b.mu.Lock()
 	n := b.hellos
 	b.mu.Unlock()
-	if err := b.Write(line.Hello{Name: b.opts.ID, Firmware: "sim-1", MaxLine: b.opts.MaxLine}.Append(nil, true)); err != nil {
+	b.mu.Lock()
+	boot := strconv.FormatUint(b.boot, 16)
+	b.mu.Unlock()
+	if err := b.Write(line.Hello{Name: b.opts.ID, Firmware: "sim-1", MaxLine: b.opts.MaxLine, Boot: boot}.Append(nil, true)); err != nil {
 		return err
 	}
 	return b.waitFor(ctx, func() bool { return b.hellos > n })
@@ -202,6 +207,15 @@ func (b *Board) waitFor(ctx context.Context, cond func() bool) error {
 		case <-time.After(5 * time.Millisecond):
 		}
 	}
+}
+
+// Reboot makes the board a new run of itself: its next HELLO says so, and
+// its message ids start again from 1.
+func (b *Board) Reboot() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.boot = rand.Uint64()
+	b.nextID = 0
 }
 
 // Frames returns every frame received from the gateway so far.

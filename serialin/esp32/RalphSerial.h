@@ -324,10 +324,19 @@ class Client {
   void setNextId(uint16_t id) { nextId_ = id ? id : 1; }
 
   // begin starts a session: it sends HELLO. boardId and firmware are
-  // copied (up to 47 bytes each).
-  void begin(const char* boardId, const char* firmware = "") {
+  // copied (up to 47 bytes each). boot should differ at every boot of the
+  // board: it tells the gateway whether a HELLO comes from a board that
+  // restarted (and begins its ids again) or from the same run introducing
+  // itself again. 0 picks esp_random() on an ESP32 under Arduino; without
+  // one, the gateway takes every HELLO for a restart, which is safe but
+  // may store a resent publish twice.
+  void begin(const char* boardId, const char* firmware = "", uint32_t boot = 0) {
     copyStr(boardId_, sizeof boardId_, boardId);
     copyStr(firmware_, sizeof firmware_, firmware ? firmware : "");
+#if defined(ARDUINO) && defined(ESP32)
+    if (!boot) boot = esp_random();
+#endif
+    boot_ = boot;
     begun_ = true;
     sendHello();
   }
@@ -536,6 +545,7 @@ class Client {
     onAck_ = 0;
     onNak_ = 0;
     boardId_[0] = firmware_[0] = portName_[0] = 0;
+    boot_ = 0;
     begun_ = waitingHello_ = helloStamped_ = sessionUp_ = false;
     helloSentAt_ = lastSentAt_ = 0;
     sentSinceLoop_ = broken_ = false;
@@ -613,6 +623,10 @@ class Client {
     b.text(reinterpret_cast<const uint8_t*>(firmware_), strlen(firmware_));
     b.ch(',');
     b.num(MaxLine);
+    if (boot_) {
+      b.ch(',');
+      b.num(boot_);
+    }
     size_t n = b.finish(sendLimit());
     waitingHello_ = true;
     helloStamped_ = false;
@@ -975,6 +989,7 @@ class Client {
   bool log_;
   uint32_t resendMs_;
   uint32_t keepaliveMs_;
+  uint32_t boot_;
 
   char boardId_[48];
   char firmware_[48];

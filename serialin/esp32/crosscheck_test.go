@@ -530,6 +530,12 @@ func (b board) testTimers(t *testing.T) {
 	}
 	expect(t, "stats", steps[15], "stats crc=0 malformed=0 oversize=0 resent=2")
 
+	// A boot value, when given, follows the max line.
+	steps = b.run(t, "log 0", "begin b - 305419896")
+	if h, err := line.ParseHello(parse(t, steps[1][0]), true); err != nil || h.Boot != "305419896" || h.MaxLine != 1024 {
+		t.Errorf("HELLO with a boot: %+v, %v", h, err)
+	}
+
 	// Without an answer, HELLO is sent again every keepalive interval.
 	hello := fr(line.Hello{Name: "b", MaxLine: 1024}.Append(nil, true))
 	steps = b.run(t, "log 0", "begin b -", "loop 5000", "loop 14999", "loop 15000", feed(gw), "loop 24999", "loop 25000")

@@ -119,13 +119,13 @@ func TestParsePublishErrorsKeepID(t *testing.T) {
 }
 
 func TestHelloAndSubscribe(t *testing.T) {
-	h := Hello{Name: "esp32-8c1f64", Firmware: "1.4,0", MaxLine: 1024}
+	h := Hello{Name: "esp32-8c1f64", Firmware: "1.4,0", MaxLine: 1024, Boot: "5f3a"}
 	f, err := Parse(bytes.TrimSuffix(h.Append(nil, true), []byte("\n")))
 	if err != nil {
 		t.Fatal(err)
 	}
 	got, err := ParseHello(f, true)
-	if err != nil || got != (Hello{Version: 1, Name: "esp32-8c1f64", Firmware: "1.4,0", MaxLine: 1024}) {
+	if err != nil || got != (Hello{Version: 1, Name: "esp32-8c1f64", Firmware: "1.4,0", MaxLine: 1024, Boot: "5f3a"}) {
 		t.Fatalf("board hello: %+v, %v", got, err)
 	}
 	gw := Hello{Name: "kitchen", MaxLine: 4096}

@@ -77,13 +77,15 @@ func ParseID(s string, zeroOK bool) (uint16, error) {
 	return uint16(v), nil
 }
 
-// Hello is the content of a HELLO frame: from a board, its id, firmware
-// and receive buffer; from the gateway, the port name and its max line.
+// Hello is the content of a HELLO frame: from a board, its id, firmware,
+// receive buffer and boot; from the gateway, the port name and its max
+// line.
 type Hello struct {
 	Version  int
 	Name     string
 	Firmware string
-	MaxLine  int // 0: not given
+	MaxLine  int    // 0: not given
+	Boot     string // board only: changes at every boot; "": not given
 }
 
 // Append appends h as a HELLO frame. The gateway's HELLO has no firmware
@@ -98,8 +100,11 @@ func (h Hello) Append(dst []byte, fromBoard bool) []byte {
 	if h.Firmware != "" || h.MaxLine > 0 {
 		fields = append(fields, string(AppendText(nil, []byte(h.Firmware))))
 	}
-	if h.MaxLine > 0 {
+	if h.MaxLine > 0 || h.Boot != "" {
 		fields = append(fields, strconv.Itoa(h.MaxLine))
+	}
+	if h.Boot != "" {
+		fields = append(fields, string(AppendText(nil, []byte(h.Boot))))
 	}
 	return Append(dst, "HELLO", fields...)
 }
@@ -140,10 +145,17 @@ func ParseHello(f Frame, fromBoard bool) (Hello, error) {
 	}
 	if len(f.Fields) > maxField {
 		n, err := strconv.Atoi(f.Fields[maxField])
-		if err != nil || n < 64 {
+		if err != nil || (n < 64 && n != 0) {
 			return h, fmt.Errorf("%w: HELLO max line %q", ErrMalformed, f.Fields[maxField])
 		}
 		h.MaxLine = n
+	}
+	if fromBoard && len(f.Fields) > 4 {
+		boot, err := DecodeText(f.Fields[4])
+		if err != nil {
+			return h, err
+		}
+		h.Boot = string(boot)
 	}
 	return h, nil
 }

@@ -61,7 +61,8 @@ int main(int argc, char** argv) {
   gateway.onAck(onAck);
   gateway.onMessage(onMessage);
   gateway.subscribe("cmd/#", 1);
-  gateway.begin(argv[1], "host-1");
+  // A new boot value for each run, as esp_random() gives a board.
+  gateway.begin(argv[1], "host-1", static_cast<uint32_t>(getpid()) | 1u);
   unsigned long sent = 0;
   bool reported = false;
   while (!quit) {

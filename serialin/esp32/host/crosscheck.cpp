@@ -75,7 +75,7 @@ int main() {
     std::string cmd, a, b, c, d;
     in >> cmd >> a >> b >> c >> d;
     if (cmd == "begin") {
-      r.begin(a.c_str(), b == "-" ? "" : b.c_str());
+      r.begin(a.c_str(), b == "-" ? "" : b.c_str(), c.empty() ? 0 : static_cast<uint32_t>(std::stoul(c)));
     } else if (cmd == "log") {
       r.setLog(a == "1");
     } else if (cmd == "nextid") {
