@@ -3,6 +3,7 @@ package queue
 import (
 	"fmt"
 	"log/slog"
+	"strconv"
 
 	"github.com/dgraph-io/badger/v4"
 	"github.com/dgraph-io/badger/v4/options"
@@ -14,7 +15,7 @@ import (
 // writes small records sequentially and reads them back once, so caches buy
 // little.
 func badgerOptions(dir string, log *slog.Logger) badger.Options {
-	return badger.DefaultOptions(dir).
+	o := badger.DefaultOptions(dir).
 		WithLogger(badgerLogger{log}).
 		// We fsync explicitly after each group commit (see Queue.commit):
 		// Badger's per-transaction sync would serialise appenders and only
@@ -48,6 +49,24 @@ func badgerOptions(dir string, log *slog.Logger) badger.Options {
 		WithMetricsEnabled(false).
 		WithDetectConflicts(false).
 		WithNumVersionsToKeep(1)
+	if strconv.IntSize == 32 {
+		// On 32-bit platforms (armhf), ristretto's z.Allocator (v2.2.0 up
+		// to at least v2.4.2) loses its place when it needs a second
+		// buffer ((bufIdx+1)<<32 overflows an int) and hands out its first
+		// buffer again: Badger's table builder then overwrites blocks it
+		// has written, and the corrupt table panics the next reader. Every
+		// builder must fit in its allocator's first buffer, of 2×TableSize
+		// (rounded up to a power of two):
+		//   - a flush writes a whole memtable as one table, so tables are
+		//     as large as a memtable, at every level (builders share a pool
+		//     of allocators);
+		//   - an L0→L0 compaction builds one table of any size (its
+		//     TableSize is MaxUint32, a 512-byte buffer on 32-bit). It needs
+		//     four tables in L0: stalling writes at three prevents it.
+		o = o.WithBaseTableSize(o.MemTableSize).WithNumLevelZeroTablesStall(3)
+		o.TableSizeMultiplier = 1
+	}
+	return o
 }
 
 // badgerLogger sends Badger's printf-style logs to slog. Badger's info
