@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -238,7 +239,50 @@ func (g *Gateway) newPort(sc SerialConfig) (*runningPort, error) {
 	if err != nil {
 		return nil, fmt.Errorf("gateway: %w", err)
 	}
+	g.checkPortACL(sc)
 	return &runningPort{cfg: sc, p: p}, nil
+}
+
+// checkPortACL warns when the ACL that applies to a serial port lets its
+// board publish nothing under its topic prefix: every publish would be
+// refused, which is easy to miss until the data is missing upstream.
+func (g *Gateway) checkPortACL(sc SerialConfig) {
+	acl, who := g.cfg.Broker.Anonymous.Publish, "the anonymous ACL"
+	for _, u := range g.cfg.Broker.Users {
+		if u.Name == sc.User && sc.User != "" {
+			acl, who = u.Publish, "user "+u.Name
+		}
+	}
+	tree := sc.TopicPrefix + "#"
+	for _, f := range acl {
+		f = strings.NewReplacer("%u", sc.User, "%c", "serial-"+sc.Name).Replace(f)
+		if overlap(f, tree) {
+			return
+		}
+	}
+	g.log.Warn("serial port: its ACL allows no publish under its topic prefix; the board's publishes will be refused",
+		"port", sc.Name, "acl", who, "topic_prefix", sc.TopicPrefix)
+}
+
+// overlap reports whether some topic matches both filters.
+func overlap(a, b string) bool {
+	as, bs := strings.Split(a, "/"), strings.Split(b, "/")
+	for i := 0; i < len(as) && i < len(bs); i++ {
+		switch {
+		case as[i] == "#" || bs[i] == "#":
+			return true
+		case as[i] != "+" && bs[i] != "+" && as[i] != bs[i]:
+			return false
+		}
+	}
+	// One ran out of levels: they share topics if the other ends here
+	// too, or goes on with "#" (which matches its parent level as well).
+	long := as
+	if len(bs) > len(as) {
+		long = bs
+	}
+	n := min(len(as), len(bs))
+	return len(as) == len(bs) || (len(long) == n+1 && long[n] == "#")
 }
 
 // startPort runs rp; g.mu must be held. Before Run, Run starts it.

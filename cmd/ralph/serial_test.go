@@ -271,3 +271,29 @@ func TestSerialCommand(t *testing.T) {
 		t.Fatalf("ralph serial extra: exit %d\n%s", code, out)
 	}
 }
+
+// TestSerialACLWarning: a port whose ACL lets its board publish nothing
+// under its prefix is pointed out at start, not found out upstream.
+func TestSerialACLWarning(t *testing.T) {
+	hash, _ := ralphCmdIn(t, "pw\n", "passwd")
+	s := newSetup(t, "127.0.0.1:1", "")
+	cfg, _ := os.ReadFile(s.config)
+	conf := string(cfg) + fmt.Sprintf(`
+[[broker.users]]
+name = "kitchen"
+password_hash = %q
+publish = ["elsewhere/#"]
+
+[[serial]]
+name = "kitchen"
+path = "/dev/ralph-test-absent"
+topic_prefix = "devices/kitchen/"
+user = "kitchen"
+`, strings.TrimSpace(hash))
+	os.WriteFile(s.config, []byte(conf), 0o644)
+	p := startRalph(t, s.config, s.addr)
+	waitLog(t, p, "its ACL allows no publish under its topic prefix")
+	if !strings.Contains(p.logs.String(), "acl=\"user kitchen\"") {
+		t.Fatalf("the warning does not name the ACL:\n%s", p.logs)
+	}
+}
