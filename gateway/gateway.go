@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/ralph-gateway/ralph/bridge"
+	"github.com/ralph-gateway/ralph/internal/topic"
 	"github.com/ralph-gateway/ralph/localbroker"
 	"github.com/ralph-gateway/ralph/queue"
 	"github.com/ralph-gateway/ralph/serialin"
@@ -256,33 +257,12 @@ func (g *Gateway) checkPortACL(sc SerialConfig) {
 	tree := sc.TopicPrefix + "#"
 	for _, f := range acl {
 		f = strings.NewReplacer("%u", sc.User, "%c", "serial-"+sc.Name).Replace(f)
-		if overlap(f, tree) {
+		if topic.Overlap(f, tree) {
 			return
 		}
 	}
 	g.log.Warn("serial port: its ACL allows no publish under its topic prefix; the board's publishes will be refused",
 		"port", sc.Name, "acl", who, "topic_prefix", sc.TopicPrefix)
-}
-
-// overlap reports whether some topic matches both filters.
-func overlap(a, b string) bool {
-	as, bs := strings.Split(a, "/"), strings.Split(b, "/")
-	for i := 0; i < len(as) && i < len(bs); i++ {
-		switch {
-		case as[i] == "#" || bs[i] == "#":
-			return true
-		case as[i] != "+" && bs[i] != "+" && as[i] != bs[i]:
-			return false
-		}
-	}
-	// One ran out of levels: they share topics if the other ends here
-	// too, or goes on with "#" (which matches its parent level as well).
-	long := as
-	if len(bs) > len(as) {
-		long = bs
-	}
-	n := min(len(as), len(bs))
-	return len(as) == len(bs) || (len(long) == n+1 && long[n] == "#")
 }
 
 // startPort runs rp; g.mu must be held. Before Run, Run starts it.

@@ -104,3 +104,24 @@ func Covers(pattern, sub string) bool {
 		pattern, sub = prest, srest
 	}
 }
+
+// Overlap reports whether some topic name matches both filters.
+func Overlap(a, b string) bool {
+	as, bs := strings.Split(a, "/"), strings.Split(b, "/")
+	for i := 0; i < len(as) && i < len(bs); i++ {
+		switch {
+		case as[i] == "#" || bs[i] == "#":
+			return true
+		case as[i] != "+" && bs[i] != "+" && as[i] != bs[i]:
+			return false
+		}
+	}
+	// One ran out of levels: they share topics if the other ends here
+	// too, or goes on with "#" (which matches its parent level as well).
+	long := as
+	if len(bs) > len(as) {
+		long = bs
+	}
+	n := min(len(as), len(bs))
+	return len(as) == len(bs) || (len(long) == n+1 && long[n] == "#")
+}
