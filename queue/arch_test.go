@@ -25,7 +25,7 @@ func TestThirtyTwoBit(t *testing.T) {
 	}
 	bin := filepath.Join(t.TempDir(), "queue-386.test")
 	build := exec.Command("go", "test", "-c", "-o", bin, ".")
-	build.Env = append(os.Environ(), "GOARCH=386", "CGO_ENABLED=0")
+	build.Env = append(os.Environ(), "GOARCH=386", "CGO_ENABLED=0", "GOFLAGS=") // no -race on 386
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("building the tests for 386: %v\n%s", err, out)
 	}
