@@ -754,3 +754,26 @@ func TestQueueFullIsNAKed(t *testing.T) {
 		t.Fatalf("after the purge: %v", err)
 	}
 }
+
+// TestAnotherBoardOnThePort: a board with another id on a port is named
+// in the log as taking over the port's session.
+func TestAnotherBoardOnThePort(t *testing.T) {
+	e := startBroker(t)
+	link := filepath.Join(t.TempDir(), "ttyX")
+	b := board.NewT(t, board.Options{ID: "first", Link: link})
+	p := e.run(t, serialin.Options{Name: "x", Path: link, TopicPrefix: "x/"})
+	ctx := ctxT(t)
+	b.Hello(ctx)
+	b.Unplug()
+	waitFor(t, "the port absent", func() bool { return !p.Status().Present })
+	b2 := board.NewT(t, board.Options{ID: "second", Link: link})
+	if err := b2.Hello(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the warning", func() bool {
+		return strings.Contains(e.logs.String(), "a different board on this port") && strings.Contains(e.logs.String(), "was=first")
+	})
+	if st := p.Status(); st.Board != "second" {
+		t.Fatalf("status board %q", st.Board)
+	}
+}

@@ -396,7 +396,14 @@ func (s *session) malformed(f line.Frame, err error) error {
 
 func (s *session) hello(h line.Hello) {
 	restarted := h.Boot == "" || h.Boot != s.boot || h.Name != s.board
+	if prev := s.p.Status().Board; prev != "" && prev != h.Name {
+		// The port's session (its subscriptions, the messages waiting for
+		// it) belongs to the port: a different board inherits it.
+		s.p.log.Warn("a different board on this port; it takes over the port's subscriptions and pending messages",
+			"board", h.Name, "was", prev)
+	}
 	s.board, s.firmware, s.boardMax, s.boot = h.Name, h.Firmware, h.MaxLine, h.Boot
+	s.p.setStatus(func(st *Status) { st.Board, st.Firmware = h.Name, h.Firmware })
 	if restarted {
 		// The board has (re)started: its ids start again, so neither what
 		// it had acknowledged nor what is being stored for it must be
