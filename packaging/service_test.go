@@ -212,7 +212,7 @@ func TestServiceBooted(t *testing.T) {
 
 	// Upgrade: the new binary runs.
 	c.run("dpkg", "-i", "--force-confold", copyDeb(t, root, up))
-	pid = c.waitActive(pid)
+	c.waitActive(pid)
 	c.waitHealthy(upgradeVersion)
 
 	// An admin's disable outlives an upgrade (here a reinstall).

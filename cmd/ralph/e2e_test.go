@@ -11,7 +11,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -31,7 +30,7 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	ralphBin = filepath.Join(dir, "ralph")
-	build := exec.Command(filepath.Join(runtime.GOROOT(), "bin", "go"), "build", "-o", ralphBin, ".")
+	build := exec.Command("go", "build", "-o", ralphBin, ".")
 	build.Stderr = os.Stderr
 	if err := build.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "building ralph:", err)

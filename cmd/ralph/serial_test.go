@@ -200,7 +200,7 @@ func TestSerialKillWhilePublishing(t *testing.T) {
 		t.Fatal("everything was acked before the kill: the test proves nothing")
 	}
 	p2 := startRalph(t, s.config, s.addr)
-	got := up.collector().WaitAll(t, ackedBeforeKill, 30*time.Second)
+	up.collector().WaitAll(t, ackedBeforeKill, 30*time.Second)
 	<-done
 	if len(acked) != n {
 		// A stall: the goroutine dump goes into the log printed below.
@@ -208,7 +208,7 @@ func TestSerialKillWhilePublishing(t *testing.T) {
 		<-p2.done
 		t.Fatalf("after the restart %d of %d publishes acked", len(acked), n)
 	}
-	got = up.collector().WaitAll(t, all, 30*time.Second)
+	got := up.collector().WaitAll(t, all, 30*time.Second)
 	dups := verify(t, got, all, func(string) string { return "edge/devices/kitchen/seq" })
 	t.Logf("%d acked before SIGKILL, %d duplicates upstream", len(ackedBeforeKill), dups)
 }
