@@ -115,8 +115,15 @@ type Port struct {
 	mu     sync.Mutex
 	status Status
 
-	frames, badCRC, malformed, oversize, logLines, dups, published, delivered, resent, tooLong, unwritten atomic.Uint64
-	naks                                                                                                  sync.Map // reason → *atomic.Uint64
+	n    counts
+	naks sync.Map // reason → *atomic.Uint64
+}
+
+// counts are the Counters as the port keeps them.
+type counts struct {
+	frames, badCRC, malformed, oversize, logLines atomic.Uint64
+	dups, published, delivered, resent            atomic.Uint64
+	tooLong, unwritten                            atomic.Uint64
 }
 
 // New checks opts and returns a Port; Run serves it.
@@ -162,10 +169,10 @@ func (p *Port) Status() Status {
 	s := p.status
 	p.mu.Unlock()
 	s.Counters = Counters{
-		FramesOK: p.frames.Load(), BadChecksum: p.badCRC.Load(), Malformed: p.malformed.Load(),
-		Oversize: p.oversize.Load(), LogLines: p.logLines.Load(), Duplicates: p.dups.Load(),
-		Published: p.published.Load(), Delivered: p.delivered.Load(), Resent: p.resent.Load(),
-		TooLong: p.tooLong.Load(), Unwritten: p.unwritten.Load(), NAKs: map[string]uint64{},
+		FramesOK: p.n.frames.Load(), BadChecksum: p.n.badCRC.Load(), Malformed: p.n.malformed.Load(),
+		Oversize: p.n.oversize.Load(), LogLines: p.n.logLines.Load(), Duplicates: p.n.dups.Load(),
+		Published: p.n.published.Load(), Delivered: p.n.delivered.Load(), Resent: p.n.resent.Load(),
+		TooLong: p.n.tooLong.Load(), Unwritten: p.n.unwritten.Load(), NAKs: map[string]uint64{},
 	}
 	p.naks.Range(func(k, v any) bool {
 		s.Counters.NAKs[k.(string)] = v.(*atomic.Uint64).Load()

@@ -272,7 +272,7 @@ func (s *session) connected(ctx context.Context, lines <-chan lineEvent) error {
 		case ev := <-in:
 			if ev.err != nil {
 				if errors.Is(ev.err, line.ErrTooLong) {
-					s.p.oversize.Add(1)
+					s.p.n.oversize.Add(1)
 					s.p.log.Warn("board sent a line over the limit; skipped it", "max_line", p.opts.MaxLine)
 					continue
 				}
@@ -307,7 +307,7 @@ func (s *session) write(frame []byte) {
 	select {
 	case s.out <- frame:
 	default:
-		s.p.unwritten.Add(1)
+		s.p.n.unwritten.Add(1)
 	}
 }
 
@@ -323,15 +323,15 @@ func (s *session) handleLine(l []byte) error {
 		s.boardLog(l)
 		return nil
 	case errors.Is(err, line.ErrChecksum):
-		s.p.badCRC.Add(1)
+		s.p.n.badCRC.Add(1)
 		s.p.log.Debug("frame with a bad checksum dropped", "err", err)
 		return nil
 	case err != nil:
-		s.p.malformed.Add(1)
+		s.p.n.malformed.Add(1)
 		s.p.log.Debug("malformed frame dropped", "err", err)
 		return nil
 	}
-	s.p.frames.Add(1)
+	s.p.n.frames.Add(1)
 	s.heard = time.Now()
 	if f.Verb != "HELLO" {
 		if s.board == "" && !s.askedName {
@@ -389,7 +389,7 @@ func (s *session) handleLine(l []byte) error {
 }
 
 func (s *session) malformed(f line.Frame, err error) error {
-	s.p.malformed.Add(1)
+	s.p.n.malformed.Add(1)
 	s.p.log.Debug("malformed frame dropped", "verb", f.Verb, "err", err)
 	return nil
 }
@@ -471,7 +471,7 @@ func (s *session) publish(pub line.Publish, f line.Frame) {
 	out := &packets.Publish{Topic: t, Payload: pub.Payload, QoS: pub.QoS, Retain: pub.Retain, Properties: &packets.Properties{}}
 	if pub.QoS == 0 {
 		s.mq.send(out)
-		s.p.published.Add(1)
+		s.p.n.published.Add(1)
 		return
 	}
 	if pub.ID == 0 {
@@ -481,7 +481,7 @@ func (s *session) publish(pub line.Publish, f line.Frame) {
 	h := contentHash(f)
 	if prev, ok := s.pubs[pub.ID]; ok {
 		if prev == h && !s.stale[pub.ID] {
-			s.p.dups.Add(1) // a resend while the first is being stored: its ACK follows
+			s.p.n.dups.Add(1) // a resend while the first is being stored: its ACK follows
 		}
 		// Otherwise the id is still taken by an earlier publish (of a board
 		// since rebooted, say): ignored, not refused, the board sends it
@@ -492,7 +492,7 @@ func (s *session) publish(pub line.Publish, f line.Frame) {
 		return // taken by a subscription: as above
 	}
 	if prev, ok := s.acked[pub.ID]; ok && prev.hash == h {
-		s.p.dups.Add(1)
+		s.p.n.dups.Add(1)
 		s.write(line.Append(nil, "ACK", fmt.Sprint(pub.ID)))
 		return
 	}
@@ -550,7 +550,7 @@ func (s *session) handlePacket(cp *packets.ControlPacket) error {
 		if stale {
 			// Sent by the board before it said HELLO again; telling the
 			// new session about it could ack a new publish with its id.
-			s.p.published.Add(1)
+			s.p.n.published.Add(1)
 			return nil
 		}
 		if pk.ReasonCode >= 0x80 {
@@ -559,7 +559,7 @@ func (s *session) handlePacket(cp *packets.ControlPacket) error {
 			return nil
 		}
 		s.remember(pk.PacketID, h)
-		s.p.published.Add(1)
+		s.p.n.published.Add(1)
 		s.write(line.Append(nil, "ACK", fmt.Sprint(pk.PacketID)))
 	case *packets.Suback:
 		delete(s.subs, pk.PacketID)
@@ -646,7 +646,7 @@ func (s *session) deliver(pk *packets.Publish) {
 	}
 	frame := line.Publish{ID: id, QoS: min(pk.QoS, 1), Retain: pk.Retain, Topic: s.boardTopic(pk.Topic), Payload: pk.Payload}.Append(nil, "MSG")
 	if limit := s.lineLimit(); len(frame)-1 > limit {
-		s.p.tooLong.Add(1)
+		s.p.n.tooLong.Add(1)
 		s.p.log.Warn("message too long for the board's line; dropped", "topic", pk.Topic, "bytes", len(frame)-1, "max_line", limit)
 		if pk.QoS > 0 {
 			s.mq.send(&packets.Puback{PacketID: pk.PacketID, Properties: &packets.Properties{}})
@@ -655,7 +655,7 @@ func (s *session) deliver(pk *packets.Publish) {
 	}
 	if pk.QoS == 0 {
 		s.write(frame)
-		s.p.delivered.Add(1)
+		s.p.n.delivered.Add(1)
 		return
 	}
 	if i := s.inFlight(id); i >= 0 { // the broker's resend of one in flight
@@ -711,14 +711,14 @@ func (s *session) boardAcked(id uint16) {
 	}
 	s.down = append(s.down[:i], s.down[i+1:]...)
 	s.mq.send(&packets.Puback{PacketID: id, Properties: &packets.Properties{}})
-	s.p.delivered.Add(1)
+	s.p.n.delivered.Add(1)
 	s.pump(time.Now())
 }
 
 func (s *session) timers(now time.Time) error {
 	for _, m := range s.down {
 		if now.Sub(m.sent) >= s.p.opts.Resend {
-			s.p.resent.Add(1)
+			s.p.n.resent.Add(1)
 			s.resend(m, now)
 		}
 	}
@@ -786,7 +786,7 @@ const (
 )
 
 func (s *session) boardLog(l []byte) {
-	s.p.logLines.Add(1)
+	s.p.n.logLines.Add(1)
 	now := time.Now()
 	s.logTokens = min(logBurst, s.logTokens+now.Sub(s.logTime).Seconds()*logRate)
 	s.logTime = now
