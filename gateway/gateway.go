@@ -16,12 +16,10 @@ import (
 	"path/filepath"
 	"reflect"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/ralph-gateway/ralph/bridge"
-	"github.com/ralph-gateway/ralph/internal/topic"
 	"github.com/ralph-gateway/ralph/localbroker"
 	"github.com/ralph-gateway/ralph/queue"
 	"github.com/ralph-gateway/ralph/serialin"
@@ -142,6 +140,9 @@ func New(cfg *Config, log *slog.Logger, version string) (*Gateway, error) {
 		}
 		g.bridges = append(g.bridges, rb)
 	}
+	for _, w := range cfg.Warnings() {
+		log.Warn(w)
+	}
 	for _, sc := range cfg.Serial {
 		rp, err := g.newPort(sc)
 		if err != nil {
@@ -240,29 +241,7 @@ func (g *Gateway) newPort(sc SerialConfig) (*runningPort, error) {
 	if err != nil {
 		return nil, fmt.Errorf("gateway: %w", err)
 	}
-	g.checkPortACL(sc)
 	return &runningPort{cfg: sc, p: p}, nil
-}
-
-// checkPortACL warns when the ACL that applies to a serial port lets its
-// board publish nothing under its topic prefix: every publish would be
-// refused, which is easy to miss until the data is missing upstream.
-func (g *Gateway) checkPortACL(sc SerialConfig) {
-	acl, who := g.cfg.Broker.Anonymous.Publish, "the anonymous ACL"
-	for _, u := range g.cfg.Broker.Users {
-		if u.Name == sc.User && sc.User != "" {
-			acl, who = u.Publish, "user "+u.Name
-		}
-	}
-	tree := sc.TopicPrefix + "#"
-	for _, f := range acl {
-		f = strings.NewReplacer("%u", sc.User, "%c", "serial-"+sc.Name).Replace(f)
-		if topic.Overlap(f, tree) {
-			return
-		}
-	}
-	g.log.Warn("serial port: its ACL allows no publish under its topic prefix; the board's publishes will be refused",
-		"port", sc.Name, "acl", who, "topic_prefix", sc.TopicPrefix)
 }
 
 // startPort runs rp; g.mu must be held. Before Run, Run starts it.

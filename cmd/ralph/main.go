@@ -172,6 +172,9 @@ func check(args []string, stdout, stderr io.Writer) int {
 	if len(cfg.Bridges) == 0 {
 		fmt.Fprintln(stdout, "no bridges: messages are stored but forwarded nowhere")
 	}
+	for _, w := range cfg.Warnings() {
+		fmt.Fprintln(stdout, "warning:", w)
+	}
 	for _, sp := range cfg.Serial {
 		dev := sp.Path
 		if dev == "" {

@@ -291,9 +291,10 @@ topic_prefix = "devices/kitchen/"
 user = "kitchen"
 `, strings.TrimSpace(hash))
 	os.WriteFile(s.config, []byte(conf), 0o644)
-	p := startRalph(t, s.config, s.addr)
-	waitLog(t, p, "its ACL allows no publish under its topic prefix")
-	if !strings.Contains(p.logs.String(), "acl=\"user kitchen\"") {
-		t.Fatalf("the warning does not name the ACL:\n%s", p.logs)
+	const want = `serial port kitchen: user kitchen's ACL allows no publish under "devices/kitchen/": the board's publishes will be refused`
+	if out, code := ralphCmd(t, "check", "--config", s.config); code != 0 || !strings.Contains(out, "warning: "+want) {
+		t.Fatalf("ralph check (exit %d) does not warn:\n%s", code, out)
 	}
+	p := startRalph(t, s.config, s.addr)
+	waitLog(t, p, "serial port kitchen: user kitchen's ACL allows no publish under") // the log quotes the rest
 }
