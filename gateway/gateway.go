@@ -320,6 +320,9 @@ const sysInterval = 10 * time.Second
 // board's session), new ones start, removed ones stop. Other changes need
 // a restart; they are reported, not applied.
 func (g *Gateway) Reload(cfg *Config) {
+	for _, w := range cfg.Warnings() {
+		g.log.Warn("reload: " + w)
+	}
 	old, next := reloadable(*g.cfg), reloadable(*cfg)
 	if !reflect.DeepEqual(old, next) {
 		g.log.Warn("reload: changes outside [[bridge]], [[serial]], users and ACLs (listeners, limits, queue, http, data_dir) need a restart; they are not applied")
