@@ -6,11 +6,13 @@ package line
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
 	"strconv"
+	"strings"
 	"unicode/utf8"
 )
 
@@ -67,9 +69,10 @@ func Append(dst []byte, verb string, fields ...string) []byte {
 		dst = append(dst, f...)
 	}
 	crc := CRC16(dst[start+1:])
-	const hex = "0123456789ABCDEF"
-	return append(dst, '*', hex[crc>>12], hex[crc>>8&15], hex[crc>>4&15], hex[crc&15], '\n')
+	return append(dst, '*', hexDigits[crc>>12], hexDigits[crc>>8&15], hexDigits[crc>>4&15], hexDigits[crc&15], '\n')
 }
+
+const hexDigits = "0123456789ABCDEF"
 
 // Parse parses one line, without its line ending. It returns ErrNotFrame
 // for a line that does not start with "$R" (log output), and errors
@@ -78,13 +81,7 @@ func Parse(line []byte) (Frame, error) {
 	if len(line) < 2 || line[0] != '$' || line[1] != 'R' {
 		return Frame{}, ErrNotFrame
 	}
-	star := -1
-	for i := len(line) - 1; i >= 2; i-- {
-		if line[i] == '*' {
-			star = i
-			break
-		}
-	}
+	star := bytes.LastIndexByte(line, '*')
 	if star < 0 || len(line)-star != 5 {
 		return Frame{}, fmt.Errorf("%w: no *CRC at the end", ErrMalformed)
 	}
@@ -101,36 +98,11 @@ func Parse(line []byte) (Frame, error) {
 			return Frame{}, fmt.Errorf("%w: byte 0x%02X inside a frame", ErrMalformed, c)
 		}
 	}
-	var f Frame
-	rest := body[1:]
-	for i := 0; ; i++ {
-		j := indexByte(rest, ',')
-		if j < 0 {
-			j = len(rest)
-		}
-		if i == 0 {
-			f.Verb = string(rest[:j])
-		} else {
-			f.Fields = append(f.Fields, string(rest[:j]))
-		}
-		if j == len(rest) {
-			break
-		}
-		rest = rest[j+1:]
-	}
-	if f.Verb == "" {
+	fields := strings.Split(string(body[1:]), ",")
+	if fields[0] == "" {
 		return Frame{}, fmt.Errorf("%w: no verb", ErrMalformed)
 	}
-	return f, nil
-}
-
-func indexByte(b []byte, c byte) int {
-	for i, x := range b {
-		if x == c {
-			return i
-		}
-	}
-	return -1
+	return Frame{Verb: fields[0], Fields: fields[1:]}, nil
 }
 
 // needsEscape reports whether c must be percent-encoded in a field.
@@ -140,10 +112,9 @@ func needsEscape(c byte) bool {
 
 // AppendText appends p percent-encoded for a topic or text field.
 func AppendText(dst, p []byte) []byte {
-	const hex = "0123456789ABCDEF"
 	for _, c := range p {
 		if needsEscape(c) {
-			dst = append(dst, '%', hex[c>>4], hex[c&15])
+			dst = append(dst, '%', hexDigits[c>>4], hexDigits[c&15])
 		} else {
 			dst = append(dst, c)
 		}

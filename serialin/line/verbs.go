@@ -1,6 +1,7 @@
 package line
 
 import (
+	"cmp"
 	"fmt"
 	"strconv"
 )
@@ -91,7 +92,7 @@ type Hello struct {
 // Append appends h as a HELLO frame. The gateway's HELLO has no firmware
 // field.
 func (h Hello) Append(dst []byte, fromBoard bool) []byte {
-	v := strconv.Itoa(cmpOr(h.Version, Version))
+	v := strconv.Itoa(cmp.Or(h.Version, Version))
 	name := string(AppendText(nil, []byte(h.Name)))
 	if !fromBoard {
 		return Append(dst, "HELLO", v, name, strconv.Itoa(h.MaxLine))
@@ -107,13 +108,6 @@ func (h Hello) Append(dst []byte, fromBoard bool) []byte {
 		fields = append(fields, string(AppendText(nil, []byte(h.Boot))))
 	}
 	return Append(dst, "HELLO", fields...)
-}
-
-func cmpOr(a, b int) int {
-	if a != 0 {
-		return a
-	}
-	return b
 }
 
 // ParseHello reads a HELLO frame from a board (fromBoard) or the gateway.
