@@ -196,16 +196,22 @@ func (p *Port) setStatus(f func(*Status)) {
 // it while it is there, and waits for it again when it goes.
 func (p *Port) Run(ctx context.Context) error {
 	announced, lastOpenErr := false, ""
+	// wait marks the board offline the first time it cannot be reached (a
+	// status left "online" by a crash would otherwise stay), then waits.
+	wait := func() {
+		if !announced {
+			p.announceAbsent()
+			announced = true
+		}
+		sleep(ctx, p.opts.Poll)
+	}
 	for ctx.Err() == nil {
 		dev, err := p.find()
 		if err != nil {
 			if !announced {
-				// A status left "online" by a crash would otherwise stay.
 				p.log.Warn("serial device not present; waiting for it", "want", p.want(), "err", err)
-				p.announceAbsent(ctx)
-				announced = true
 			}
-			sleep(ctx, p.opts.Poll)
+			wait()
 			continue
 		}
 		port, err := p.open(dev)
@@ -216,11 +222,7 @@ func (p *Port) Run(ctx context.Context) error {
 				p.log.Warn("cannot open serial device; retrying", "device", dev, "err", err)
 				lastOpenErr = msg
 			}
-			if !announced {
-				p.announceAbsent(ctx)
-				announced = true
-			}
-			sleep(ctx, p.opts.Poll)
+			wait()
 			continue
 		}
 		announced, lastOpenErr = true, ""

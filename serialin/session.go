@@ -10,6 +10,7 @@ import (
 	"hash/fnv"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -42,7 +43,7 @@ type session struct {
 
 	pubs     map[uint16]uint64   // QoS 1 publishes being stored: id → content hash
 	stale    map[uint16]bool     // of those, the ones sent before the board's last HELLO
-	subs     map[uint16]string   // (un)subscriptions awaiting the broker: id → verb
+	subs     map[uint16]bool     // ids of (un)subscriptions awaiting the broker
 	acked    map[uint16]ackEntry // recently acknowledged publishes by id
 	ackRing  [ackMemory]ackEntry // the same, oldest first from ackNext
 	ackNext  int
@@ -145,7 +146,7 @@ func (p *Port) serve(ctx context.Context, port serial.Port, dev string) error {
 	}()
 
 	s := &session{p: p, out: out, dev: dev, acked: make(map[uint16]ackEntry), logTokens: logBurst}
-	s.write(line.Hello{Name: p.opts.Name, MaxLine: p.opts.MaxLine}.Append(nil, false))
+	s.sayHello()
 	for {
 		err := s.connected(ctx, lines)
 		var gone deviceError
@@ -201,19 +202,11 @@ func (s *session) connected(ctx context.Context, lines <-chan lineEvent) error {
 	// message it held back for a client's receive maximum once it sends
 	// it, so it would be neither resent nor kept across an unplug.
 	recvMax := uint16(65535)
-	c := &packets.Connect{
-		ProtocolName: "MQTT", ProtocolVersion: 5,
-		ClientID:   p.ClientID(),
-		KeepAlive:  uint16(mqttKeepAlive / time.Second),
-		Properties: &packets.Properties{SessionExpiryInterval: &sessionExpiry, ReceiveMaximum: &recvMax},
-		WillFlag:   true, WillQOS: 1, WillRetain: true,
-		WillTopic:      p.opts.StatusTopic,
-		WillMessage:    s.statusJSON("offline"),
-		WillProperties: &packets.Properties{},
-	}
-	if p.opts.User != "" {
-		c.UsernameFlag, c.Username = true, p.opts.User
-	}
+	c := p.connectPacket(p.ClientID())
+	c.KeepAlive = uint16(mqttKeepAlive / time.Second)
+	c.Properties = &packets.Properties{SessionExpiryInterval: &sessionExpiry, ReceiveMaximum: &recvMax}
+	c.WillFlag, c.WillQOS, c.WillRetain = true, 1, true
+	c.WillTopic, c.WillMessage, c.WillProperties = p.opts.StatusTopic, s.statusJSON("offline"), &packets.Properties{}
 	var err error
 	if s.recvMax, err = connect(conn, c); err != nil {
 		conn.Close()
@@ -240,7 +233,7 @@ func (s *session) connected(ctx context.Context, lines <-chan lineEvent) error {
 	}()
 	// The broker resends its unacknowledged messages on the new
 	// connection, and answers none of the old connection's requests.
-	s.pubs, s.stale, s.subs = make(map[uint16]uint64), make(map[uint16]bool), make(map[uint16]string)
+	s.pubs, s.stale, s.subs = make(map[uint16]uint64), make(map[uint16]bool), make(map[uint16]bool)
 	s.down, s.waiting, s.resuming = nil, nil, nil
 	s.mqttPing = time.Now()
 	// mochi resends a session's unacknowledged messages on reconnect in an
@@ -280,9 +273,7 @@ func (s *session) connected(ctx context.Context, lines <-chan lineEvent) error {
 				s.mq.send(&packets.Disconnect{ReasonCode: packets.DisconnectNormalDisconnection})
 				return deviceError{ev.err}
 			}
-			if err := s.handleLine(ev.line); err != nil {
-				return err
-			}
+			s.handleLine(ev.line)
 		case cp := <-pkts:
 			if err := s.handlePacket(cp); err != nil {
 				return err
@@ -290,9 +281,7 @@ func (s *session) connected(ctx context.Context, lines <-chan lineEvent) error {
 		case err := <-readErr:
 			return fmt.Errorf("reading from the broker: %w", err)
 		case now := <-tick.C:
-			if err := s.timers(now); err != nil {
-				return err
-			}
+			s.timers(now)
 		}
 	}
 }
@@ -311,25 +300,19 @@ func (s *session) write(frame []byte) {
 	}
 }
 
-func (s *session) nak(id uint16, reason string) {
-	s.p.countNAK(reason)
-	s.write(line.Append(nil, "NAK", fmt.Sprint(id), reason))
-}
-
-func (s *session) handleLine(l []byte) error {
+func (s *session) handleLine(l []byte) {
 	f, err := line.Parse(l)
 	switch {
 	case errors.Is(err, line.ErrNotFrame):
 		s.boardLog(l)
-		return nil
+		return
 	case errors.Is(err, line.ErrChecksum):
 		s.p.n.badCRC.Add(1)
 		s.p.log.Debug("frame with a bad checksum dropped", "err", err)
-		return nil
+		return
 	case err != nil:
-		s.p.n.malformed.Add(1)
-		s.p.log.Debug("malformed frame dropped", "err", err)
-		return nil
+		s.malformed(f, err)
+		return
 	}
 	s.p.n.frames.Add(1)
 	s.heard = time.Now()
@@ -338,7 +321,7 @@ func (s *session) handleLine(l []byte) error {
 			// Its HELLO was lost (sent before the port was open, say): an
 			// unsolicited HELLO makes the board send it again.
 			s.askedName = true
-			s.write(line.Hello{Name: s.p.opts.Name, MaxLine: s.p.opts.MaxLine}.Append(nil, false))
+			s.sayHello()
 		}
 		s.goOnline()
 	}
@@ -346,7 +329,8 @@ func (s *session) handleLine(l []byte) error {
 	case "HELLO":
 		h, err := line.ParseHello(f, true)
 		if err != nil {
-			return s.malformed(f, err)
+			s.malformed(f, err)
+			return
 		}
 		s.hello(h)
 	case "PUB":
@@ -355,9 +339,10 @@ func (s *session) handleLine(l []byte) error {
 			if pub.ID != 0 {
 				s.p.log.Info("refused a publish", "id", pub.ID, "err", err)
 				s.nak(pub.ID, "invalid")
-				return nil
+				return
 			}
-			return s.malformed(f, err)
+			s.malformed(f, err)
+			return
 		}
 		s.publish(pub, f)
 	case "SUB", "UNSUB":
@@ -365,33 +350,49 @@ func (s *session) handleLine(l []byte) error {
 		if err != nil {
 			if sub.ID != 0 {
 				s.nak(sub.ID, "invalid")
-				return nil
+				return
 			}
-			return s.malformed(f, err)
+			s.malformed(f, err)
+			return
 		}
 		s.subscribe(sub, f.Verb)
 	case "ACK":
 		if len(f.Fields) < 1 {
-			return s.malformed(f, errors.New("ACK without an id"))
+			s.malformed(f, errors.New("ACK without an id"))
+			return
 		}
 		id, err := line.ParseID(f.Fields[0], false)
 		if err != nil {
-			return s.malformed(f, err)
+			s.malformed(f, err)
+			return
 		}
 		s.boardAcked(id)
 	case "PING":
 		s.write(line.Append(nil, "PONG"))
 	case "PONG":
 	default:
-		return s.malformed(f, fmt.Errorf("unknown verb %q", f.Verb))
+		s.malformed(f, fmt.Errorf("unknown verb %q", f.Verb))
 	}
-	return nil
 }
 
-func (s *session) malformed(f line.Frame, err error) error {
+func (s *session) malformed(f line.Frame, err error) {
 	s.p.n.malformed.Add(1)
 	s.p.log.Debug("malformed frame dropped", "verb", f.Verb, "err", err)
-	return nil
+}
+
+// sayHello sends the gateway's HELLO.
+func (s *session) sayHello() {
+	s.write(line.Hello{Name: s.p.opts.Name, MaxLine: s.p.opts.MaxLine}.Append(nil, false))
+}
+
+// ack tells the board its publish id is stored.
+func (s *session) ack(id uint16) {
+	s.write(line.Append(nil, "ACK", strconv.Itoa(int(id))))
+}
+
+func (s *session) nak(id uint16, reason string) {
+	s.p.countNAK(reason)
+	s.write(line.Append(nil, "NAK", strconv.Itoa(int(id)), reason))
 }
 
 func (s *session) hello(h line.Hello) {
@@ -415,7 +416,7 @@ func (s *session) hello(h line.Hello) {
 		}
 	}
 	s.p.log.Info("board said hello", "board", h.Name, "firmware", h.Firmware, "version", h.Version, "restarted", restarted)
-	s.write(line.Hello{Name: s.p.opts.Name, MaxLine: s.p.opts.MaxLine}.Append(nil, false))
+	s.sayHello()
 	s.goOnline()
 	for _, m := range s.down {
 		s.resend(m, time.Now())
@@ -488,12 +489,12 @@ func (s *session) publish(pub line.Publish, f line.Frame) {
 		// again once the id is free.
 		return
 	}
-	if _, ok := s.subs[pub.ID]; ok {
+	if s.subs[pub.ID] {
 		return // taken by a subscription: as above
 	}
 	if prev, ok := s.acked[pub.ID]; ok && prev.hash == h {
 		s.p.n.dups.Add(1)
-		s.write(line.Append(nil, "ACK", fmt.Sprint(pub.ID)))
+		s.ack(pub.ID)
 		return
 	}
 	out.PacketID = pub.ID
@@ -512,11 +513,10 @@ func (s *session) subscribe(sub line.Subscribe, verb string) {
 		s.nak(sub.ID, "invalid")
 		return
 	}
-	_, busy := s.pubs[sub.ID]
-	if _, busy2 := s.subs[sub.ID]; busy || busy2 {
+	if _, busy := s.pubs[sub.ID]; busy || s.subs[sub.ID] {
 		return // the id is taken: the board sends it again
 	}
-	s.subs[sub.ID] = verb
+	s.subs[sub.ID] = true
 	if verb == "UNSUB" {
 		s.mq.send(&packets.Unsubscribe{PacketID: sub.ID, Topics: []string{t}, Properties: &packets.Properties{}})
 		return
@@ -541,10 +541,11 @@ func nakReason(code byte) string {
 func (s *session) handlePacket(cp *packets.ControlPacket) error {
 	switch pk := cp.Content.(type) {
 	case *packets.Puback:
-		if _, ok := s.pubs[pk.PacketID]; !ok {
+		h, ok := s.pubs[pk.PacketID]
+		if !ok {
 			return nil
 		}
-		h, stale := s.pubs[pk.PacketID], s.stale[pk.PacketID]
+		stale := s.stale[pk.PacketID]
 		delete(s.pubs, pk.PacketID)
 		delete(s.stale, pk.PacketID)
 		if stale {
@@ -560,7 +561,7 @@ func (s *session) handlePacket(cp *packets.ControlPacket) error {
 		}
 		s.remember(pk.PacketID, h)
 		s.p.n.published.Add(1)
-		s.write(line.Append(nil, "ACK", fmt.Sprint(pk.PacketID)))
+		s.ack(pk.PacketID)
 	case *packets.Suback:
 		delete(s.subs, pk.PacketID)
 		if len(pk.Reasons) == 0 || pk.Reasons[0] >= 0x80 {
@@ -715,7 +716,7 @@ func (s *session) boardAcked(id uint16) {
 	s.pump(time.Now())
 }
 
-func (s *session) timers(now time.Time) error {
+func (s *session) timers(now time.Time) {
 	for _, m := range s.down {
 		if now.Sub(m.sent) >= s.p.opts.Resend {
 			s.p.n.resent.Add(1)
@@ -735,7 +736,6 @@ func (s *session) timers(now time.Time) error {
 		s.mqttPing = now
 		s.mq.send(&packets.Pingreq{})
 	}
-	return nil
 }
 
 func (s *session) goOnline() {
@@ -806,15 +806,22 @@ func (s *session) boardLog(l []byte) {
 	}
 }
 
-// announceAbsent publishes the offline status for a device that is not
-// there, through a short-lived connection.
-func (p *Port) announceAbsent(ctx context.Context) {
-	s := &session{p: p}
-	conn := p.opts.Dial()
-	c := &packets.Connect{ProtocolName: "MQTT", ProtocolVersion: 5, ClientID: p.ClientID() + "-status", CleanStart: true, Properties: &packets.Properties{}}
+// connectPacket is an MQTT 5 CONNECT as the port's user.
+func (p *Port) connectPacket(clientID string) *packets.Connect {
+	c := &packets.Connect{ProtocolName: "MQTT", ProtocolVersion: 5, ClientID: clientID, Properties: &packets.Properties{}}
 	if p.opts.User != "" {
 		c.UsernameFlag, c.Username = true, p.opts.User
 	}
+	return c
+}
+
+// announceAbsent publishes the offline status for a device that is not
+// there, through a short-lived connection.
+func (p *Port) announceAbsent() {
+	s := &session{p: p}
+	conn := p.opts.Dial()
+	c := p.connectPacket(p.ClientID() + "-status")
+	c.CleanStart = true
 	if _, err := connect(conn, c); err != nil {
 		conn.Close()
 		p.log.Warn("cannot announce the port offline", "err", err)
