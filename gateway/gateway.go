@@ -47,19 +47,49 @@ type Gateway struct {
 
 // runningPort is one configured serial port.
 type runningPort struct {
-	cfg    SerialConfig
-	p      *serialin.Port
-	cancel context.CancelFunc
-	done   chan struct{}
+	task
+	cfg SerialConfig
+	p   *serialin.Port
 }
 
 // runningBridge is one configured bridge and the consumer it reads with.
 type runningBridge struct {
-	cfg    BridgeConfig
-	b      *bridge.Bridge
-	cons   *queue.Consumer
-	cancel context.CancelFunc // stops b.Run; nil until started
+	task
+	cfg  BridgeConfig
+	b    *bridge.Bridge
+	cons *queue.Consumer
+}
+
+// task is a bridge's or a serial port's Run, which the gateway starts,
+// and stops on reload or shutdown.
+type task struct {
+	cancel context.CancelFunc // nil until started
 	done   chan struct{}
+}
+
+// start runs run under parent, counted in wg; g.mu must be held. Before
+// Gateway.Run (parent nil) it does nothing: Run starts every task.
+func (t *task) start(parent context.Context, wg *sync.WaitGroup, run func(context.Context)) {
+	if parent == nil {
+		return
+	}
+	ctx, cancel := context.WithCancel(parent)
+	t.cancel, t.done = cancel, make(chan struct{})
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		defer close(t.done)
+		run(ctx)
+	}()
+}
+
+// stop ends the task and waits for it (a bridge waits briefly for
+// in-flight acknowledgements).
+func (t *task) stop() {
+	if t.cancel != nil {
+		t.cancel()
+		<-t.done
+	}
 }
 
 // New opens the queue in cfg.DataDir, binds the broker's and the HTTP
@@ -244,50 +274,11 @@ func (g *Gateway) newPort(sc SerialConfig) (*runningPort, error) {
 	return &runningPort{cfg: sc, p: p}, nil
 }
 
-// startPort runs rp; g.mu must be held. Before Run, Run starts it.
+// startBridge and startPort run rb's bridge and rp's port; g.mu must be
+// held.
+func (g *Gateway) startBridge(rb *runningBridge) { rb.start(g.bctx, &g.bwg, rb.b.Run) }
 func (g *Gateway) startPort(rp *runningPort) {
-	if g.pctx == nil {
-		return
-	}
-	ctx, cancel := context.WithCancel(g.pctx)
-	rp.cancel, rp.done = cancel, make(chan struct{})
-	g.pwg.Add(1)
-	go func() {
-		defer g.pwg.Done()
-		defer close(rp.done)
-		rp.p.Run(ctx)
-	}()
-}
-
-func (rp *runningPort) stop() {
-	if rp.cancel != nil {
-		rp.cancel()
-		<-rp.done
-	}
-}
-
-// start runs rb's bridge; g.mu must be held. Before Run, Run starts it.
-func (g *Gateway) start(rb *runningBridge) {
-	if g.bctx == nil {
-		return
-	}
-	ctx, cancel := context.WithCancel(g.bctx)
-	rb.cancel, rb.done = cancel, make(chan struct{})
-	g.bwg.Add(1)
-	go func() {
-		defer g.bwg.Done()
-		defer close(rb.done)
-		rb.b.Run(ctx)
-	}()
-}
-
-// stop ends rb's bridge and waits for it (it waits briefly for in-flight
-// acknowledgements).
-func (rb *runningBridge) stop() {
-	if rb.cancel != nil {
-		rb.cancel()
-		<-rb.done
-	}
+	rp.start(g.pctx, &g.pwg, func(ctx context.Context) { rp.p.Run(ctx) })
 }
 
 // announceQueue publishes the queue's size on retained $SYS topics (next
@@ -352,7 +343,7 @@ func (g *Gateway) Reload(cfg *Config) {
 			nrb, err := g.newBridge(bc, rb.cons)
 			if err != nil {
 				g.log.Error("reload: bridge not restarted", "bridge", bc.Name, "err", err)
-				g.start(rb) // keep the old one
+				g.startBridge(rb) // keep the old one
 				bridges = append(bridges, rb)
 				continue
 			}
@@ -367,7 +358,7 @@ func (g *Gateway) Reload(cfg *Config) {
 			g.log.Info("reload: bridge added", "bridge", bc.Name)
 			rb = nrb
 		}
-		g.start(rb)
+		g.startBridge(rb)
 		bridges = append(bridges, rb)
 	}
 	for name, rb := range byName {
@@ -536,7 +527,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 	g.mu.Lock()
 	g.bctx = bctx
 	for _, rb := range g.bridges {
-		g.start(rb)
+		g.startBridge(rb)
 	}
 	pctx, stopPorts := context.WithCancel(context.Background())
 	g.pctx = pctx
