@@ -34,6 +34,7 @@ func (b *Broker) refuseTopic(cl *mqtt.Client, pk packets.Packet) {
 // limitsHook applies the keepalive cap when a client connects: a longer
 // keepalive, or none, is cut to MaxKeepAlive (MQTT 5 clients are told in
 // the CONNACK's Server Keep Alive), so that a vanished device is noticed.
+// It also turns off mochi's send quota (see noSendQuota).
 type limitsHook struct {
 	mqtt.HookBase
 	b *Broker

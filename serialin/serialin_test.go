@@ -2,6 +2,7 @@ package serialin_test
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -70,7 +71,7 @@ func (e *env) run(t *testing.T, o serialin.Options) *serialin.Port {
 	t.Helper()
 	o.Dial = e.b.Dial
 	o.Logger = e.log
-	o.Poll = cmpOr(o.Poll, 50*time.Millisecond)
+	o.Poll = cmp.Or(o.Poll, 50*time.Millisecond)
 	p, err := serialin.New(o)
 	if err != nil {
 		t.Fatal(err)
@@ -86,14 +87,6 @@ func (e *env) run(t *testing.T, o serialin.Options) *serialin.Port {
 		<-done
 	})
 	return p
-}
-
-func cmpOr[T comparable](a, b T) T {
-	var zero T
-	if a != zero {
-		return a
-	}
-	return b
 }
 
 func ctxT(t *testing.T) context.Context {

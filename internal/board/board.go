@@ -9,7 +9,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"os"
 	"strconv"
@@ -56,14 +55,14 @@ var ErrUnplugged = errors.New("board: unplugged")
 
 // Board is a simulated board.
 type Board struct {
-	opts  Options
-	ptmx  *os.File
-	tty   *os.File
-	wmu   sync.Mutex
-	msgs  chan Msg
-	slots chan struct{}
-	done  chan struct{}
-	start time.Time
+	opts     Options
+	ptmx     *os.File
+	tty      *os.File
+	wmu      sync.Mutex
+	msgs     chan Msg
+	slots    chan struct{}
+	done     chan struct{}
+	lineFree time.Time // with Baud, when the simulated UART can take the next byte
 
 	mu        sync.Mutex
 	boot      uint64 // this run of the board, sent in HELLO
@@ -103,7 +102,7 @@ func New(opts Options) (*Board, error) {
 		return nil, fmt.Errorf("board: raw mode: %w", err)
 	}
 	b := &Board{opts: opts, ptmx: ptmx, tty: tty, msgs: make(chan Msg, 4096), slots: make(chan struct{}, opts.Window), done: make(chan struct{}),
-		pending: make(map[uint16]chan error), granted: make(map[uint16]int), start: time.Now(), boot: rand.Uint64()}
+		pending: make(map[uint16]chan error), granted: make(map[uint16]int), lineFree: time.Now(), boot: rand.Uint64()}
 	if opts.Link != "" {
 		os.Remove(opts.Link)
 		if err := os.Symlink(tty.Name(), opts.Link); err != nil {
@@ -160,8 +159,8 @@ func (b *Board) Write(p []byte) error {
 	if b.opts.Baud > 0 {
 		// Pace by the clock, not by sleeping per write: sleeps overshoot.
 		due := time.Duration(len(p)*10) * time.Second / time.Duration(b.opts.Baud)
-		b.start = maxTime(b.start, time.Now().Add(-time.Second)).Add(due)
-		if d := time.Until(b.start); d > 0 {
+		b.lineFree = maxTime(b.lineFree, time.Now().Add(-time.Second)).Add(due)
+		if d := time.Until(b.lineFree); d > 0 {
 			time.Sleep(d)
 		}
 	}
@@ -373,10 +372,7 @@ func (b *Board) read() {
 			continue
 		}
 		if err != nil {
-			if errors.Is(err, io.EOF) || errors.Is(err, os.ErrClosed) || isEIO(err) {
-				return
-			}
-			return
+			return // the pty is closed: unplugged
 		}
 		f, err := line.Parse(l)
 		if err != nil {
@@ -398,11 +394,6 @@ type stallReader struct{ b *Board }
 func (r stallReader) Read(p []byte) (int, error) {
 	r.b.waitUnstalled()
 	return r.b.ptmx.Read(p)
-}
-
-func isEIO(err error) bool {
-	var pe *os.PathError
-	return errors.As(err, &pe)
 }
 
 func (b *Board) answer(id uint16, err error) {
