@@ -21,6 +21,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"sync"
 	"time"
 
@@ -142,6 +143,9 @@ type Queue struct {
 	arrived        chan struct{} // closed and replaced whenever next advances
 
 	stats Stats // guarded by mu
+
+	recovery Recovery  // what Open set aside
+	dirMod   time.Time // the directory's mtime at its last fsync (owned by whoever syncs)
 }
 
 // Stats are counters about the queue since it was opened, and its size.
@@ -179,12 +183,13 @@ func Open(opts Options) (*Queue, error) {
 	if opts.MinFree == 0 {
 		opts.MinFree = 64 << 20
 	}
-	db, err := badger.Open(badgerOptions(opts.Dir, opts.Logger))
+	db, rec, err := openDB(opts)
 	if err != nil {
 		return nil, fmt.Errorf("queue: open %s: %w", opts.Dir, err)
 	}
 	q := &Queue{
 		db:        db,
+		recovery:  rec,
 		opts:      opts,
 		log:       opts.Logger,
 		reqs:      make(chan *request, maxBatchMsgs),
@@ -353,7 +358,7 @@ func (q *Queue) commitLoop() {
 			q.commit(batch)
 			close(q.syncq)
 			<-syncDone
-			if err := q.db.Sync(); err != nil {
+			if err := q.sync(); err != nil {
 				q.log.Error("queue: sync on close", "err", err)
 			}
 			return
@@ -434,6 +439,9 @@ func (q *Queue) syncLoop(done chan<- struct{}) {
 
 func (q *Queue) sync() error {
 	err := q.db.Sync()
+	if err == nil {
+		err = q.syncDir()
+	}
 	q.mu.Lock()
 	q.stats.Syncs++
 	q.mu.Unlock()
@@ -442,6 +450,27 @@ func (q *Queue) sync() error {
 	}
 	return err
 }
+
+// syncDir fsyncs the database directory when files were created, renamed
+// or removed in it since its last fsync (its mtime changed): Badger does
+// not, and a file whose directory entry is lost is lost with its data.
+func (q *Queue) syncDir() error {
+	fi, err := os.Stat(q.opts.Dir)
+	if err != nil {
+		return err
+	}
+	if fi.ModTime().Equal(q.dirMod) {
+		return nil
+	}
+	if err := syncDirs(q.opts.Dir); err != nil {
+		return err
+	}
+	q.dirMod = fi.ModTime()
+	return nil
+}
+
+// Recovery returns what Open set aside to open the database.
+func (q *Queue) Recovery() Recovery { return q.recovery }
 
 // commit writes one batch of appends together with dirty cursors and due
 // deletions, and reports whether it wrote messages. The batch's callbacks

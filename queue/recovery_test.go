@@ -1,0 +1,163 @@
+package queue
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+// filled returns a closed queue in a fresh dir holding n messages for
+// consumer "up".
+func filled(t *testing.T, n int) string {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "db")
+	q := openTest(t, dir)
+	if _, err := q.Consumer("up", ConsumerOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	for i := range n {
+		if err := q.Append(context.Background(), msg("t", strconv.Itoa(i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := q.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+func payloadsIn(t *testing.T, q *Queue, n int) []string {
+	t.Helper()
+	c, err := q.Consumer("up", ConsumerOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return payloadsOf(readN(t, c, n))
+}
+
+func want(n int) string {
+	var s []string
+	for i := range n {
+		s = append(s, strconv.Itoa(i))
+	}
+	return strings.Join(s, " ")
+}
+
+// TestReopenWithEmptyFiles recreates what a power cut just after Badger
+// created its next memtable and value-log files leaves (the files, empty,
+// since nothing in them was synced): Badger alone refuses to open it
+// ("while opening fid: N err: Create a new file").
+func TestReopenWithEmptyFiles(t *testing.T) {
+	dir := filled(t, 50)
+	for _, name := range []string{"00099.mem", "000099.vlog", "DISCARD"} {
+		if err := os.WriteFile(filepath.Join(dir, name), nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	q := openTest(t, dir)
+	defer q.Close()
+	if got := strings.Join(payloadsIn(t, q, 50), " "); got != want(50) {
+		t.Fatalf("after reopening: %s", got)
+	}
+	rec := q.Recovery()
+	if rec.DB != "" || len(rec.Files) != 3 {
+		t.Fatalf("recovery %+v, want the three empty files set aside and the database kept", rec)
+	}
+	for _, f := range rec.Files {
+		if filepath.Dir(f) != LostFound(dir) {
+			t.Errorf("%s is not in %s", f, LostFound(dir))
+		}
+		if fi, err := os.Stat(f); err != nil || fi.Size() != 0 {
+			t.Errorf("set-aside file %s: %v", f, err)
+		}
+	}
+	if l, _ := SetAsides(dir); len(l) != 0 {
+		t.Fatalf("set-aside databases %+v, want none", l)
+	}
+}
+
+// TestSetAsideBeyondRepair: a database that does not open is moved aside
+// whole, the queue starts empty, and the copy is listed until acknowledged.
+func TestSetAsideBeyondRepair(t *testing.T) {
+	cases := []struct {
+		name   string
+		break_ func(t *testing.T, dir string)
+		reason string
+	}{
+		{"garbage manifest", func(t *testing.T, dir string) {
+			if err := os.WriteFile(filepath.Join(dir, "MANIFEST"), []byte("not a manifest"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}, "manifest has bad magic"},
+		{"open keeps dying", func(t *testing.T, dir string) {
+			if err := os.WriteFile(filepath.Join(LostFound(dir), attemptsFile), []byte("3\n"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}, "3 starts in a row ended while the database was being opened"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := filled(t, 20)
+			tc.break_(t, dir)
+			q := openTest(t, dir)
+			rec := q.Recovery()
+			if s := q.Stats(); s.Head != 1 || s.Oldest != 1 {
+				t.Fatalf("queue after setting aside: head %d oldest %d, want an empty queue", s.Head, s.Oldest)
+			}
+			if _, err := q.Consumer("up", ConsumerOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			if err := q.Append(context.Background(), msg("t", "new")); err != nil {
+				t.Fatal(err)
+			}
+			q.Close()
+			if rec.DB == "" {
+				t.Fatal("the database was not set aside")
+			}
+			l, err := SetAsides(dir)
+			if err != nil || len(l) != 1 || l[0].Path != rec.DB || l[0].Acknowledged || !strings.Contains(l[0].Reason, tc.reason) {
+				t.Fatalf("set-asides %+v (%v), want %s unacknowledged, reason containing %q", l, err, rec.DB, tc.reason)
+			}
+			if n, err := AcknowledgeSetAsides(dir); n != 1 || err != nil {
+				t.Fatalf("acknowledged %d: %v", n, err)
+			}
+			if l, _ := SetAsides(dir); len(l) != 1 || !l[0].Acknowledged {
+				t.Fatalf("after acknowledging: %+v", l)
+			}
+			// Reopened, the new database is kept and nothing more is set aside.
+			q = openTest(t, dir)
+			defer q.Close()
+			if got := payloadsIn(t, q, 1); got[0] != "new" {
+				t.Fatalf("reopened: %v", got)
+			}
+			if l, _ := SetAsides(dir); len(l) != 1 || q.Recovery().DB != "" {
+				t.Fatalf("a healthy database was set aside: %+v", l)
+			}
+			// The copy still holds its messages.
+			if tc.name == "open keeps dying" {
+				old := openTest(t, rec.DB)
+				defer old.Close()
+				if got := strings.Join(payloadsIn(t, old, 20), " "); got != want(20) {
+					t.Fatalf("the set-aside copy holds %s", got)
+				}
+			}
+		})
+	}
+}
+
+// TestLockedIsNotSetAside: a database another process holds is not broken.
+func TestLockedIsNotSetAside(t *testing.T) {
+	dir := filled(t, 5)
+	q := openTest(t, dir)
+	defer q.Close()
+	_, err := Open(Options{Dir: dir, Logger: q.log})
+	if err == nil || !strings.Contains(err.Error(), "Cannot acquire directory lock") {
+		t.Fatalf("second open: %v, want the lock error", err)
+	}
+	if l, _ := SetAsides(dir); len(l) != 0 {
+		t.Fatalf("a locked database was set aside: %+v", l)
+	}
+}
