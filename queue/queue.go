@@ -23,6 +23,7 @@ import (
 	"log/slog"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -77,6 +78,12 @@ type Options struct {
 	// MaxAge deletes messages older than this even if unacknowledged
 	// (counted per consumer); 0 keeps them until acknowledged.
 	MaxAge time.Duration
+	// MaxSyncsPerSecond paces fsyncs with Sync durability: an append that
+	// arrives when the disk has been idle is committed and synced at once;
+	// under load, what arrives within 1/MaxSyncsPerSecond of the last fsync
+	// is gathered into the next one. Each append is still acknowledged
+	// only after the fsync that covers it. 0 syncs every commit at once.
+	MaxSyncsPerSecond int
 	// KeepLocal keeps messages that every consumer has acknowledged (or
 	// that no consumer wanted) for this long; 0 deletes them at once.
 	KeepLocal time.Duration
@@ -144,8 +151,12 @@ type Queue struct {
 
 	stats Stats // guarded by mu
 
-	recovery Recovery  // what Open set aside
-	dirMod   time.Time // the directory's mtime at its last fsync (owned by whoever syncs)
+	syncGap  time.Duration // 1s / MaxSyncsPerSecond; 0 when unpaced
+	lastSync atomic.Int64  // when the last fsync started, in Unix nanoseconds
+
+	recovery Recovery // what Open set aside
+	dirMu    sync.Mutex
+	dirMod   time.Time // the directory's mtime at its last fsync; guarded by dirMu
 }
 
 // Stats are counters about the queue since it was opened, and its size.
@@ -189,6 +200,7 @@ func Open(opts Options) (*Queue, error) {
 	}
 	q := &Queue{
 		db:        db,
+		syncGap:   pacing(opts.MaxSyncsPerSecond),
 		recovery:  rec,
 		opts:      opts,
 		log:       opts.Logger,
@@ -209,6 +221,13 @@ func Open(opts Options) (*Queue, error) {
 	go q.commitLoop()
 	go q.gcLoop()
 	return q, nil
+}
+
+func pacing(perSecond int) time.Duration {
+	if perSecond <= 0 {
+		return 0
+	}
+	return time.Second / time.Duration(perSecond)
 }
 
 // load restores the head and tail positions without scanning the log.
@@ -329,12 +348,12 @@ func (q *Queue) commitLoop() {
 		tick = t.C
 	}
 	unsynced := false
-	batch := make([]*request, 0, 64)
+	g := gatherer{q: q, unsynced: &unsynced}
 	for {
-		batch = batch[:0]
+		g.reset()
 		select {
 		case r := <-q.reqs:
-			batch = append(batch, r)
+			g.add(r)
 		case <-q.kick:
 		case <-tick:
 		case <-syncTick:
@@ -346,16 +365,8 @@ func (q *Queue) commitLoop() {
 		case <-q.stop:
 			// Intake is closed (q.closed is set), so whatever is queued is all
 			// there will be: commit it, then leave.
-			for {
-				select {
-				case r := <-q.reqs:
-					batch = append(batch, r)
-					continue
-				default:
-				}
-				break
-			}
-			q.commit(batch)
+			g.takeWaiting()
+			q.commit(g.batch)
 			close(q.syncq)
 			<-syncDone
 			if err := q.sync(); err != nil {
@@ -364,43 +375,88 @@ func (q *Queue) commitLoop() {
 			return
 		}
 		// Take everything else that is waiting: this is the group commit.
-		n, size := 0, 0
-		for _, r := range batch {
-			n += len(r.msgs)
-			for _, m := range r.msgs {
-				size += m.size()
-			}
+		g.takeWaiting()
+		// While the next fsync is not yet due, what arrives meanwhile
+		// would wait for it anyway: gather it into this commit.
+		if len(g.batch) > 0 && q.opts.Durability == Sync {
+			g.takeUntil(q.syncDue())
 		}
-	more:
-		for {
-			select {
-			case r := <-q.reqs:
-				rs := 0
-				for _, m := range r.msgs {
-					rs += m.size()
-				}
-				if n+len(r.msgs) > maxBatchMsgs || size+rs > maxBatchBytes {
-					// Over the transaction limit: it opens the next batch.
-					q.commitAndSync(batch, &unsynced)
-					batch = append(batch[:0], r)
-					n, size = len(r.msgs), rs
-					continue
-				}
-				batch = append(batch, r)
-				n += len(r.msgs)
-				size += rs
-			default:
-				break more
-			}
-		}
-		q.commitAndSync(batch, &unsynced)
+		g.commit()
 	}
 }
 
-func (q *Queue) commitAndSync(batch []*request, unsynced *bool) {
-	if q.commit(batch) && q.opts.Durability == Interval {
-		*unsynced = true
+// gatherer builds one group commit in the committer, within the limits of
+// one transaction: a request that does not fit commits what is gathered
+// and opens the next batch.
+type gatherer struct {
+	q        *Queue
+	unsynced *bool
+	batch    []*request
+	n, size  int
+}
+
+func (g *gatherer) reset() { g.batch, g.n, g.size = g.batch[:0], 0, 0 }
+
+func (g *gatherer) add(r *request) {
+	rs := 0
+	for _, m := range r.msgs {
+		rs += m.size()
 	}
+	if len(g.batch) > 0 && (g.n+len(r.msgs) > maxBatchMsgs || g.size+rs > maxBatchBytes) {
+		g.commit()
+		g.reset()
+	}
+	g.batch = append(g.batch, r)
+	g.n += len(r.msgs)
+	g.size += rs
+}
+
+// takeWaiting adds every request already waiting.
+func (g *gatherer) takeWaiting() {
+	for {
+		select {
+		case r := <-g.q.reqs:
+			g.add(r)
+		default:
+			return
+		}
+	}
+}
+
+// takeUntil adds requests as they arrive until deadline.
+func (g *gatherer) takeUntil(deadline time.Time) {
+	wait := time.Until(deadline)
+	if wait <= 0 {
+		return
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	for {
+		select {
+		case r := <-g.q.reqs:
+			g.add(r)
+		case <-t.C:
+			g.takeWaiting()
+			return
+		case <-g.q.stop:
+			return // the stop path commits what is still waiting
+		}
+	}
+}
+
+func (g *gatherer) commit() {
+	if g.q.commit(g.batch) && g.q.opts.Durability == Interval {
+		*g.unsynced = true
+	}
+}
+
+// syncDue is when the next fsync may start: at once when the disk has
+// been idle, else one pacing interval after the previous one started.
+func (q *Queue) syncDue() time.Time {
+	if q.syncGap == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, q.lastSync.Load()).Add(q.syncGap)
 }
 
 // written is a committed batch of appends awaiting its fsync.
@@ -410,14 +466,34 @@ type written struct {
 }
 
 // syncLoop makes written batches durable: one fsync for every batch
-// written since the last one, then their acknowledgements, in order.
+// written since the last one, then their acknowledgements, in order. It
+// waits for the pacing interval, gathering what is written meanwhile, so
+// that under load there are at most MaxSyncsPerSecond fsyncs a second.
 func (q *Queue) syncLoop(done chan<- struct{}) {
 	defer close(done)
 	var ws []*written
 	for w := range q.syncq {
 		ws = append(ws[:0], w)
+		open := true
+		if wait := time.Until(q.syncDue()); wait > 0 {
+			t := time.NewTimer(wait)
+		pace:
+			for {
+				select {
+				case w, ok := <-q.syncq:
+					if !ok {
+						open = false
+						break pace
+					}
+					ws = append(ws, w)
+				case <-t.C:
+					break pace
+				}
+			}
+			t.Stop()
+		}
 	more:
-		for {
+		for open {
 			select {
 			case w, ok := <-q.syncq:
 				if !ok {
@@ -438,6 +514,7 @@ func (q *Queue) syncLoop(done chan<- struct{}) {
 }
 
 func (q *Queue) sync() error {
+	q.lastSync.Store(time.Now().UnixNano())
 	err := q.db.Sync()
 	if err == nil {
 		err = q.syncDir()
@@ -455,6 +532,8 @@ func (q *Queue) sync() error {
 // or removed in it since its last fsync (its mtime changed): Badger does
 // not, and a file whose directory entry is lost is lost with its data.
 func (q *Queue) syncDir() error {
+	q.dirMu.Lock()
+	defer q.dirMu.Unlock()
 	fi, err := os.Stat(q.opts.Dir)
 	if err != nil {
 		return err

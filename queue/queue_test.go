@@ -453,3 +453,45 @@ func TestKV(t *testing.T) {
 		t.Fatalf("after reopen: %v %v, want a/b=1,z=3", got, err)
 	}
 }
+
+// TestPacedSyncs: appends arriving one at a time, as from many devices
+// that do not wait for each other, share fsyncs: never more than
+// MaxSyncsPerSecond of them, and every append still completes, in order.
+func TestPacedSyncs(t *testing.T) {
+	const perSecond, n = 20, 300
+	q := openTest(t, t.TempDir(), func(o *Options) { o.MaxSyncsPerSecond = perSecond })
+	defer q.Close()
+	var mu sync.Mutex
+	var done []int
+	all := make(chan struct{})
+	start := time.Now()
+	for i := range n {
+		q.AppendAsync([]*Message{msg("t", strconv.Itoa(i))}, func(err error) {
+			if err != nil {
+				t.Error(err)
+			}
+			mu.Lock()
+			done = append(done, i)
+			if len(done) == n {
+				close(all)
+			}
+			mu.Unlock()
+		})
+		time.Sleep(time.Millisecond)
+	}
+	<-all
+	elapsed := time.Since(start)
+	s := q.Stats()
+	if limit := uint64(elapsed.Seconds()*perSecond) + 2; s.Syncs > limit {
+		t.Fatalf("%d fsyncs in %v, want at most %d (%d a second)", s.Syncs, elapsed, limit, perSecond)
+	}
+	for i, v := range done {
+		if v != i {
+			t.Fatalf("completion %d was append %d: out of order", i, v)
+		}
+	}
+	if s.Appended != n {
+		t.Fatalf("appended %d, want %d", s.Appended, n)
+	}
+	t.Logf("%d appends in %v: %d commits, %d fsyncs", n, elapsed, s.Commits, s.Syncs)
+}

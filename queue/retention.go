@@ -222,10 +222,33 @@ func (q *Queue) gcLoop() {
 		case <-t.C:
 		case <-q.gcKick:
 		}
-		for range 16 {
-			if q.db.RunValueLogGC(0.5) != nil {
-				break
-			}
+		q.collectValueLog()
+	}
+}
+
+// collectValueLog runs Badger's value-log GC without risking what a power
+// cut would take. GC moves the live values of a file into the current
+// value log, records their new places in the memtable, and deletes the
+// old file at once, none of it synced: a cut then loses the moved values
+// for good. Badger defers the deletion while an iterator is open, so one
+// stays open until the moves are fsynced.
+func (q *Queue) collectValueLog() {
+	txn := q.db.NewTransaction(false)
+	it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{0}})
+	defer txn.Discard()
+	defer it.Close()
+	moved := false
+	for range 16 {
+		if q.db.RunValueLogGC(0.5) != nil {
+			break
+		}
+		moved = true
+	}
+	for moved && q.sync() != nil {
+		select {
+		case <-q.stop:
+			return
+		case <-time.After(time.Second):
 		}
 	}
 }
