@@ -9,6 +9,10 @@ import (
 	"github.com/dgraph-io/badger/v4/options"
 )
 
+// valueThreshold is the value size from which Badger keeps a value in the
+// value log rather than in the memtable log and tables.
+const valueThreshold = 1 << 10
+
 // badgerOptions tunes Badger for a 512 MB Raspberry Pi. Badger's defaults
 // (64 MB memtables × 5, 256 MB block cache, 1 GB value-log files mapped at
 // open) are sized for servers and used over 500 MB RSS in a test; the queue
@@ -43,7 +47,7 @@ func badgerOptions(dir string, log *slog.Logger) badger.Options {
 		// and vanish with compaction; bigger ones go to the value log, whose
 		// files are kept small so GC can reclaim them and so 32-bit builds
 		// do not map large regions.
-		WithValueThreshold(1 << 10).
+		WithValueThreshold(valueThreshold).
 		WithValueLogFileSize(32 << 20).
 		WithNumCompactors(2).
 		WithMetricsEnabled(false).

@@ -29,6 +29,7 @@ func (k *KV) key(key string) []byte { return append(append([]byte(nil), k.prefix
 
 // Set stores val under key.
 func (k *KV) Set(key string, val []byte) error {
+	k.q.files.willWrite(val)
 	err := k.q.db.Update(func(txn *badger.Txn) error { return txn.Set(k.key(key), val) })
 	if err != nil {
 		return fmt.Errorf("queue: kv %s: set %q: %w", k.prefix, key, err)

@@ -23,7 +23,6 @@ import (
 	"log/slog"
 	"os"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -151,8 +150,8 @@ type Queue struct {
 
 	stats Stats // guarded by mu
 
-	syncGap  time.Duration // 1s / MaxSyncsPerSecond; 0 when unpaced
-	lastSync atomic.Int64  // when the last fsync started, in Unix nanoseconds
+	files   *fileSyncer
+	syncGap time.Duration // 1s / MaxSyncsPerSecond; 0 when unpaced
 
 	recovery Recovery // what Open set aside
 	dirMu    sync.Mutex
@@ -163,7 +162,7 @@ type Queue struct {
 type Stats struct {
 	Appended    uint64 // messages appended
 	Commits     uint64 // group commits that stored messages
-	Syncs       uint64 // fsyncs
+	Syncs       uint64 // sync system calls (fdatasync of log files, fsync of the directory)
 	Deleted     uint64 // messages deleted after every consumer acknowledged them
 	DroppedFull uint64 // messages deleted unacknowledged to make room (DropOldest)
 	Expired     uint64 // messages deleted unacknowledged for MaxAge
@@ -201,6 +200,7 @@ func Open(opts Options) (*Queue, error) {
 	q := &Queue{
 		db:        db,
 		syncGap:   pacing(opts.MaxSyncsPerSecond),
+		files:     newFileSyncer(opts.Dir),
 		recovery:  rec,
 		opts:      opts,
 		log:       opts.Logger,
@@ -366,7 +366,8 @@ func (q *Queue) commitLoop() {
 			// Intake is closed (q.closed is set), so whatever is queued is all
 			// there will be: commit it, then leave.
 			g.takeWaiting()
-			q.commit(g.batch)
+			g.commit()
+			g.handOff()
 			close(q.syncq)
 			<-syncDone
 			if err := q.sync(); err != nil {
@@ -379,9 +380,10 @@ func (q *Queue) commitLoop() {
 		// While the next fsync is not yet due, what arrives meanwhile
 		// would wait for it anyway: gather it into this commit.
 		if len(g.batch) > 0 && q.opts.Durability == Sync {
-			g.takeUntil(q.syncDue())
+			g.takeUntil(g.due())
 		}
 		g.commit()
+		g.handOff()
 	}
 }
 
@@ -393,6 +395,12 @@ type gatherer struct {
 	unsynced *bool
 	batch    []*request
 	n, size  int
+
+	// Committed batches not yet handed to syncLoop, and when the last
+	// were: the pacing clock. A batch committed early (a full
+	// transaction) waits here for the next fsync that is due.
+	written  []*written
+	lastHand time.Time
 }
 
 func (g *gatherer) reset() { g.batch, g.n, g.size = g.batch[:0], 0, 0 }
@@ -445,18 +453,30 @@ func (g *gatherer) takeUntil(deadline time.Time) {
 }
 
 func (g *gatherer) commit() {
-	if g.q.commit(g.batch) && g.q.opts.Durability == Interval {
+	w, wrote := g.q.commit(g.batch)
+	if w != nil {
+		g.written = append(g.written, w)
+	}
+	if wrote && g.q.opts.Durability == Interval {
 		*g.unsynced = true
 	}
 }
 
-// syncDue is when the next fsync may start: at once when the disk has
-// been idle, else one pacing interval after the previous one started.
-func (q *Queue) syncDue() time.Time {
-	if q.syncGap == 0 {
-		return time.Time{}
+// due is when the next fsync may start: at once when the disk has been
+// idle, else one pacing interval after the previous one.
+func (g *gatherer) due() time.Time { return g.lastHand.Add(g.q.syncGap) }
+
+// handOff passes the committed batches to syncLoop, which syncs them
+// together.
+func (g *gatherer) handOff() {
+	if len(g.written) == 0 {
+		return
 	}
-	return time.Unix(0, q.lastSync.Load()).Add(q.syncGap)
+	for _, w := range g.written {
+		g.q.syncq <- w
+	}
+	g.written = g.written[:0]
+	g.lastHand = time.Now()
 }
 
 // written is a committed batch of appends awaiting its fsync.
@@ -466,34 +486,16 @@ type written struct {
 }
 
 // syncLoop makes written batches durable: one fsync for every batch
-// written since the last one, then their acknowledgements, in order. It
-// waits for the pacing interval, gathering what is written meanwhile, so
-// that under load there are at most MaxSyncsPerSecond fsyncs a second.
+// written since the last one, then their acknowledgements, in order. The
+// committer paces what it hands over, so that under load there are at
+// most MaxSyncsPerSecond fsyncs a second.
 func (q *Queue) syncLoop(done chan<- struct{}) {
 	defer close(done)
 	var ws []*written
 	for w := range q.syncq {
 		ws = append(ws[:0], w)
-		open := true
-		if wait := time.Until(q.syncDue()); wait > 0 {
-			t := time.NewTimer(wait)
-		pace:
-			for {
-				select {
-				case w, ok := <-q.syncq:
-					if !ok {
-						open = false
-						break pace
-					}
-					ws = append(ws, w)
-				case <-t.C:
-					break pace
-				}
-			}
-			t.Stop()
-		}
 	more:
-		for open {
+		for {
 			select {
 			case w, ok := <-q.syncq:
 				if !ok {
@@ -514,13 +516,16 @@ func (q *Queue) syncLoop(done chan<- struct{}) {
 }
 
 func (q *Queue) sync() error {
-	q.lastSync.Store(time.Now().UnixNano())
-	err := q.db.Sync()
+	calls, err := q.files.sync()
 	if err == nil {
-		err = q.syncDir()
+		var synced bool
+		synced, err = q.syncDir()
+		if synced {
+			calls++
+		}
 	}
 	q.mu.Lock()
-	q.stats.Syncs++
+	q.stats.Syncs += uint64(calls)
 	q.mu.Unlock()
 	if err != nil {
 		q.log.Error("queue: fsync failed", "err", err)
@@ -531,21 +536,21 @@ func (q *Queue) sync() error {
 // syncDir fsyncs the database directory when files were created, renamed
 // or removed in it since its last fsync (its mtime changed): Badger does
 // not, and a file whose directory entry is lost is lost with its data.
-func (q *Queue) syncDir() error {
+func (q *Queue) syncDir() (bool, error) {
 	q.dirMu.Lock()
 	defer q.dirMu.Unlock()
 	fi, err := os.Stat(q.opts.Dir)
 	if err != nil {
-		return err
+		return false, err
 	}
 	if fi.ModTime().Equal(q.dirMod) {
-		return nil
+		return false, nil
 	}
 	if err := syncDirs(q.opts.Dir); err != nil {
-		return err
+		return true, err
 	}
 	q.dirMod = fi.ModTime()
-	return nil
+	return true, nil
 }
 
 // Recovery returns what Open set aside to open the database.
@@ -553,8 +558,9 @@ func (q *Queue) Recovery() Recovery { return q.recovery }
 
 // commit writes one batch of appends together with dirty cursors and due
 // deletions, and reports whether it wrote messages. The batch's callbacks
-// run once it is durable: here, or in syncLoop.
-func (q *Queue) commit(batch []*request) bool {
+// run once it is durable: here, or, when it returns the batch awaiting its
+// fsync, in syncLoop.
+func (q *Queue) commit(batch []*request) (*written, bool) {
 	// Encode first: the budget is counted in encoded bytes.
 	var recs [][]byte
 	for _, r := range batch {
@@ -590,7 +596,7 @@ func (q *Queue) commit(batch []*request) bool {
 		}
 	}
 	if seq == first && len(cursors) == 0 && d.to == d.from && !hasRefused(batch) {
-		return false
+		return nil, false
 	}
 	newBytes := bytes - d.bytes + d.added
 	err := q.write(batch, recs, first, seq, cursors, d, newBytes)
@@ -620,11 +626,10 @@ func (q *Queue) commit(batch []*request) bool {
 
 	if err == nil && seq > first && q.opts.Durability == Sync {
 		// The caller reuses batch's array.
-		q.syncq <- &written{batch: append([]*request(nil), batch...), next: seq}
-		return true
+		return &written{batch: append([]*request(nil), batch...), next: seq}, true
 	}
 	q.finish(batch, seq, err)
-	return err == nil && seq > first
+	return nil, err == nil && seq > first
 }
 
 func hasRefused(batch []*request) bool {
@@ -690,6 +695,7 @@ func (q *Queue) write(batch []*request, recs [][]byte, first, next uint64, curso
 	for _, r := range batch {
 		for _, m := range r.msgs {
 			if r.err == nil {
+				q.files.willWrite(recs[i])
 				if err := txn.Set(msgKey(m.Seq), recs[i]); err != nil {
 					return err
 				}
@@ -792,6 +798,7 @@ func (q *Queue) Close() error {
 	q.intake.Unlock()
 	close(q.stop)
 	<-q.stopped
+	q.files.close()
 	if err := q.db.Close(); err != nil {
 		return fmt.Errorf("queue: close %s: %w", q.opts.Dir, err)
 	}

@@ -238,6 +238,7 @@ func (q *Queue) collectValueLog() {
 	defer txn.Discard()
 	defer it.Close()
 	moved := false
+	q.files.vlogDirty.Store(true)
 	for range 16 {
 		if q.db.RunValueLogGC(0.5) != nil {
 			break

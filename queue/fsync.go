@@ -1,0 +1,146 @@
+package queue
+
+// Making a commit durable with as few sync calls as the disk needs. Each
+// sync call costs an SD card at least a page and often a journal commit,
+// so the sync rate is the wear. Badger's DB.Sync always syncs two files,
+// the active memtable's log and the current value log, even when nothing
+// was written to the value log (values under the value threshold live in
+// the memtable log), and it misses a memtable log that a rotation has just
+// retired, still unsynced, until its flush. fileSyncer syncs exactly the
+// log files that may hold unsynced writes, through descriptors of its own:
+// on Linux fdatasync on any descriptor of a file writes back the pages
+// Badger dirtied through its mapping, as msync does.
+
+import (
+	"errors"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+)
+
+type fileSyncer struct {
+	dir string
+	// vlogDirty is set before anything may write to the value log (a value
+	// at or over the threshold, value-log GC) and cleared by the sync that
+	// covers it.
+	vlogDirty atomic.Bool
+
+	mu       sync.Mutex
+	files    map[string]*os.File
+	memFrom  int // the lowest memtable log that may hold unsynced writes
+	vlogFrom int // the same for value-log files
+}
+
+func newFileSyncer(dir string) *fileSyncer {
+	return &fileSyncer{dir: dir, files: make(map[string]*os.File)}
+}
+
+// willWrite notes a value about to be written: one at the value threshold
+// or over goes to the value log.
+func (s *fileSyncer) willWrite(val []byte) {
+	if len(val) >= valueThreshold {
+		s.vlogDirty.Store(true)
+	}
+}
+
+// sync fdatasyncs every log file written since the last sync and returns
+// how many sync calls it made.
+func (s *fileSyncer) sync() (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	entries, err := os.ReadDir(s.dir)
+	if err != nil {
+		return 0, err
+	}
+	var mems, vlogs []logRef
+	present := make(map[string]bool, len(entries))
+	for _, e := range entries {
+		name := e.Name()
+		present[name] = true
+		if fid, ok := logFid(name, ".mem"); ok {
+			mems = append(mems, logRef{fid, name})
+		} else if fid, ok := logFid(name, ".vlog"); ok {
+			vlogs = append(vlogs, logRef{fid, name})
+		}
+	}
+	calls := 0
+	// The value log first: a memtable entry synced before the value it
+	// points to would point at nothing after a power cut.
+	if s.vlogDirty.Swap(false) {
+		n, err := s.syncFrom(vlogs, &s.vlogFrom)
+		calls += n
+		if err != nil {
+			s.vlogDirty.Store(true)
+			return calls, err
+		}
+	}
+	n, err := s.syncFrom(mems, &s.memFrom)
+	calls += n
+	for name, f := range s.files {
+		if !present[name] {
+			f.Close()
+			delete(s.files, name)
+		}
+	}
+	return calls, err
+}
+
+// syncFrom syncs the files of fids at or after *from, then moves *from to
+// the newest: the older ones receive no more writes.
+func (s *fileSyncer) syncFrom(logs []logRef, from *int) (int, error) {
+	calls, newest := 0, *from
+	for _, l := range logs {
+		if l.fid < *from {
+			continue
+		}
+		newest = max(newest, l.fid)
+		name := l.name
+		f := s.files[name]
+		if f == nil {
+			var err error
+			f, err = os.OpenFile(filepath.Join(s.dir, name), os.O_RDWR, 0)
+			if errors.Is(err, fs.ErrNotExist) {
+				continue // flushed to a table and deleted: Badger synced the table
+			}
+			if err != nil {
+				return calls, err
+			}
+			s.files[name] = f
+		}
+		calls++
+		if err := syscall.Fdatasync(int(f.Fd())); err != nil {
+			return calls, &fs.PathError{Op: "fdatasync", Path: f.Name(), Err: err}
+		}
+	}
+	*from = newest
+	return calls, nil
+}
+
+func (s *fileSyncer) close() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for name, f := range s.files {
+		f.Close()
+		delete(s.files, name)
+	}
+}
+
+// logRef is a Badger log file: a memtable log (NNNNN.mem) or a value-log
+// file (NNNNNN.vlog), numbered in creation order.
+type logRef struct {
+	fid  int
+	name string
+}
+
+func logFid(name, ext string) (int, bool) {
+	if !strings.HasSuffix(name, ext) {
+		return 0, false
+	}
+	fid, err := strconv.Atoi(strings.TrimSuffix(name, ext))
+	return fid, err == nil
+}
