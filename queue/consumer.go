@@ -182,6 +182,15 @@ func (c *Consumer) load(from, head uint64, max int) ([]*Message, uint64, error) 
 				m, err = decodeMessage(seq, b)
 				return err
 			})
+			if errors.Is(err, errCorrupt) {
+				// Only a power cut leaves a record unreadable, and only one
+				// never acknowledged: its index entry reached the disk but
+				// not its value. Waiting for it would stall the consumer
+				// for good.
+				c.q.corrupt(seq, err)
+				c.Ack(seq) // or the cursor would stop here
+				continue
+			}
 			if err != nil {
 				return err
 			}

@@ -169,6 +169,7 @@ type Stats struct {
 	Rejected    uint64 // appends refused with ErrFull
 	Reclaims    uint64 // times the space of a drained backlog was given back
 	Failed      uint64 // appends that failed otherwise
+	Corrupt     uint64 // unreadable records skipped by readers
 	Head        uint64 // next sequence number
 	Oldest      uint64 // oldest sequence number still stored
 	Bytes       int64  // stored message bytes
@@ -551,6 +552,14 @@ func (q *Queue) syncDir() (bool, error) {
 	}
 	q.dirMod = fi.ModTime()
 	return true, nil
+}
+
+// corrupt counts and logs an unreadable record that a reader skips.
+func (q *Queue) corrupt(seq uint64, err error) {
+	q.mu.Lock()
+	q.stats.Corrupt++
+	q.mu.Unlock()
+	q.log.Error("queue: skipping an unreadable message (a power cut before it was acknowledged)", "seq", seq, "err", err)
 }
 
 // Recovery returns what Open set aside to open the database.

@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/dgraph-io/badger/v4"
 )
 
 // filled returns a closed queue in a fresh dir holding n messages for
@@ -159,5 +161,32 @@ func TestLockedIsNotSetAside(t *testing.T) {
 	}
 	if l, _ := SetAsides(dir); len(l) != 0 {
 		t.Fatalf("a locked database was set aside: %+v", l)
+	}
+}
+
+// TestUnreadableRecordSkipped: a record a power cut left unreadable (its
+// index entry on disk, its value not) is skipped and counted, and does
+// not stop the consumer's cursor.
+func TestUnreadableRecordSkipped(t *testing.T) {
+	q := openTest(t, t.TempDir())
+	defer q.Close()
+	c, _ := q.Consumer("up", ConsumerOptions{})
+	for i := range 3 {
+		if err := q.Append(context.Background(), msg("t", strconv.Itoa(i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := q.db.Update(func(txn *badger.Txn) error { return txn.Set(msgKey(2), make([]byte, 40)) }); err != nil {
+		t.Fatal(err)
+	}
+	got := readN(t, c, 2)
+	if p := payloadsOf(got); strings.Join(p, " ") != "0 2" {
+		t.Fatalf("read %v, want 0 2", p)
+	}
+	for _, m := range got {
+		c.Ack(m.Seq)
+	}
+	if c.Cursor() != 4 || c.Backlog() != 0 || q.Stats().Corrupt != 1 {
+		t.Fatalf("cursor %d, backlog %d, corrupt %d; want 4, 0, 1", c.Cursor(), c.Backlog(), q.Stats().Corrupt)
 	}
 }
