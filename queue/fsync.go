@@ -111,6 +111,7 @@ func (s *fileSyncer) syncFrom(logs []logRef, from *int) (int, error) {
 				return calls, err
 			}
 			s.files[name] = f
+			allocate(f)
 		}
 		calls++
 		if err := syscall.Fdatasync(int(f.Fd())); err != nil {
@@ -143,4 +144,18 @@ func logFid(name, ext string) (int, bool) {
 	}
 	fid, err := strconv.Atoi(strings.TrimSuffix(name, ext))
 	return fid, err == nil
+}
+
+// allocate gives a log file's holes their blocks now, in one journal
+// transaction. Badger creates its logs sparse, so each sync that reaches a
+// new block also commits an allocation to the file system's journal (on
+// ext4 five blocks, 20 KiB, several times the data of a small commit);
+// blocks allocated ahead cost a smaller transaction when first written.
+// File systems that cannot (LazyFS) are left as they are.
+func allocate(f *os.File) {
+	fi, err := f.Stat()
+	if err != nil || fi.Size() == 0 {
+		return
+	}
+	syscall.Fallocate(int(f.Fd()), 0, 0, fi.Size())
 }

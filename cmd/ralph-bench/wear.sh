@@ -53,7 +53,7 @@ before=$(sectors)
 N=$((RATE * SECS / DEVICES))
 "$work/rb" -broker 127.0.0.1:$PORT -publishers "$DEVICES" -messages "$N" -qos 1 -inflight 1 -rate "$RATE" | grep -E 'throughput|ack latency'
 sleep 0.5 # the last commit's writes
-after=$(sectors)
+after=$(sectors); cat /proc/fs/jbd2/${dev}-8/info > /tmp/wear-jbd2.txt 2>/dev/null || true
 kill "$(cat "$work/strace.pid")"; wait "$(cat "$work/strace.pid")" 2>/dev/null || true; rm "$work/strace.pid"
 cp "$work/strace.out" /tmp/wear-strace.out; syncs=$(awk '$NF ~ /^(fsync|fdatasync|msync|sync_file_range)$/ {s += $4} END {print s+0}' "$work/strace.out")
 msgs=$((N * DEVICES))
