@@ -149,52 +149,64 @@ func (c *Consumer) Read(ctx context.Context, max int) ([]*Message, error) {
 	}
 }
 
-// load reads up to max stored, unacknowledged messages in [from, head) and
+// load reads up to limit stored, unacknowledged messages in [from, head) and
 // returns them with the position after the last one examined.
-func (c *Consumer) load(from, head uint64, max int) ([]*Message, uint64, error) {
+func (c *Consumer) load(from, head uint64, limit int) ([]*Message, uint64, error) {
 	var msgs []*Message
 	next := head
 	err := c.q.db.View(func(txn *badger.Txn) error {
 		opts := badger.DefaultIteratorOptions
-		opts.PrefetchSize = min(max, 100)
-		opts.Prefix = []byte{prefixMsg}
+		opts.PrefetchValues = false
+		opts.Prefix = []byte{prefixBatch}
 		it := txn.NewIterator(opts)
 		defer it.Close()
-		for it.Seek(msgKey(from)); it.Valid(); it.Next() {
-			item := it.Item()
-			seq := binary.BigEndian.Uint64(item.Key()[1:])
-			if seq >= head {
-				break
-			}
-			if len(msgs) == max {
-				next = seq
-				break
-			}
-			c.q.mu.Lock()
-			_, done := c.acked[seq]
-			c.q.mu.Unlock()
-			if done {
-				continue
-			}
-			var m *Message
-			err := item.Value(func(b []byte) error {
-				var err error
-				m, err = decodeMessage(seq, b)
-				return err
-			})
-			if errors.Is(err, errCorrupt) {
-				// Only a power cut leaves a record unreadable, and only one
-				// never acknowledged: its index entry reached the disk but
-				// not its value. Waiting for it would stall the consumer
-				// for good.
-				c.q.corrupt(seq, err)
-				c.Ack(seq) // or the cursor would stop here
-				continue
-			}
+		for it.Seek(seekKey(from)); it.Valid(); it.Next() {
+			b, err := parseBatchKey(it.Item().Key())
 			if err != nil {
 				return err
 			}
-			msgs = append(msgs, m)
+			if b.first >= head {
+				break
+			}
+			full := false
+			seen := b.first // the first seq not yet passed to the callback
+			err = it.Item().Value(func(val []byte) error {
+				return eachRecord(b, val, func(seq uint64, rec []byte) bool {
+					seen = seq + 1
+					switch {
+					case seq >= head:
+						return false
+					case seq < from:
+						return true
+					case len(msgs) == limit:
+						next, full = seq, true
+						return false
+					}
+					c.q.mu.Lock()
+					_, done := c.acked[seq]
+					c.q.mu.Unlock()
+					if done {
+						return true
+					}
+					m, err := decodeMessage(seq, rec)
+					if err != nil {
+						c.skip(seq, err)
+						return true
+					}
+					msgs = append(msgs, m)
+					return true
+				})
+			})
+			if errors.Is(err, errCorrupt) {
+				for seq := max(seen, from); seq <= b.last && seq < head; seq++ {
+					c.skip(seq, err)
+				}
+			} else if err != nil {
+				return err
+			}
+			if full {
+				break
+			}
 		}
 		return nil
 	})
@@ -202,6 +214,16 @@ func (c *Consumer) load(from, head uint64, max int) ([]*Message, uint64, error) 
 		return nil, from, fmt.Errorf("queue: read %q at %d: %w", c.name, from, err)
 	}
 	return msgs, next, nil
+}
+
+// skip passes over a message that cannot be read. Only a power cut leaves
+// a record unreadable, and only one never acknowledged to its publisher:
+// its batch's key reached the disk but not all of its value. Waiting for
+// it would stall the consumer for good, so it is counted, logged and
+// acknowledged.
+func (c *Consumer) skip(seq uint64, err error) {
+	c.q.corrupt(seq, err)
+	c.Ack(seq)
 }
 
 // Ack acknowledges the message with sequence number seq. The cursor advances

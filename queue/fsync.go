@@ -111,7 +111,9 @@ func (s *fileSyncer) syncFrom(logs []logRef, from *int) (int, error) {
 				return calls, err
 			}
 			s.files[name] = f
-			allocate(f)
+			if strings.HasSuffix(name, ".mem") {
+				allocate(f)
+			}
 		}
 		calls++
 		if err := syscall.Fdatasync(int(f.Fd())); err != nil {
@@ -146,8 +148,10 @@ func logFid(name, ext string) (int, bool) {
 	return fid, err == nil
 }
 
-// allocate gives a log file's holes their blocks now, in one journal
-// transaction. Badger creates its logs sparse, so each sync that reaches a
+// allocate gives a memtable log's holes their blocks now, in one journal
+// transaction (8 MiB with 4 MiB memtables; value-log files, of 64 MiB, are
+// left sparse, as they hold only commits large enough for this to matter
+// less). Badger creates its logs sparse, so each sync that reaches a
 // new block also commits an allocation to the file system's journal (on
 // ext4 five blocks, 20 KiB, several times the data of a small commit);
 // blocks allocated ahead cost a smaller transaction when first written.

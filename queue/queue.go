@@ -90,22 +90,17 @@ type Options struct {
 	Logger *slog.Logger
 }
 
-// Key layout. Sequence numbers are big-endian so that key order is append order.
+// Key layout. Sequence numbers are big-endian so that key order is append
+// order.
 const (
-	prefixMsg    = 'm' // m<seq> → message record
+	prefixBatch  = 'b' // see batch.go
 	prefixCursor = 'c' // c<consumer name> → cursor
+	prefixMsg    = 'm' // m<seq> → one message's record: the layout before batches (see migrate.go)
 )
 
 var keyNext = []byte("xnext")     // first sequence number not yet assigned
 var keyOldest = []byte("xoldest") // first sequence number not yet deleted
 var keyBytes = []byte("xbytes")   // bytes of stored messages
-
-func msgKey(seq uint64) []byte {
-	k := make([]byte, 9)
-	k[0] = prefixMsg
-	binary.BigEndian.PutUint64(k[1:], seq)
-	return k
-}
 
 // Limits on one group commit. Badger refuses a transaction of more than
 // 15% of the memtable size (600 KiB with 4 MiB memtables) or of more entries
@@ -162,6 +157,7 @@ type Queue struct {
 type Stats struct {
 	Appended    uint64 // messages appended
 	Commits     uint64 // group commits that stored messages
+	SyncRounds  uint64 // times the queue's writes were made durable, each with one sync call or a few
 	Syncs       uint64 // sync system calls (fdatasync of log files, fsync of the directory)
 	Deleted     uint64 // messages deleted after every consumer acknowledged them
 	DroppedFull uint64 // messages deleted unacknowledged to make room (DropOldest)
@@ -218,6 +214,11 @@ func Open(opts Options) (*Queue, error) {
 		db.Close()
 		return nil, fmt.Errorf("queue: open %s: %w", opts.Dir, err)
 	}
+	if err := q.migrate(); err != nil {
+		q.files.close()
+		db.Close()
+		return nil, fmt.Errorf("queue: open %s: upgrading the log: %w", opts.Dir, err)
+	}
 	q.assigned = q.next
 	go q.commitLoop()
 	go q.gcLoop()
@@ -247,14 +248,16 @@ func (q *Queue) load() error {
 		}
 		q.bytes = int64(b)
 		// keyNext is written in the same transaction as the messages, so the
-		// newest key can only be behind it; check in case of an older layout.
+		// newest batch can only be behind it; check anyway.
 		it := txn.NewIterator(badger.IteratorOptions{Reverse: true, PrefetchValues: false})
 		defer it.Close()
-		it.Seek(msgKey(^uint64(0)))
-		if it.ValidForPrefix([]byte{prefixMsg}) {
-			if seq := binary.BigEndian.Uint64(it.Item().Key()[1:]); seq >= q.next {
-				q.next = seq + 1
+		it.Seek(append(seekKey(^uint64(0)), 0xff))
+		if it.ValidForPrefix([]byte{prefixBatch}) {
+			b, err := parseBatchKey(it.Item().Key())
+			if err != nil {
+				return err
 			}
+			q.next = max(q.next, b.last+1)
 		}
 		if q.next == 0 {
 			q.next, q.oldest = 1, 1 // seq 0 means "none" to callers
@@ -526,6 +529,7 @@ func (q *Queue) sync() error {
 		}
 	}
 	q.mu.Lock()
+	q.stats.SyncRounds++
 	q.stats.Syncs += uint64(calls)
 	q.mu.Unlock()
 	if err != nil {
@@ -607,8 +611,13 @@ func (q *Queue) commit(batch []*request) (*written, bool) {
 	if seq == first && len(cursors) == 0 && d.to == d.from && !hasRefused(batch) {
 		return nil, false
 	}
+	var key, val []byte
+	if seq > first {
+		key, val = encodeBatch(batch, recs, first, seq-1)
+		d.added = int64(len(key) + len(val))
+	}
 	newBytes := bytes - d.bytes + d.added
-	err := q.write(batch, recs, first, seq, cursors, d, newBytes)
+	err := q.write(key, val, first, seq, cursors, d, newBytes)
 
 	q.mu.Lock()
 	if err != nil {
@@ -697,22 +706,46 @@ func (q *Queue) finish(batch []*request, next uint64, err error) {
 	}
 }
 
-func (q *Queue) write(batch []*request, recs [][]byte, first, next uint64, cursors []*Consumer, d deletion, bytes int64) error {
-	txn := q.db.NewTransaction(true)
-	defer txn.Discard()
+// encodeBatch builds the entry of the messages first..last: the records of
+// the requests in batch that were not refused.
+func encodeBatch(batch []*request, recs [][]byte, first, last uint64) (key, val []byte) {
+	var newest time.Time
+	size := 0
 	i := 0
 	for _, r := range batch {
 		for _, m := range r.msgs {
 			if r.err == nil {
-				q.files.willWrite(recs[i])
-				if err := txn.Set(msgKey(m.Seq), recs[i]); err != nil {
-					return err
+				size += framedSize(recs[i])
+				if m.Arrived.After(newest) {
+					newest = m.Arrived
 				}
 			}
 			i++
 		}
 	}
+	val = make([]byte, 0, size)
+	i = 0
+	for _, r := range batch {
+		for range r.msgs {
+			if r.err == nil {
+				val = appendRecord(val, recs[i])
+			}
+			i++
+		}
+	}
+	return batchKey(first, last, newest, len(val)), val
+}
+
+// write commits one transaction: the batch's entry (if any), the cursors
+// and the deletions.
+func (q *Queue) write(key, val []byte, first, next uint64, cursors []*Consumer, d deletion, bytes int64) error {
+	txn := q.db.NewTransaction(true)
+	defer txn.Discard()
 	if next > first {
+		q.files.willWrite(val)
+		if err := txn.Set(key, val); err != nil {
+			return err
+		}
 		if err := txn.Set(keyNext, uint64Bytes(next)); err != nil {
 			return err
 		}
@@ -727,8 +760,8 @@ func (q *Queue) write(batch []*request, recs [][]byte, first, next uint64, curso
 		}
 	}
 	if d.to > d.from {
-		for s := d.from; s < d.to; s++ {
-			if err := txn.Delete(msgKey(s)); err != nil {
+		for _, k := range d.keys {
+			if err := txn.Delete(k); err != nil {
 				return err
 			}
 		}

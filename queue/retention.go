@@ -8,77 +8,74 @@ import (
 	"github.com/dgraph-io/badger/v4"
 )
 
-// deletion is what one commit deletes from the front of the log, in three
-// consecutive ranges: [from, ackedTo) acknowledged by every consumer,
-// [ackedTo, expiredTo) older than MaxAge, [expiredTo, to) dropped to make
-// room for appends.
+// deletion is what one commit deletes from the front of the log, whole
+// batches in three consecutive ranges: [from, ackedTo) acknowledged by
+// every consumer, [ackedTo, expiredTo) older than MaxAge, [expiredTo, to)
+// dropped to make room for appends.
 type deletion struct {
 	from, ackedTo, expiredTo, to uint64
-	bytes                        int64 // size of what is deleted
-	added                        int64 // size of the appends accepted
+	keys                         [][]byte // the batches' keys
+	bytes                        int64    // size of what is deleted
+	added                        int64    // size of the appends accepted
 }
 
-// recordSize is what a message counts against MaxBytes.
-func recordSize(rec []byte) int64 { return int64(len(rec)) + 9 }
+// recordSize is what a message counts against MaxBytes, its batch's key
+// aside.
+func recordSize(rec []byte) int64 { return int64(framedSize(rec)) }
 
 // plan decides the deletions and which requests in batch are refused.
 // Only the committer deletes, so it may read the log's front unlocked.
+// It reads keys only: a batch's key says what it holds and how old it is.
 func (q *Queue) plan(d *deletion, now time.Time, lowWater, durable uint64, batch []*request, recs [][]byte, bytes int64) error {
 	txn := q.db.NewTransaction(false)
 	defer txn.Discard()
-	it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{prefixMsg}})
+	it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{prefixBatch}})
 	defer it.Close()
-	it.Seek(msgKey(d.from))
+	it.Seek(seekKey(d.from))
 
-	// cur reads the message under the iterator; arrived only when asked.
-	cur := func(withAge bool) (seq uint64, size int64, arrived time.Time, ok bool) {
+	// cur is the batch under the iterator.
+	cur := func() (b batchMeta, size int64, ok bool) {
 		if !it.Valid() {
-			return 0, 0, time.Time{}, false
+			return batchMeta{}, 0, false
 		}
-		item := it.Item()
-		seq = binary.BigEndian.Uint64(item.Key()[1:])
-		size = item.ValueSize() + 9
-		if withAge {
-			err := item.Value(func(b []byte) error {
-				arrived = decodeArrived(b)
-				return nil
-			})
-			if err != nil {
-				return 0, 0, time.Time{}, false
-			}
+		b, err := parseBatchKey(it.Item().Key())
+		if err != nil {
+			return batchMeta{}, 0, false
 		}
-		return seq, size, arrived, true
+		return b, b.size, true
 	}
-	take := func(seq uint64, size int64) {
-		d.to = seq + 1
+	take := func(b batchMeta, size int64) {
+		d.to = b.last + 1
+		d.keys = append(d.keys, it.Item().KeyCopy(nil))
 		d.bytes += size
 		it.Next()
 	}
 
 	budget := maxTrimPerTxn
 	for ; budget > 0; budget-- {
-		seq, size, arrived, ok := cur(q.opts.KeepLocal > 0)
-		if !ok || seq >= lowWater || (q.opts.KeepLocal > 0 && now.Sub(arrived) < q.opts.KeepLocal) {
+		b, size, ok := cur()
+		if !ok || b.last >= lowWater || (q.opts.KeepLocal > 0 && now.Sub(b.newest) < q.opts.KeepLocal) {
 			break
 		}
-		take(seq, size)
+		take(b, size)
 	}
 	d.ackedTo = d.to
 	if q.opts.MaxAge > 0 {
 		for ; budget > 0; budget-- {
-			seq, size, arrived, ok := cur(true)
-			if !ok || seq >= durable || now.Sub(arrived) < q.opts.MaxAge {
+			b, size, ok := cur()
+			if !ok || b.last >= durable || now.Sub(b.newest) < q.opts.MaxAge {
 				break
 			}
-			take(seq, size)
+			take(b, size)
 		}
 	}
 	d.expiredTo = d.to
 
 	drops := maxDropPerTxn
+	keyCost := int64(batchKeyLen) // the first accepted request brings the batch's key
 	i := 0
 	for _, r := range batch {
-		need := int64(0)
+		need := keyCost
 		for range r.msgs {
 			need += recordSize(recs[i])
 			i++
@@ -92,11 +89,11 @@ func (q *Queue) plan(d *deletion, now time.Time, lowWater, durable uint64, batch
 			for bytes-d.bytes+d.added+need > q.opts.MaxBytes && q.opts.OnFull == DropOldest && drops > 0 {
 				// Only durable messages may go: younger ones are not yet
 				// acknowledged to their publishers.
-				seq, size, _, ok := cur(false)
-				if !ok || seq >= durable {
+				b, size, ok := cur()
+				if !ok || b.last >= durable {
 					break
 				}
-				take(seq, size)
+				take(b, size)
 				drops--
 			}
 			if bytes-d.bytes+d.added+need > q.opts.MaxBytes {
@@ -104,6 +101,9 @@ func (q *Queue) plan(d *deletion, now time.Time, lowWater, durable uint64, batch
 			} else {
 				d.added += need
 			}
+		}
+		if r.err == nil {
+			keyCost = 0
 		}
 	}
 	return nil
@@ -262,9 +262,9 @@ func (q *Queue) reclaim() {
 	start := time.Now()
 	// DropPrefix does nothing unless a live key has the prefix, and every
 	// message key is deleted by now: give it one (seq 0 is never used).
-	err := q.db.Update(func(txn *badger.Txn) error { return txn.Set(msgKey(0), nil) })
+	err := q.db.Update(func(txn *badger.Txn) error { return txn.Set(batchKey(0, 0, time.Time{}, 0), nil) })
 	if err == nil {
-		err = q.db.DropPrefix([]byte{prefixMsg})
+		err = q.db.DropPrefix([]byte{prefixBatch})
 	}
 	if err != nil {
 		q.log.Warn("queue: reclaiming space of deleted messages", "err", err)
