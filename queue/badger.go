@@ -11,7 +11,7 @@ import (
 
 // valueThreshold is the value size from which Badger keeps a value in the
 // value log rather than in the memtable log and tables.
-const valueThreshold = 1 << 10
+const valueThreshold = 4 << 10
 
 // badgerOptions tunes Badger for a 512 MB Raspberry Pi. Badger's defaults
 // (64 MB memtables × 5, 256 MB block cache, 1 GB value-log files mapped at
