@@ -18,6 +18,9 @@
 //     created and never synced comes back empty. Directory operations
 //     (create, rename, unlink, mkdir) reach the underlying directory at once
 //     and are never undone, so a cut does not test directory fsyncs.
+//   - LazyFS implements neither statfs (the mount reports no free space, so
+//     free-space checks of the program under test must be off) nor
+//     fallocate (it fails with EOPNOTSUPP).
 //   - Cut cuts the power. The caller must first have killed (SIGKILL) and
 //     waited for every process using Dir: nothing may write during a cut.
 //     Cut drops every unsynced write, waits until LazyFS says it is done,
