@@ -172,6 +172,11 @@ type ACLConfig struct {
 type QueueConfig struct {
 	Durability   string   `toml:"durability"`    // "sync" (default) or "interval"
 	SyncInterval Duration `toml:"sync_interval"` // default 100ms; > 0 and <= 10s; used with "interval"
+	// MaxSyncsPerSecond caps the fsyncs a second with "sync": under load an
+	// acknowledgement waits up to 1/MaxSyncsPerSecond for the fsync it
+	// shares with what arrived meanwhile; after an idle spell a commit is
+	// synced at once. Default 10; 0 to 1000; 0 syncs every commit at once.
+	MaxSyncsPerSecond int `toml:"max_syncs_per_second"`
 	// MaxBytes is the disk budget for queued messages, default 1 GiB; "0"
 	// means no budget (only min_free applies).
 	MaxBytes Size `toml:"max_bytes"`
@@ -454,11 +459,12 @@ func defaults() *Config {
 			ReceiveMaximum:   256,
 		},
 		Queue: QueueConfig{
-			Durability:   "sync",
-			SyncInterval: Duration{100 * time.Millisecond},
-			MaxBytes:     giB,
-			OnFull:       "drop-oldest",
-			MinFree:      64 * miB,
+			Durability:        "sync",
+			SyncInterval:      Duration{100 * time.Millisecond},
+			MaxSyncsPerSecond: defaultMaxSyncsPerSecond,
+			MaxBytes:          giB,
+			OnFull:            "drop-oldest",
+			MinFree:           64 * miB,
 		},
 		HTTP: HTTPConfig{Listen: DefaultHTTPListen},
 	}
@@ -476,6 +482,9 @@ const (
 	maxSessionExpiry = math.MaxUint32 * time.Second
 	maxKeepAlive     = 18 * time.Hour
 	maxSyncInterval  = 10 * time.Second
+
+	defaultMaxSyncsPerSecond = 10
+	maxSyncsPerSecond        = 1000
 )
 
 // configParser carries what error messages need: the file name, the decoded
@@ -945,6 +954,9 @@ func (p *configParser) validate(cfg *Config) error {
 	if d := cfg.Queue.SyncInterval.Duration; d <= 0 || d > maxSyncInterval {
 		return p.errorf(root.key("queue", "sync_interval"), "%s is out of range (allowed: more than 0s, at most %s)",
 			formatDuration(d), formatDuration(maxSyncInterval))
+	}
+	if n := cfg.Queue.MaxSyncsPerSecond; n < 0 || n > maxSyncsPerSecond {
+		return p.errorf(root.key("queue", "max_syncs_per_second"), "%d is out of range (allowed 0 .. %d; 0 for no pacing)", n, maxSyncsPerSecond)
 	}
 	if s := cfg.Queue.MaxBytes; s != 0 && s < miB {
 		return p.errorf(root.key("queue", "max_bytes"), "%s is too small (allowed: 0 for no budget, or at least %s)", formatSize(s), formatSize(miB))

@@ -33,7 +33,7 @@ func TestDefaultConfig(t *testing.T) {
 			MaxClients:     10000, MaxKeepAlive: Duration{time.Hour}, MaxTopicLength: 1024, MaxTopicLevels: 32,
 			MaxMessageExpiry: Duration{720 * time.Hour},
 		},
-		Queue: QueueConfig{Durability: "sync", SyncInterval: Duration{100 * time.Millisecond},
+		Queue: QueueConfig{Durability: "sync", SyncInterval: Duration{100 * time.Millisecond}, MaxSyncsPerSecond: 10,
 			MaxBytes: 1 << 30, OnFull: "drop-oldest", MinFree: 64 << 20},
 		HTTP: HTTPConfig{Listen: "127.0.0.1:9883"},
 	}
@@ -215,6 +215,10 @@ func TestParseConfigValid(t *testing.T) {
 			func(c *Config) bool { return len(c.Broker.Listen) == 5 }},
 		{"dotted keys", doc(`broker.receive_maximum = 10`, `log.level = "debug"`),
 			func(c *Config) bool { return c.Broker.ReceiveMaximum == 10 && c.Log.Level == "debug" }},
+		{"unpaced syncs", doc(`[queue]`, `max_syncs_per_second = 0`),
+			func(c *Config) bool { return c.Queue.MaxSyncsPerSecond == 0 && c.Queue.Durability == "sync" }},
+		{"most syncs per second", doc(`queue.max_syncs_per_second = 1000`),
+			func(c *Config) bool { return c.Queue.MaxSyncsPerSecond == 1000 }},
 		{"interval durability", doc(`[queue]`, `durability = "interval"`, `sync_interval = "10s"`),
 			func(c *Config) bool {
 				return c.Queue.Durability == "interval" && c.Queue.SyncInterval.Duration == 10*time.Second
@@ -404,6 +408,14 @@ func TestParseConfigErrors(t *testing.T) {
 			`ralph.toml:2: queue.sync_interval: 0s is out of range (allowed: more than 0s, at most 10s)`},
 		{"sync_interval too long", doc(`[queue]`, `sync_interval = "1m"`),
 			`ralph.toml:2: queue.sync_interval: 1m is out of range (allowed: more than 0s, at most 10s)`},
+		{"max_syncs_per_second negative", doc(`[queue]`, `max_syncs_per_second = -1`),
+			`ralph.toml:2: queue.max_syncs_per_second: -1 is out of range (allowed 0 .. 1000; 0 for no pacing)`},
+		{"max_syncs_per_second too high", doc(`data_dir = "d"`, `[queue]`, `durability = "sync"`, `max_syncs_per_second = 1001`),
+			`ralph.toml:4: queue.max_syncs_per_second: 1001 is out of range (allowed 0 .. 1000; 0 for no pacing)`},
+		{"max_syncs_per_second a string", doc(`[queue]`, `max_syncs_per_second = "10"`),
+			`ralph.toml:2: queue.max_syncs_per_second: expected an integer, got string "10"`},
+		{"max_syncs_per_second a fraction", doc(`[queue]`, `max_syncs_per_second = 2.5`),
+			`ralph.toml:2: queue.max_syncs_per_second: expected an integer, got float 2.5`},
 
 		// Values: bridges.
 		{"bad URL scheme", doc(

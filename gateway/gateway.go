@@ -114,15 +114,16 @@ func New(cfg *Config, log *slog.Logger, version string) (*Gateway, error) {
 		minFree = -1 // "0" in the config means no check
 	}
 	q, err := queue.Open(queue.Options{
-		Dir:          dir,
-		Durability:   durability,
-		SyncInterval: cfg.Queue.SyncInterval.Duration,
-		MaxBytes:     int64(cfg.Queue.MaxBytes),
-		OnFull:       onFull,
-		MinFree:      minFree,
-		MaxAge:       cfg.Queue.MaxAge.Duration,
-		KeepLocal:    cfg.Queue.KeepLocal.Duration,
-		Logger:       log.With("component", "queue"),
+		Dir:               dir,
+		Durability:        durability,
+		SyncInterval:      cfg.Queue.SyncInterval.Duration,
+		MaxSyncsPerSecond: cfg.Queue.MaxSyncsPerSecond,
+		MaxBytes:          int64(cfg.Queue.MaxBytes),
+		OnFull:            onFull,
+		MinFree:           minFree,
+		MaxAge:            cfg.Queue.MaxAge.Duration,
+		KeepLocal:         cfg.Queue.KeepLocal.Duration,
+		Logger:            log.With("component", "queue"),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("gateway: %w", err)
