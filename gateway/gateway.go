@@ -32,6 +32,7 @@ type Gateway struct {
 	version string
 	started time.Time
 	q       *queue.Queue
+	dbDir   string // the queue's directory, <data_dir>/db
 	broker  *localbroker.Broker
 	httpL   net.Listener  // nil when the endpoint is off
 	ready   chan struct{} // closed once Run serves
@@ -98,6 +99,7 @@ func (t *task) stop() {
 func New(cfg *Config, log *slog.Logger, version string) (*Gateway, error) {
 	g := &Gateway{cfg: cfg, log: log, version: version, started: time.Now(), ready: make(chan struct{})}
 	dir := filepath.Join(cfg.DataDir, "db")
+	g.dbDir = dir
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return nil, fmt.Errorf("gateway: data dir: %w", err)
 	}
@@ -129,6 +131,14 @@ func New(cfg *Config, log *slog.Logger, version string) (*Gateway, error) {
 		return nil, fmt.Errorf("gateway: %w", err)
 	}
 	g.q = q
+	if list, err := queue.SetAsides(dir); err == nil {
+		for _, sa := range list {
+			if !sa.Acknowledged && sa.Path != q.Recovery().DB { // the queue logged that one
+				log.Error("queue: a database set aside at an earlier start is not acknowledged: its messages were not forwarded "+
+					"(read them with `ralph queue peek --dir`; acknowledge with `ralph queue acknowledge`)", "set_aside", sa.Path, "reason", sa.Reason)
+			}
+		}
+	}
 	extra, err := deviceListeners(cfg.Broker)
 	if err != nil {
 		q.Close()

@@ -56,6 +56,13 @@ type QueueStatus struct {
 	Expired     uint64  `json:"expired"`
 	DiskLow     bool    `json:"disk_low"`
 	LastError   string  `json:"last_error,omitempty"`
+	// SetAside lists the databases set aside whole because they did not
+	// open (the queue started empty); one not acknowledged makes the
+	// gateway unhealthy.
+	SetAside []queue.SetAside `json:"set_aside,omitempty"`
+	// RecoveredFiles are the empty files a power cut left, which the last
+	// start moved to lost+found (they held nothing synced): information.
+	RecoveredFiles []string `json:"recovered_files,omitempty"`
 }
 
 // BridgeStatus describes one bridge.
@@ -90,8 +97,11 @@ func (g *Gateway) Status() Status {
 			Messages: qs.Head - qs.Oldest, Bytes: qs.Bytes, MaxBytes: int64(g.cfg.Queue.MaxBytes),
 			Appended: qs.Appended, Rejected: qs.Rejected, DroppedFull: qs.DroppedFull, Expired: qs.Expired,
 			DiskLow: qs.DiskLow, LastError: qs.LastError,
+			RecoveredFiles: g.q.Recovery().Files,
 		},
 	}
+	setAside, saErr := queue.SetAsides(g.dbDir)
+	st.Queue.SetAside = setAside
 	if msgs, err := g.q.Peek(1); err == nil && len(msgs) > 0 {
 		st.Queue.OldestAge = time.Since(msgs[0].Arrived).Seconds()
 	}
@@ -112,14 +122,19 @@ func (g *Gateway) Status() Status {
 	for _, rp := range ports {
 		st.Serial = append(st.Serial, rp.p.Status())
 	}
-	st.Unhealthy = g.unhealthy()
+	st.Unhealthy = g.unhealthyWith(setAside, saErr)
 	st.Healthy = len(st.Unhealthy) == 0
 	return st
 }
 
 // unhealthy lists why the gateway cannot do its job, if it cannot: the
-// broker must accept connections and the queue must be able to store.
+// broker must accept connections, the queue must be able to store, and no
+// database set aside (with messages not forwarded) may go unnoticed.
 func (g *Gateway) unhealthy() []string {
+	return g.unhealthyWith(queue.SetAsides(g.dbDir))
+}
+
+func (g *Gateway) unhealthyWith(setAside []queue.SetAside, setAsideErr error) []string {
 	var why []string
 	for _, a := range g.broker.Addrs() {
 		c, err := net.DialTimeout("tcp", dialable(a), time.Second)
@@ -136,7 +151,23 @@ func (g *Gateway) unhealthy() []string {
 	if qs.LastError != "" {
 		why = append(why, "queue cannot store messages: "+qs.LastError)
 	}
+	if setAsideErr != nil {
+		why = append(why, "cannot list the databases set aside: "+setAsideErr.Error())
+	}
+	for _, sa := range setAside {
+		if !sa.Acknowledged {
+			why = append(why, fmt.Sprintf("queue database set aside at %s (%s): the queue started empty and its messages are not forwarded; "+
+				"read them with `ralph queue peek --dir %s`, then run `ralph queue acknowledge`", sa.Path, orUnknown(sa.Reason), sa.Path))
+		}
+	}
 	return why
+}
+
+func orUnknown(s string) string {
+	if s == "" {
+		return "reason unknown"
+	}
+	return s
 }
 
 // dialable turns a listen address into one to dial: all-interfaces
@@ -281,6 +312,13 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 	gauge("ralph_queue_max_bytes", "The queue's disk budget (0: none).", float64(st.Queue.MaxBytes))
 	gauge("ralph_queue_oldest_age_seconds", "Age of the oldest stored message.", st.Queue.OldestAge)
 	gauge("ralph_queue_disk_low", "1 while free disk space is under min_free.", b2f(qs.DiskLow))
+	unacked := 0
+	for _, sa := range st.Queue.SetAside {
+		if !sa.Acknowledged {
+			unacked++
+		}
+	}
+	gauge("ralph_queue_set_aside_databases", "Databases set aside because they did not open, not yet acknowledged (ralph queue acknowledge).", float64(unacked))
 	gauge("ralph_healthy", "1 when /healthz reports ok.", b2f(st.Healthy))
 	for _, b := range st.Bridges {
 		gauge("ralph_bridge_connected", "1 while the bridge is connected upstream.", b2f(b.Connected), "bridge", b.Name)

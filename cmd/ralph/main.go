@@ -3,7 +3,7 @@
 //	ralph [run] [--config FILE]   run the gateway (no file: the embedded default config)
 //	ralph check --config FILE     validate a config file, print a summary
 //	ralph status [--json]         health, queue and bridges of the running gateway
-//	ralph queue stats|peek [N]|purge --bridge NAME
+//	ralph queue stats|peek [N] [--dir PATH]|purge --bridge NAME|acknowledge
 //	ralph passwd                  print the bcrypt hash of a password for [[broker.users]]
 //	ralph version                 print the version
 package main
@@ -77,6 +77,9 @@ func usage(w io.Writer) {
   ralph status [--json]         ask the running gateway: health, queue, bridges, serial boards
   ralph queue stats|peek [N]|purge --bridge NAME
                                 inspect or purge the queue (running or stopped)
+  ralph queue stats|peek [N] --dir PATH
+                                read a database set aside in <data_dir>/lost+found
+  ralph queue acknowledge       mark the databases set aside as seen (they no longer make ralph unhealthy)
   ralph passwd                  read a password (terminal or stdin), print its bcrypt hash for password_hash
   ralph serial                  list the USB serial devices present, for a [[serial]] path or match
   ralph version                 print the version

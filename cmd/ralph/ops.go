@@ -134,6 +134,18 @@ func printStatus(w io.Writer, st gateway.Status) {
 	if q.DiskLow {
 		fmt.Fprintln(w, "queue: DISK NEARLY FULL: new messages are refused")
 	}
+	for _, sa := range q.SetAside {
+		if sa.Acknowledged {
+			fmt.Fprintf(w, "queue: database set aside at %s (acknowledged)\n", sa.Path)
+		} else {
+			fmt.Fprintf(w, "queue: DATABASE SET ASIDE at %s: %s; its messages are not forwarded (ralph queue peek --dir %s; then ralph queue acknowledge)\n",
+				sa.Path, orDash(sa.Reason), sa.Path)
+		}
+	}
+	if len(q.RecoveredFiles) > 0 {
+		fmt.Fprintf(w, "queue: at start, %d empty files a power cut left were moved aside (they held nothing synced): %s\n",
+			len(q.RecoveredFiles), strings.Join(q.RecoveredFiles, ", "))
+	}
 	for _, b := range st.Bridges {
 		state := "offline"
 		if b.Connected {
@@ -179,11 +191,12 @@ func bytesStr(n int64) string {
 	return fmt.Sprintf("%d B", n)
 }
 
-// queueCmd is `ralph queue stats|peek [N]|purge --bridge NAME`. It asks
-// the running gateway, or opens the data dir itself when ralph is stopped.
+// queueCmd is `ralph queue stats|peek [N]|purge --bridge NAME|acknowledge`.
+// It asks the running gateway, or opens the data dir itself when ralph is
+// stopped; with --dir, stats and peek read a database set aside instead.
 func queueCmd(args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
-		fmt.Fprintln(stderr, "usage: ralph queue stats|peek [N]|purge --bridge NAME [--config FILE] [--addr HOST:PORT]")
+		fmt.Fprintln(stderr, "usage: ralph queue stats|peek [N] [--dir PATH]|purge --bridge NAME|acknowledge [--config FILE] [--addr HOST:PORT]")
 		return 2
 	}
 	sub, args := args[0], args[1:]
@@ -195,7 +208,12 @@ func queueCmd(args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	cfgPath, addr := opsFlags(fs)
 	bridgeName := fs.String("bridge", "", "with purge: the bridge whose backlog to drop")
+	dir := fs.String("dir", "", "with stats and peek: read the queue database at `PATH` (a copy set aside in <data_dir>/lost+found) instead of the gateway's")
 	if fs.Parse(args) != nil {
+		return 2
+	}
+	if *dir != "" && sub != "stats" && sub != "peek" {
+		fmt.Fprintf(stderr, "ralph queue %s: --dir applies to stats and peek only\n", sub)
 		return 2
 	}
 	t, err := resolve(*cfgPath, *addr)
@@ -208,11 +226,13 @@ func queueCmd(args []string, stdout, stderr io.Writer) int {
 	switch sub {
 	case "stats":
 		var st gateway.Status
-		if err := t.do("GET", "/status", &st); err == nil {
-			enc.Encode(map[string]any{"queue": st.Queue, "bridges": st.Bridges})
-			return 0
+		if *dir == "" {
+			if err := t.do("GET", "/status", &st); err == nil {
+				enc.Encode(map[string]any{"queue": st.Queue, "bridges": st.Bridges})
+				return 0
+			}
 		}
-		return offline(t, stderr, func(q *queue.Queue, _ map[string]*queue.Consumer) error {
+		return offline(t, *dir, true, stderr, func(q *queue.Queue, _ map[string]*queue.Consumer) error {
 			enc.Encode(map[string]any{"queue": q.Stats(), "bridges": q.Consumers()})
 			return nil
 		})
@@ -228,11 +248,13 @@ func queueCmd(args []string, stdout, stderr io.Writer) int {
 			}
 		}
 		var msgs []gateway.PeekedMessage
-		if err := t.do("GET", "/queue/peek?n="+strconv.Itoa(n), &msgs); err == nil {
-			enc.Encode(msgs)
-			return 0
+		if *dir == "" {
+			if err := t.do("GET", "/queue/peek?n="+strconv.Itoa(n), &msgs); err == nil {
+				enc.Encode(msgs)
+				return 0
+			}
 		}
-		return offline(t, stderr, func(q *queue.Queue, _ map[string]*queue.Consumer) error {
+		return offline(t, *dir, true, stderr, func(q *queue.Queue, _ map[string]*queue.Consumer) error {
 			msgs, err := q.Peek(n)
 			if err == nil {
 				enc.Encode(gateway.Peeked(msgs))
@@ -252,7 +274,7 @@ func queueCmd(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stderr, "ralph queue purge: %v\n", err)
 			return 1
 		}
-		return offline(t, stderr, func(q *queue.Queue, cons map[string]*queue.Consumer) error {
+		return offline(t, "", false, stderr, func(q *queue.Queue, cons map[string]*queue.Consumer) error {
 			c, ok := cons[*bridgeName]
 			if !ok {
 				return fmt.Errorf("no bridge named %q in the config", *bridgeName)
@@ -260,9 +282,52 @@ func queueCmd(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stdout, "purged %d messages for bridge %s\n", c.Purge(), *bridgeName)
 			return nil
 		})
+	case "acknowledge":
+		return acknowledge(t, stdout, stderr)
 	}
-	fmt.Fprintf(stderr, "ralph queue: unknown subcommand %q (stats, peek, purge)\n", sub)
+	fmt.Fprintf(stderr, "ralph queue: unknown subcommand %q (stats, peek, purge, acknowledge)\n", sub)
 	return 2
+}
+
+// acknowledge marks the databases set aside beside the data dir's queue as
+// seen, so that they no longer make the gateway unhealthy. It only writes
+// marker files, so it works whether ralph runs or not.
+func acknowledge(t target, stdout, stderr io.Writer) int {
+	dir := filepath.Join(t.cfg.DataDir, "db")
+	before, err := queue.SetAsides(dir)
+	if err != nil {
+		fmt.Fprintf(stderr, "ralph queue acknowledge: %v\n", err)
+		return 1
+	}
+	if _, err := queue.AcknowledgeSetAsides(dir); err != nil {
+		fmt.Fprintf(stderr, "ralph queue acknowledge: %v\n", err)
+		return 1
+	}
+	after, err := queue.SetAsides(dir)
+	if err != nil {
+		fmt.Fprintf(stderr, "ralph queue acknowledge: %v\n", err)
+		return 1
+	}
+	was := make(map[string]bool)
+	for _, sa := range before {
+		was[sa.Path] = sa.Acknowledged
+	}
+	n := 0
+	for _, sa := range after {
+		if sa.Acknowledged && !was[sa.Path] {
+			fmt.Fprintf(stdout, "acknowledged %s (%s)\n", sa.Path, orDash(sa.Reason))
+			n++
+		}
+	}
+	switch {
+	case len(after) == 0:
+		fmt.Fprintf(stdout, "nothing to acknowledge: no database set aside in %s\n", queue.LostFound(dir))
+	case n == 0:
+		fmt.Fprintf(stdout, "nothing to acknowledge: every database set aside in %s (%d) was acknowledged before\n", queue.LostFound(dir), len(after))
+	default:
+		fmt.Fprintf(stdout, "the copies stay in %s: delete them once their messages are no longer needed\n", queue.LostFound(dir))
+	}
+	return 0
 }
 
 var errEndpointOff = errors.New("the HTTP endpoint is off (http.listen = \"\")")
@@ -273,17 +338,44 @@ func isUnreachable(err error) bool {
 	return errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, errEndpointOff)
 }
 
-// offline opens the data dir directly: only possible while ralph is
-// stopped, since Badger locks its directory.
-func offline(t target, stderr io.Writer, fn func(*queue.Queue, map[string]*queue.Consumer) error) int {
+// keepAll is the KeepLocal with which reading a queue deletes nothing,
+// whichever consumers are registered.
+const keepAll = 100 * 365 * 24 * time.Hour
+
+// offline opens a queue database directly: the data dir's, only possible
+// while ralph is stopped since Badger locks its directory, or the one at
+// setAside (a copy in lost+found). With keep, nothing is deleted, not even
+// what no registered consumer holds.
+func offline(t target, setAside string, keep bool, stderr io.Writer, fn func(*queue.Queue, map[string]*queue.Consumer) error) int {
 	dir := filepath.Join(t.cfg.DataDir, "db")
-	if _, err := os.Stat(dir); err != nil {
-		fmt.Fprintf(stderr, "ralph queue: ralph does not answer at %s and there is no queue at %s\n", t.addr, dir)
+	if setAside != "" {
+		dir = setAside
+	}
+	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
+		if setAside != "" {
+			fmt.Fprintf(stderr, "ralph queue: there is no queue database at %s\n", dir)
+		} else {
+			fmt.Fprintf(stderr, "ralph queue: ralph does not answer at %s and there is no queue at %s\n", t.addr, dir)
+		}
 		return 1
 	}
-	q, err := queue.Open(queue.Options{Dir: dir, MinFree: -1, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	opts := queue.Options{Dir: dir, MinFree: -1, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	if keep {
+		opts.KeepLocal = keepAll
+	}
+	var q *queue.Queue
+	var err error
+	if setAside != "" {
+		q, err = openSetAside(opts)
+	} else {
+		q, err = queue.Open(opts)
+	}
 	if err != nil {
-		fmt.Fprintf(stderr, "ralph queue: ralph does not answer at %s, and opening %s failed (is ralph running?): %v\n", t.addr, dir, err)
+		if setAside != "" {
+			fmt.Fprintf(stderr, "ralph queue: %v\n", err)
+		} else {
+			fmt.Fprintf(stderr, "ralph queue: ralph does not answer at %s, and opening %s failed (is ralph running?): %v\n", t.addr, dir, err)
+		}
 		return 1
 	}
 	defer q.Close()
@@ -301,3 +393,51 @@ func offline(t target, stderr io.Writer, fn func(*queue.Queue, map[string]*queue
 	}
 	return 0
 }
+
+// openSetAside opens a database set aside, to read it. If it still does
+// not open, queue.Open would set it aside in turn (inside it, in
+// lost+found/lost+found) and open an empty one in its place: that is
+// undone, so that the copy stays where the operator found it.
+func openSetAside(opts queue.Options) (*queue.Queue, error) {
+	dir := opts.Dir
+	lf := queue.LostFound(dir)
+	_, lfErr := os.Stat(lf)
+	reasonPath := filepath.Join(dir, setAsideReasonFile)
+	reason, reasonErr := os.ReadFile(reasonPath)
+	q, err := queue.Open(opts)
+	if lfErr != nil {
+		// Created by this open: remove it if nothing was put in it.
+		defer os.Remove(lf)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("opening %s: %w", dir, err)
+	}
+	rec := q.Recovery()
+	if rec.DB == "" {
+		return q, nil
+	}
+	// The copy did not open: put it back, with the empty files moved out of it.
+	q.Close()
+	why, _ := os.ReadFile(filepath.Join(rec.DB, setAsideReasonFile))
+	if err := os.RemoveAll(dir); err != nil { // the empty queue the open made
+		return nil, fmt.Errorf("%s does not open (%s); it is now at %s: %v", dir, strings.TrimSpace(string(why)), rec.DB, err)
+	}
+	if err := os.Rename(rec.DB, dir); err != nil {
+		return nil, fmt.Errorf("%s does not open (%s); it is now at %s: %v", dir, strings.TrimSpace(string(why)), rec.DB, err)
+	}
+	for _, f := range rec.Files {
+		if _, name, ok := strings.Cut(filepath.Base(f), "-"); ok {
+			os.Rename(f, filepath.Join(dir, name))
+		}
+	}
+	if reasonErr == nil {
+		os.WriteFile(reasonPath, reason, 0o640)
+	} else {
+		os.Remove(reasonPath)
+	}
+	return nil, fmt.Errorf("%s does not open either (%s): it is left as it was", dir, strings.TrimSpace(string(why)))
+}
+
+// setAsideReasonFile is the note of why, in a database the queue set
+// aside (queue/recovery.go writes it).
+const setAsideReasonFile = "REASON"
