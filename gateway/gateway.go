@@ -33,6 +33,7 @@ type Gateway struct {
 	started time.Time
 	q       *queue.Queue
 	dbDir   string // the queue's directory, <data_dir>/db
+	wear    *wear
 	broker  *localbroker.Broker
 	httpL   net.Listener  // nil when the endpoint is off
 	ready   chan struct{} // closed once Run serves
@@ -97,7 +98,7 @@ func (t *task) stop() {
 // endpoint's listeners and prepares the bridges. Nothing is served until
 // Run. version is what /status reports.
 func New(cfg *Config, log *slog.Logger, version string) (*Gateway, error) {
-	g := &Gateway{cfg: cfg, log: log, version: version, started: time.Now(), ready: make(chan struct{})}
+	g := &Gateway{cfg: cfg, log: log, version: version, started: time.Now(), ready: make(chan struct{}), wear: newWear()}
 	dir := filepath.Join(cfg.DataDir, "db")
 	g.dbDir = dir
 	if err := os.MkdirAll(dir, 0o750); err != nil {
@@ -139,6 +140,8 @@ func New(cfg *Config, log *slog.Logger, version string) (*Gateway, error) {
 			}
 		}
 	}
+	// What the open itself wrote is not part of the rate.
+	g.wear.sample(q.Stats().Syncs)
 	extra, err := deviceListeners(cfg.Broker)
 	if err != nil {
 		q.Close()
@@ -315,6 +318,21 @@ func (g *Gateway) announceQueue(ctx context.Context) {
 }
 
 const sysInterval = 10 * time.Second
+
+// sampleWear records the storage counters every wearEvery, for the rates
+// over the last wearWindow.
+func (g *Gateway) sampleWear(ctx context.Context) {
+	t := time.NewTicker(wearEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			g.wear.sample(g.q.Stats().Syncs)
+		}
+	}
+}
 
 // Reload applies a new configuration's bridges and serial ports without
 // touching network device connections: bridges and ports whose settings
@@ -550,8 +568,11 @@ func (g *Gateway) Run(ctx context.Context) error {
 	g.mu.Unlock()
 	sysDone := make(chan struct{})
 	go func() { defer close(sysDone); g.announceQueue(ctx) }()
+	wearDone := make(chan struct{})
+	go func() { defer close(wearDone); g.sampleWear(ctx) }()
 	<-ctx.Done()
 	<-sysDone
+	<-wearDone
 	g.log.Info("shutting down")
 	stopHTTP()
 	<-httpDone

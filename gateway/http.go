@@ -29,6 +29,7 @@ type Status struct {
 	Clients   int               `json:"clients"`
 	Broker    BrokerStatus      `json:"broker"`
 	Queue     QueueStatus       `json:"queue"`
+	Storage   StorageStatus     `json:"storage"`
 	Bridges   []BridgeStatus    `json:"bridges"`
 	Serial    []serialin.Status `json:"serial,omitempty"`
 	Healthy   bool              `json:"healthy"`
@@ -99,6 +100,7 @@ func (g *Gateway) Status() Status {
 			DiskLow: qs.DiskLow, LastError: qs.LastError,
 			RecoveredFiles: g.q.Recovery().Files,
 		},
+		Storage: g.wear.status(qs.Syncs, qs.Appended),
 	}
 	setAside, saErr := queue.SetAsides(g.dbDir)
 	st.Queue.SetAside = setAside
@@ -302,7 +304,7 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 	counter("ralph_broker_denied_total", "Publishes refused by the ACL.", float64(st.Broker.Denied))
 	counter("ralph_queue_appended_total", "Messages appended to the queue.", float64(qs.Appended))
 	counter("ralph_queue_commits_total", "Group commits that stored messages.", float64(qs.Commits))
-	counter("ralph_queue_fsyncs_total", "Fsyncs of the queue.", float64(qs.Syncs))
+	counter("ralph_queue_syncs_total", "Sync calls (fsyncs) of the queue.", float64(st.Storage.Syncs))
 	counter("ralph_queue_deleted_total", "Messages deleted after every bridge had them.", float64(qs.Deleted))
 	counter("ralph_queue_dropped_total", "Messages deleted before every bridge had them.", float64(qs.DroppedFull), "reason", "full")
 	counter("ralph_queue_dropped_total", "Messages deleted before every bridge had them.", float64(qs.Expired), "reason", "max_age")
@@ -319,6 +321,15 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 		}
 	}
 	gauge("ralph_queue_set_aside_databases", "Databases set aside because they did not open, not yet acknowledged (ralph queue acknowledge).", float64(unacked))
+	if w := st.Storage.WrittenBytes; w != nil {
+		counter("ralph_storage_written_bytes_total", "Bytes Ralph caused to be written to storage (write_bytes of /proc/self/io).", float64(*w))
+	}
+	if b := st.Storage.BytesPerMessage; b != nil {
+		gauge("ralph_storage_bytes_per_message", "Bytes written to storage per message appended, since start.", *b)
+	}
+	if d := st.Storage.ProjectedBytesPerDay; d != nil {
+		gauge("ralph_storage_projected_bytes_per_day", "Bytes a day written to storage at the rate of the last 5 minutes.", *d)
+	}
 	gauge("ralph_healthy", "1 when /healthz reports ok.", b2f(st.Healthy))
 	for _, b := range st.Bridges {
 		gauge("ralph_bridge_connected", "1 while the bridge is connected upstream.", b2f(b.Connected), "bridge", b.Name)

@@ -146,6 +146,7 @@ func printStatus(w io.Writer, st gateway.Status) {
 		fmt.Fprintf(w, "queue: at start, %d empty files a power cut left were moved aside (they held nothing synced): %s\n",
 			len(q.RecoveredFiles), strings.Join(q.RecoveredFiles, ", "))
 	}
+	printStorage(w, st.Storage)
 	for _, b := range st.Bridges {
 		state := "offline"
 		if b.Connected {
@@ -170,6 +171,30 @@ func printStatus(w io.Writer, st gateway.Status) {
 			sp.Name, state, sp.Since.Local().Format(time.DateTime), orDash(sp.Device), orDash(sp.Board),
 			c.Published, c.Delivered, c.BadChecksum+c.Malformed+c.Oversize)
 	}
+}
+
+// printStorage prints what Ralph wrote to its disk, for sizing an SD card.
+func printStorage(w io.Writer, s gateway.StorageStatus) {
+	window := time.Duration(s.WindowSeconds * float64(time.Second)).Round(time.Second).String()
+	line := "storage: "
+	if s.WrittenBytes != nil {
+		line += fmt.Sprintf("wrote %s since start", bytesStr(*s.WrittenBytes))
+		if s.BytesPerMessage != nil {
+			line += fmt.Sprintf(" (%s per message)", bytesStr(int64(*s.BytesPerMessage)))
+		}
+		line += ", "
+	}
+	line += fmt.Sprintf("%d syncs", s.Syncs)
+	if s.WindowSeconds > 0 {
+		line += fmt.Sprintf("; over the last %s: %.1f syncs/s", window, s.SyncsPerSecond)
+		if s.ProjectedBytesPerDay != nil {
+			line += fmt.Sprintf(", %s a day projected", bytesStr(int64(*s.ProjectedBytesPerDay)))
+		}
+	}
+	if s.WrittenBytes == nil {
+		line += " (bytes written: not reported by this system's /proc/self/io)"
+	}
+	fmt.Fprintln(w, line)
 }
 
 func orDash(s string) string {
