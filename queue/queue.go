@@ -3,9 +3,14 @@
 // acknowledge what they have delivered.
 //
 // Appends are group-committed: a single writer goroutine takes every append
-// waiting at that moment, writes them in one Badger transaction and makes it
-// durable with one fsync, so throughput grows with the number of concurrent
-// appenders instead of being capped by the latency of the disk.
+// waiting at that moment and writes them as one Badger entry (batch.go) in
+// one transaction, made durable with one sync call (fsync.go), so
+// throughput grows with the number of concurrent appenders instead of
+// being capped by the latency of the disk. An append returns (its done is
+// called) only after the sync that covers it. Syncs are paced: after an
+// idle spell an append is synced at once; under load, what arrives within
+// 1/MaxSyncsPerSecond of the last sync joins the next one, which bounds the
+// sync rate, the wear of an SD card.
 //
 // Each consumer has a cursor: every message below it has been acknowledged.
 // Acknowledgements may arrive out of order; the cursor advances over the
@@ -13,6 +18,10 @@
 // after a crash a consumer resumes at its cursor and re-reads at most what
 // was in flight. A message is deleted once every registered consumer's cursor
 // has passed it.
+//
+// Open survives what a power cut leaves (recovery.go): it sets aside files
+// that came back empty, and a database that still does not open is set
+// aside whole so that the queue starts, empty, and says so.
 package queue
 
 import (
@@ -21,7 +30,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"sync"
 	"time"
 
@@ -175,6 +183,7 @@ type Stats struct {
 
 type request struct {
 	msgs []*Message
+	at   time.Time // when it was handed over
 	done func(error)
 	err  error // set when the request is refused
 }
@@ -323,239 +332,7 @@ func (q *Queue) AppendAsync(msgs []*Message, done func(error)) {
 		done(ErrClosed)
 		return
 	}
-	q.reqs <- &request{msgs: msgs, done: done}
-}
-
-// commitLoop is the single writer: it group-commits appends, persists
-// consumer cursors and deletes messages every consumer has acknowledged.
-// With Sync durability it hands each written batch to syncLoop, so that the
-// next batch is written while the previous one is being fsynced.
-func (q *Queue) commitLoop() {
-	defer close(q.stopped)
-	syncDone := make(chan struct{})
-	if q.opts.Durability == Sync {
-		go q.syncLoop(syncDone)
-	} else {
-		close(syncDone)
-	}
-	var syncTick <-chan time.Time
-	if q.opts.Durability == Interval {
-		t := time.NewTicker(q.opts.SyncInterval)
-		defer t.Stop()
-		syncTick = t.C
-	}
-	// Time alone makes messages due for deletion under MaxAge and KeepLocal.
-	var tick <-chan time.Time
-	if period := min(max(q.opts.MaxAge, q.opts.KeepLocal)/10, time.Minute); period > 0 {
-		t := time.NewTicker(max(period, time.Second))
-		defer t.Stop()
-		tick = t.C
-	}
-	unsynced := false
-	g := gatherer{q: q, unsynced: &unsynced}
-	for {
-		g.reset()
-		select {
-		case r := <-q.reqs:
-			g.add(r)
-		case <-q.kick:
-		case <-tick:
-		case <-syncTick:
-			if unsynced {
-				q.sync()
-				unsynced = false
-			}
-			continue
-		case <-q.stop:
-			// Intake is closed (q.closed is set), so whatever is queued is all
-			// there will be: commit it, then leave.
-			g.takeWaiting()
-			g.commit()
-			g.handOff()
-			close(q.syncq)
-			<-syncDone
-			if err := q.sync(); err != nil {
-				q.log.Error("queue: sync on close", "err", err)
-			}
-			return
-		}
-		// Take everything else that is waiting: this is the group commit.
-		g.takeWaiting()
-		// While the next fsync is not yet due, what arrives meanwhile
-		// would wait for it anyway: gather it into this commit.
-		if len(g.batch) > 0 && q.opts.Durability == Sync {
-			g.takeUntil(g.due())
-		}
-		g.commit()
-		g.handOff()
-	}
-}
-
-// gatherer builds one group commit in the committer, within the limits of
-// one transaction: a request that does not fit commits what is gathered
-// and opens the next batch.
-type gatherer struct {
-	q        *Queue
-	unsynced *bool
-	batch    []*request
-	n, size  int
-
-	// Committed batches not yet handed to syncLoop, and when the last
-	// were: the pacing clock. A batch committed early (a full
-	// transaction) waits here for the next fsync that is due.
-	written  []*written
-	lastHand time.Time
-}
-
-func (g *gatherer) reset() { g.batch, g.n, g.size = g.batch[:0], 0, 0 }
-
-func (g *gatherer) add(r *request) {
-	rs := 0
-	for _, m := range r.msgs {
-		rs += m.size()
-	}
-	if len(g.batch) > 0 && (g.n+len(r.msgs) > maxBatchMsgs || g.size+rs > maxBatchBytes) {
-		g.commit()
-		g.reset()
-	}
-	g.batch = append(g.batch, r)
-	g.n += len(r.msgs)
-	g.size += rs
-}
-
-// takeWaiting adds every request already waiting.
-func (g *gatherer) takeWaiting() {
-	for {
-		select {
-		case r := <-g.q.reqs:
-			g.add(r)
-		default:
-			return
-		}
-	}
-}
-
-// takeUntil adds requests as they arrive until deadline.
-func (g *gatherer) takeUntil(deadline time.Time) {
-	wait := time.Until(deadline)
-	if wait <= 0 {
-		return
-	}
-	t := time.NewTimer(wait)
-	defer t.Stop()
-	for {
-		select {
-		case r := <-g.q.reqs:
-			g.add(r)
-		case <-t.C:
-			g.takeWaiting()
-			return
-		case <-g.q.stop:
-			return // the stop path commits what is still waiting
-		}
-	}
-}
-
-func (g *gatherer) commit() {
-	w, wrote := g.q.commit(g.batch)
-	if w != nil {
-		g.written = append(g.written, w)
-	}
-	if wrote && g.q.opts.Durability == Interval {
-		*g.unsynced = true
-	}
-}
-
-// due is when the next fsync may start: at once when the disk has been
-// idle, else one pacing interval after the previous one.
-func (g *gatherer) due() time.Time { return g.lastHand.Add(g.q.syncGap) }
-
-// handOff passes the committed batches to syncLoop, which syncs them
-// together.
-func (g *gatherer) handOff() {
-	if len(g.written) == 0 {
-		return
-	}
-	for _, w := range g.written {
-		g.q.syncq <- w
-	}
-	g.written = g.written[:0]
-	g.lastHand = time.Now()
-}
-
-// written is a committed batch of appends awaiting its fsync.
-type written struct {
-	batch []*request
-	next  uint64 // first seq after the batch
-}
-
-// syncLoop makes written batches durable: one fsync for every batch
-// written since the last one, then their acknowledgements, in order. The
-// committer paces what it hands over, so that under load there are at
-// most MaxSyncsPerSecond fsyncs a second.
-func (q *Queue) syncLoop(done chan<- struct{}) {
-	defer close(done)
-	var ws []*written
-	for w := range q.syncq {
-		ws = append(ws[:0], w)
-	more:
-		for {
-			select {
-			case w, ok := <-q.syncq:
-				if !ok {
-					break more
-				}
-				ws = append(ws, w)
-			default:
-				break more
-			}
-		}
-		// Sync explicitly rather than with SyncWrites: it covers the value
-		// log too and, unlike Badger's own sync on write, reports failure.
-		err := q.sync()
-		for _, w := range ws {
-			q.finish(w.batch, w.next, err)
-		}
-	}
-}
-
-func (q *Queue) sync() error {
-	calls, err := q.files.sync()
-	if err == nil {
-		var synced bool
-		synced, err = q.syncDir()
-		if synced {
-			calls++
-		}
-	}
-	q.mu.Lock()
-	q.stats.SyncRounds++
-	q.stats.Syncs += uint64(calls)
-	q.mu.Unlock()
-	if err != nil {
-		q.log.Error("queue: fsync failed", "err", err)
-	}
-	return err
-}
-
-// syncDir fsyncs the database directory when files were created, renamed
-// or removed in it since its last fsync (its mtime changed): Badger does
-// not, and a file whose directory entry is lost is lost with its data.
-func (q *Queue) syncDir() (bool, error) {
-	q.dirMu.Lock()
-	defer q.dirMu.Unlock()
-	fi, err := os.Stat(q.opts.Dir)
-	if err != nil {
-		return false, err
-	}
-	if fi.ModTime().Equal(q.dirMod) {
-		return false, nil
-	}
-	if err := syncDirs(q.opts.Dir); err != nil {
-		return true, err
-	}
-	q.dirMod = fi.ModTime()
-	return true, nil
+	q.reqs <- &request{msgs: msgs, at: time.Now(), done: done}
 }
 
 // corrupt counts and logs an unreadable record that a reader skips.
@@ -568,214 +345,6 @@ func (q *Queue) corrupt(seq uint64, err error) {
 
 // Recovery returns what Open set aside to open the database.
 func (q *Queue) Recovery() Recovery { return q.recovery }
-
-// commit writes one batch of appends together with dirty cursors and due
-// deletions, and reports whether it wrote messages. The batch's callbacks
-// run once it is durable: here, or, when it returns the batch awaiting its
-// fsync, in syncLoop.
-func (q *Queue) commit(batch []*request) (*written, bool) {
-	// Encode first: the budget is counted in encoded bytes.
-	var recs [][]byte
-	for _, r := range batch {
-		for _, m := range r.msgs {
-			recs = append(recs, encodeMessage(nil, m))
-		}
-	}
-	now := time.Now()
-	q.mu.Lock()
-	cursors := q.dirtyCursorsLocked()
-	trimTo := q.lowWaterLocked()
-	from, next, bytes := q.oldest, q.next, q.bytes
-	q.mu.Unlock()
-	q.checkDisk()
-
-	// What goes: acknowledged messages (held for KeepLocal), then expired
-	// ones (MaxAge), then, if appends need room, the oldest (DropOldest).
-	d := deletion{from: from, to: from}
-	if err := q.plan(&d, now, trimTo, next, batch, recs, bytes); err != nil {
-		q.log.Error("queue: planning deletions", "err", err)
-		d = deletion{from: from, to: from}
-	}
-
-	first := q.assigned
-	seq := first
-	for _, r := range batch {
-		if r.err != nil {
-			continue
-		}
-		for _, m := range r.msgs {
-			m.Seq = seq
-			seq++
-		}
-	}
-	if seq == first && len(cursors) == 0 && d.to == d.from && !hasRefused(batch) {
-		return nil, false
-	}
-	var key, val []byte
-	if seq > first {
-		key, val = encodeBatch(batch, recs, first, seq-1)
-		d.added = int64(len(key) + len(val))
-	}
-	newBytes := bytes - d.bytes + d.added
-	err := q.write(key, val, first, seq, cursors, d, newBytes)
-
-	q.mu.Lock()
-	if err != nil {
-		for _, c := range cursors {
-			c.dirty = true // retry with the next commit
-		}
-	} else {
-		q.assigned = seq
-		q.applyDeletionLocked(d, now)
-		q.bytes = newBytes
-	}
-	moreTrim := err == nil && q.lowWaterLocked() > q.oldest
-	reclaim := err == nil && q.oldest == q.assigned && q.sinceReclaim >= reclaimAfter
-	if reclaim {
-		q.sinceReclaim = 0
-	}
-	q.mu.Unlock()
-	if moreTrim {
-		q.nudge()
-	}
-	if reclaim {
-		q.reclaim()
-	}
-
-	if err == nil && seq > first && q.opts.Durability == Sync {
-		// The caller reuses batch's array.
-		return &written{batch: append([]*request(nil), batch...), next: seq}, true
-	}
-	q.finish(batch, seq, err)
-	return nil, err == nil && seq > first
-}
-
-func hasRefused(batch []*request) bool {
-	for _, r := range batch {
-		if r.err != nil {
-			return true
-		}
-	}
-	return false
-}
-
-// finish publishes a batch to readers once it is durable (or has failed)
-// and calls its callbacks.
-func (q *Queue) finish(batch []*request, next uint64, err error) {
-	var n, refused uint64
-	for _, r := range batch {
-		if r.err != nil {
-			refused += uint64(len(r.msgs))
-		} else {
-			n += uint64(len(r.msgs))
-		}
-	}
-	q.mu.Lock()
-	q.stats.Rejected += refused
-	if err != nil {
-		q.stats.Failed += n
-		q.stats.LastError = err.Error()
-	} else if n > 0 {
-		q.stats.LastError = ""
-		// A batch whose fsync failed may still be on disk; if a later one
-		// succeeds, readers see both: the device was told to resend, so
-		// that is a duplicate, never a loss.
-		q.next = max(q.next, next)
-		q.stats.Appended += n
-		q.stats.Commits++
-		if !q.closed {
-			close(q.arrived)
-			q.arrived = make(chan struct{})
-		}
-	}
-	trim := err == nil && q.lowWaterLocked() > q.oldest
-	q.mu.Unlock()
-	if trim {
-		q.nudge() // what no consumer holds can go
-	}
-	if err != nil {
-		err = fmt.Errorf("queue: append: %w", err)
-		q.log.Error("queue: commit failed", "messages", n, "err", err)
-	}
-	for _, r := range batch {
-		if r.err != nil {
-			r.done(r.err)
-		} else {
-			r.done(err)
-		}
-	}
-}
-
-// encodeBatch builds the entry of the messages first..last: the records of
-// the requests in batch that were not refused.
-func encodeBatch(batch []*request, recs [][]byte, first, last uint64) (key, val []byte) {
-	var newest time.Time
-	size := 0
-	i := 0
-	for _, r := range batch {
-		for _, m := range r.msgs {
-			if r.err == nil {
-				size += framedSize(recs[i])
-				if m.Arrived.After(newest) {
-					newest = m.Arrived
-				}
-			}
-			i++
-		}
-	}
-	val = make([]byte, 0, size)
-	i = 0
-	for _, r := range batch {
-		for range r.msgs {
-			if r.err == nil {
-				val = appendRecord(val, recs[i])
-			}
-			i++
-		}
-	}
-	return batchKey(first, last, newest, len(val)), val
-}
-
-// write commits one transaction: the batch's entry (if any), the cursors
-// and the deletions.
-func (q *Queue) write(key, val []byte, first, next uint64, cursors []*Consumer, d deletion, bytes int64) error {
-	txn := q.db.NewTransaction(true)
-	defer txn.Discard()
-	if next > first {
-		q.files.willWrite(val)
-		if err := txn.Set(key, val); err != nil {
-			return err
-		}
-		if err := txn.Set(keyNext, uint64Bytes(next)); err != nil {
-			return err
-		}
-	}
-	for _, c := range cursors {
-		c.q.mu.Lock()
-		pos := c.cursor
-		c.persisted = pos
-		c.q.mu.Unlock()
-		if err := txn.Set(c.key(), uint64Bytes(pos)); err != nil {
-			return err
-		}
-	}
-	if d.to > d.from {
-		for _, k := range d.keys {
-			if err := txn.Delete(k); err != nil {
-				return err
-			}
-		}
-		if err := txn.Set(keyOldest, uint64Bytes(d.to)); err != nil {
-			return err
-		}
-	}
-	if d.to > d.from || next > first {
-		if err := txn.Set(keyBytes, uint64Bytes(uint64(max(bytes, 0)))); err != nil {
-			return err
-		}
-	}
-	return txn.Commit()
-}
 
 // lowWaterLocked is the first sequence number some registered consumer still
 // needs; everything below it may be deleted.

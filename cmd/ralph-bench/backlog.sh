@@ -4,7 +4,11 @@
 # straight into Mosquitto with the same client for comparison.
 #
 #   bash cmd/ralph-bench/backlog.sh [N]        # default N = 1000000
+#   MEMORY_MAX=64M bash cmd/ralph-bench/backlog.sh
 #
+# With MEMORY_MAX, ralph runs in a memory cgroup of that size (page cache
+# counted, as systemd's MemoryMax counts it; cgroup v2 or v1, as root) and
+# the ingest ends with SIGKILL instead of SIGTERM; an OOM kill is reported.
 # Needs mosquitto (apt-get install -y mosquitto). Everything runs on
 # 127.0.0.1 and is stopped at the end.
 set -euo pipefail
@@ -13,7 +17,36 @@ PUBS=10
 cd "$(dirname "$0")/../.."
 work=$(mktemp -d /tmp/ralph-backlog.XXXXXX)
 KEEP=${KEEP:-}
-trap 'kill $(cat "$work"/*.pid 2>/dev/null) 2>/dev/null || true; sleep 0.5; [ -n "$KEEP" ] || rm -rf "$work"' EXIT
+cg=""
+trap 'kill $(cat "$work"/*.pid 2>/dev/null) 2>/dev/null || true; sleep 0.5; [ -n "$cg" ] && rmdir "$cg"; [ -n "$KEEP" ] || rm -rf "$work"' EXIT
+if [ -n "${MEMORY_MAX:-}" ]; then
+	if [ -f /sys/fs/cgroup/cgroup.controllers ]; then
+		cg=/sys/fs/cgroup$(awk -F: '$1 == "0" {print $3}' /proc/self/cgroup)/ralph-backlog-$$
+		mkdir "$cg"; echo "$MEMORY_MAX" > "$cg/memory.max"; echo 0 > "$cg/memory.swap.max" 2>/dev/null || true
+	else
+		cg=/sys/fs/cgroup/memory$(awk -F: '$2 == "memory" {print $3}' /proc/self/cgroup)/ralph-backlog-$$
+		mkdir "$cg"; echo "$MEMORY_MAX" > "$cg/memory.limit_in_bytes"
+	fi
+fi
+# start_ralph LOG: ralph in the background (in the cgroup, if any), its PID in ralph.pid.
+start_ralph() {
+	( [ -n "$cg" ] && echo "$BASHPID" > "$cg/cgroup.procs"; exec "$work/ralph" run --config "$work/ralph.toml" ) 2> "$1" &
+	echo $! > "$work/ralph.pid"
+}
+# stop_ralph: SIGTERM, or SIGKILL in a cgroup run; says so if ralph was OOM-killed.
+stop_ralph() {
+	local pid; pid=$(cat "$work/ralph.pid")
+	if ! kill -0 "$pid" 2>/dev/null; then
+		wait "$pid" || echo "RALPH DIED (exit $?): OOM-killed? $(cat "$cg"/memory.events 2>/dev/null | grep oom_kill || grep oom_kill "$cg"/memory.oom_control 2>/dev/null)"
+		return
+	fi
+	if [ -n "$cg" ]; then kill -KILL "$pid"; else kill -TERM "$pid"; fi
+	wait "$pid" || true
+}
+cgpeak() {
+	[ -n "$cg" ] || return 0
+	echo "cgroup peak (page cache included): $( (cat "$cg/memory.peak" 2>/dev/null || cat "$cg/memory.max_usage_in_bytes") | mib) of $MEMORY_MAX"
+}
 go build -o "$work/ralph" ./cmd/ralph
 go build -o "$work/rb" ./cmd/ralph-bench
 
@@ -54,13 +87,14 @@ mib() { awk '{printf "%.1f MiB", $1/1048576}'; }
 hwm() { awk '/VmHWM|RssAnon|RssFile/ {printf "%s %.1f MiB  ", $1, $2/1024}' /proc/$1/status; }
 
 echo "== ingest: $N x 64 B QoS 1 from $PUBS publishers, upstream down"
-"$work/ralph" run --config "$work/ralph.toml" 2> "$work/ralph1.log" & echo $! > "$work/ralph.pid"
+start_ralph "$work/ralph1.log"
 wait_port $RPORT
 "$work/rb" -broker 127.0.0.1:$RPORT -publishers $PUBS -messages $((N / PUBS)) -qos 1 -inflight 32 -pid "$(cat "$work/ralph.pid")" | grep -E 'throughput|ack latency|rss'
 echo "ralph memory after ingest: $(hwm "$(cat "$work/ralph.pid")")"
 written=$(awk '$1 == "write_bytes:" {print $2}' /proc/"$(cat "$work/ralph.pid")"/io)
 echo "disk written per message: $((written / N)) bytes"
-kill -TERM "$(cat "$work/ralph.pid")"; wait "$(cat "$work/ralph.pid")" || true
+cgpeak
+stop_ralph
 echo "data dir with backlog: $(du -s --block-size=1 "$work/data" | cut -f1 | mib)"
 
 echo "== restart with the backlog, upstream up, drain"
@@ -69,7 +103,7 @@ wait_port $MPORT
 "$work/rb" -broker 127.0.0.1:$MPORT -subscribe-only -topic 'edge/#' -expect "$N" -timeout 10m > "$work/drain.out" & echo $! > "$work/sub.pid"
 sleep 0.5
 t0=$(now_ms)
-"$work/ralph" run --config "$work/ralph.toml" 2> "$work/ralph2.log" & echo $! > "$work/ralph.pid"
+start_ralph "$work/ralph2.log"
 wait_port $RPORT
 echo "restart to accepting connections: $(( $(now_ms) - t0 )) ms"
 wait "$(cat "$work/sub.pid")" || true
@@ -77,7 +111,8 @@ grep -E 'received|integrity|throughput' "$work/drain.out"
 echo "ralph memory after restart + drain: $(hwm "$(cat "$work/ralph.pid")")"
 sleep 5 # let deletions commit and compaction run
 grep -E "reclaim" "$work/ralph2.log" || true
-kill -TERM "$(cat "$work/ralph.pid")"; wait "$(cat "$work/ralph.pid")" || true
+cgpeak
+stop_ralph
 echo "data dir after drain: $(du -s --block-size=1 "$work/data" | cut -f1 | mib)"
 ls -la "$work/data/db" | awk '{print $5, $9}' | sort -rn | head -5
 

@@ -1,0 +1,274 @@
+package queue
+
+// The committer: one goroutine gathers appends into group commits, and,
+// with Sync durability, a second makes them durable, paced so that under
+// load there are at most MaxSyncsPerSecond sync rounds a second.
+
+import (
+	"os"
+	"time"
+)
+
+// commitLoop is the single writer: it group-commits appends, persists
+// consumer cursors and deletes messages every consumer has acknowledged.
+// With Sync durability it hands each written batch to syncLoop, so that the
+// next batch is written while the previous one is being fsynced.
+func (q *Queue) commitLoop() {
+	defer close(q.stopped)
+	syncDone := make(chan struct{})
+	if q.opts.Durability == Sync {
+		go q.syncLoop(syncDone)
+	} else {
+		close(syncDone)
+	}
+	var syncTick <-chan time.Time
+	if q.opts.Durability == Interval {
+		t := time.NewTicker(q.opts.SyncInterval)
+		defer t.Stop()
+		syncTick = t.C
+	}
+	// Time alone makes messages due for deletion under MaxAge and KeepLocal.
+	var tick <-chan time.Time
+	if period := min(max(q.opts.MaxAge, q.opts.KeepLocal)/10, time.Minute); period > 0 {
+		t := time.NewTicker(max(period, time.Second))
+		defer t.Stop()
+		tick = t.C
+	}
+	unsynced := false
+	g := gatherer{q: q, unsynced: &unsynced}
+	for {
+		g.reset()
+		select {
+		case r := <-q.reqs:
+			g.add(r)
+		case <-q.kick:
+		case <-tick:
+		case <-syncTick:
+			if unsynced {
+				q.sync()
+				unsynced = false
+			}
+			continue
+		case <-q.stop:
+			// Intake is closed (q.closed is set), so whatever is queued is all
+			// there will be: commit it, then leave.
+			g.takeWaiting()
+			g.commit()
+			g.handOff()
+			close(q.syncq)
+			<-syncDone
+			if err := q.sync(); err != nil {
+				q.log.Error("queue: sync on close", "err", err)
+			}
+			return
+		}
+		// Take everything else that is waiting: this is the group commit.
+		g.takeWaiting()
+		// While the next fsync is not yet due, what arrives meanwhile
+		// would wait for it anyway: gather it into this commit.
+		if len(g.batch) > 0 && q.opts.Durability == Sync {
+			g.takeUntil(g.due())
+		}
+		g.commit()
+		g.handOff()
+	}
+}
+
+// gatherer builds one group commit in the committer, within the limits of
+// one transaction: a request that does not fit commits what is gathered
+// and opens the next batch.
+type gatherer struct {
+	q        *Queue
+	unsynced *bool
+	batch    []*request
+	n, size  int
+
+	// Committed batches not yet handed to syncLoop, and when the last
+	// were: the pacing clock. A batch committed early (a full
+	// transaction) waits here for the next fsync that is due.
+	written  []*written
+	lastHand time.Time
+
+	// How appends have been arriving: the last one's time and the mean
+	// gap between those of one commit (a moving average).
+	lastArrival time.Time
+	meanGap     time.Duration
+}
+
+// Waiting for the pacing interval pays only while appends keep arriving.
+// Publishers with a bounded window (a QoS 1 client with 32 in flight, a
+// serial board) stop sending until they are acknowledged: once arrivals
+// have paused for stallGaps mean gaps (at least minStall), the commit goes
+// ahead. Sensors publishing on their own clocks keep arriving and share
+// the interval's one sync.
+const (
+	stallGaps = 8
+	minStall  = 200 * time.Microsecond
+)
+
+func (g *gatherer) reset() { g.batch, g.n, g.size = g.batch[:0], 0, 0 }
+
+func (g *gatherer) add(r *request) {
+	rs := 0
+	for _, m := range r.msgs {
+		rs += m.size()
+	}
+	if len(g.batch) > 0 && (g.n+len(r.msgs) > maxBatchMsgs || g.size+rs > maxBatchBytes) {
+		g.commit()
+		g.reset()
+	}
+	// Only gaps within a commit count: the one before it is, for a
+	// publisher with a window, the wait for its acknowledgements.
+	if gap := r.at.Sub(g.lastArrival); len(g.batch) > 0 && gap > 0 {
+		g.meanGap += (gap - g.meanGap) / 8
+	}
+	g.lastArrival = r.at
+	g.batch = append(g.batch, r)
+	g.n += len(r.msgs)
+	g.size += rs
+}
+
+// stall is how long a pause in arrivals ends the wait for the interval.
+func (g *gatherer) stall() time.Duration { return max(minStall, stallGaps*g.meanGap) }
+
+// takeWaiting adds every request already waiting.
+func (g *gatherer) takeWaiting() {
+	for {
+		select {
+		case r := <-g.q.reqs:
+			g.add(r)
+		default:
+			return
+		}
+	}
+}
+
+// takeUntil adds requests as they arrive until deadline, or until they
+// stop arriving (see stall).
+func (g *gatherer) takeUntil(deadline time.Time) {
+	wait := time.Until(deadline)
+	if wait <= 0 {
+		return
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	pause := time.NewTimer(g.stall())
+	defer pause.Stop()
+	for {
+		select {
+		case r := <-g.q.reqs:
+			g.add(r)
+			pause.Reset(g.stall())
+		case <-t.C:
+			g.takeWaiting()
+			return
+		case <-pause.C:
+			g.takeWaiting()
+			return
+		case <-g.q.stop:
+			return // the stop path commits what is still waiting
+		}
+	}
+}
+
+func (g *gatherer) commit() {
+	w, wrote := g.q.commit(g.batch)
+	if w != nil {
+		g.written = append(g.written, w)
+	}
+	if wrote && g.q.opts.Durability == Interval {
+		*g.unsynced = true
+	}
+}
+
+// due is when the next fsync may start: at once when the disk has been
+// idle, else one pacing interval after the previous one.
+func (g *gatherer) due() time.Time { return g.lastHand.Add(g.q.syncGap) }
+
+// handOff passes the committed batches to syncLoop, which syncs them
+// together.
+func (g *gatherer) handOff() {
+	if len(g.written) == 0 {
+		return
+	}
+	for _, w := range g.written {
+		g.q.syncq <- w
+	}
+	g.written = g.written[:0]
+	g.lastHand = time.Now()
+}
+
+// written is a committed batch of appends awaiting its fsync.
+type written struct {
+	batch []*request
+	next  uint64 // first seq after the batch
+}
+
+// syncLoop makes written batches durable: one fsync for every batch
+// written since the last one, then their acknowledgements, in order. The
+// committer paces what it hands over, so that under load there are at
+// most MaxSyncsPerSecond fsyncs a second.
+func (q *Queue) syncLoop(done chan<- struct{}) {
+	defer close(done)
+	var ws []*written
+	for w := range q.syncq {
+		ws = append(ws[:0], w)
+	more:
+		for {
+			select {
+			case w, ok := <-q.syncq:
+				if !ok {
+					break more
+				}
+				ws = append(ws, w)
+			default:
+				break more
+			}
+		}
+		// Sync explicitly rather than with SyncWrites: it covers the value
+		// log too and, unlike Badger's own sync on write, reports failure.
+		err := q.sync()
+		for _, w := range ws {
+			q.finish(w.batch, w.next, err)
+		}
+	}
+}
+
+func (q *Queue) sync() error {
+	calls, err := q.files.sync()
+	if err == nil {
+		var synced bool
+		synced, err = q.syncDir()
+		if synced {
+			calls++
+		}
+	}
+	q.mu.Lock()
+	q.stats.SyncRounds++
+	q.stats.Syncs += uint64(calls)
+	q.mu.Unlock()
+	if err != nil {
+		q.log.Error("queue: fsync failed", "err", err)
+	}
+	return err
+}
+
+// syncDir fsyncs the database directory when files were created, renamed
+// or removed in it since its last fsync (its mtime changed): Badger does
+// not, and a file whose directory entry is lost is lost with its data.
+func (q *Queue) syncDir() (bool, error) {
+	q.dirMu.Lock()
+	defer q.dirMu.Unlock()
+	fi, err := os.Stat(q.opts.Dir)
+	if err != nil {
+		return false, err
+	}
+	if fi.ModTime().Equal(q.dirMod) {
+		return false, nil
+	}
+	if err := syncDirs(q.opts.Dir); err != nil {
+		return true, err
+	}
+	q.dirMod = fi.ModTime()
+	return true, nil
+}
