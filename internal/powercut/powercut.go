@@ -155,14 +155,24 @@ logfile = ""
 // Dir is the mount point: the directory to put the data under test in.
 func (fs *FS) Dir() string { return fs.dir }
 
+// Err reports why the file system is gone if LazyFS exited (it should
+// not: a test that sees I/O errors on Dir can tell its own failure from
+// LazyFS's), with what LazyFS printed; nil while it runs.
+func (fs *FS) Err() error {
+	select {
+	case <-fs.proc.exited:
+		return fmt.Errorf("powercut: LazyFS exited: %v\n%s", fs.proc.cmd.ProcessState, fs.proc.out)
+	default:
+		return nil
+	}
+}
+
 // Cut cuts the power; see the package comment. Every process using Dir
 // must already be dead.
 func (fs *FS) Cut() {
 	fs.t.Helper()
-	select {
-	case <-fs.proc.exited:
-		fs.t.Fatalf("powercut: LazyFS exited before the cut: %v\n%s", fs.proc.cmd.ProcessState, fs.proc.out)
-	default:
+	if err := fs.Err(); err != nil {
+		fs.t.Fatalf("before the cut: %v", err)
 	}
 	usage := fs.cacheUsage()
 	fs.peak = max(fs.peak, usage)
@@ -272,6 +282,7 @@ func (fs *FS) close() {
 			// Dead already (it crashed, or a Cut failed halfway): only the
 			// mount may be left.
 			exec.Command(fs.fusermount, "-u", "-z", fs.dir).Run()
+			fs.t.Logf("powercut: LazyFS had exited before the end of the test: %v", fs.proc.cmd.ProcessState)
 		default:
 			if err := fs.unmount(); err != nil {
 				fs.t.Errorf("powercut: cleanup: %v", err)
