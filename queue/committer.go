@@ -35,7 +35,9 @@ func (q *Queue) commitLoop() {
 		tick = t.C
 	}
 	unsynced := false
-	g := gatherer{q: q, unsynced: &unsynced}
+	// Until gaps are seen, wait out the interval: a commit needs two
+	// appends to learn from.
+	g := gatherer{q: q, unsynced: &unsynced, meanGap: q.syncGap}
 	for {
 		g.reset()
 		select {
