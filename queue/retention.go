@@ -231,27 +231,33 @@ func (q *Queue) gcLoop() {
 // value log, records their new places in the memtable, and deletes the
 // old file at once, none of it synced: a cut then loses the moved values
 // for good. Badger defers the deletion while an iterator is open, so one
-// stays open until the moves are fsynced.
+// stays open until the moves are fsynced, a file at a time.
 func (q *Queue) collectValueLog() {
+	for range 16 {
+		if !q.collectOne() {
+			return
+		}
+	}
+}
+
+// collectOne collects one value-log file and reports whether it did.
+func (q *Queue) collectOne() bool {
 	txn := q.db.NewTransaction(false)
 	it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{0}})
 	defer txn.Discard()
-	defer it.Close()
-	moved := false
+	defer it.Close() // deletes the collected file
 	q.files.vlogDirty.Store(true)
-	for range 16 {
-		if q.db.RunValueLogGC(0.5) != nil {
-			break
-		}
-		moved = true
+	if q.db.RunValueLogGC(0.5) != nil {
+		return false
 	}
-	for moved && q.sync() != nil {
+	for q.sync() != nil {
 		select {
 		case <-q.stop:
-			return
+			return false
 		case <-time.After(time.Second):
 		}
 	}
+	return true
 }
 
 // reclaim gives back the disk space of a large backlog once it is gone.

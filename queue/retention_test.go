@@ -159,10 +159,10 @@ func TestReclaimAfterDrain(t *testing.T) {
 	q := openTest(t, dir)
 	defer q.Close()
 	c, _ := q.Consumer("up", ConsumerOptions{})
-	payload := make([]byte, 512)
-	const n = reclaimAfter + 500
-	for i := 0; i < n; i += 500 {
-		batch := make([]*Message, 500)
+	payload := make([]byte, 1024) // three value-log files' worth
+	const n = reclaimAfter + 250
+	for i := 0; i < n; i += 250 {
+		batch := make([]*Message, 250)
 		for j := range batch {
 			batch[j] = &Message{Topic: "t", Payload: payload, QoS: 1, Arrived: time.Now()}
 		}
