@@ -56,9 +56,10 @@ import (
 const debianPackages = "cmake g++ libfuse3-dev fuse3 libtoml11-dev libspdlog-dev"
 
 // cacheSize is LazyFS's cache. It holds every byte written to a file since
-// the last mount, synced or not, and LazyFS allocates all of it up front
-// (about 1 s per GiB). When it is full, LazyFS writes straight through to
-// disk, which would make a cut lose nothing; Cut fails the test then.
+// the last mount, synced or not, and LazyFS allocates and clears all of it
+// at each mount (half a second for 512 MiB, three for 1 GiB). When it is
+// full, LazyFS writes straight through to disk, which would make a cut
+// lose nothing; Cut fails the test then.
 const cacheSize = "512mb"
 
 //go:embed lazyfs/lazyfs-src.tar.gz lazyfs/build.sh
