@@ -43,8 +43,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -212,10 +214,9 @@ func (fs *FS) mount() {
 		fs.bin, fs.dir, "--config-path", fs.conf, "-o", "modules=subdir", "-o", "subdir="+fs.root, "-f")
 	p.cmd.Dir = fs.base
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
-	// The mount must not outlive the test binary. (Go does not end threads
-	// while the program runs, so the thread that started lazyfs lives on.)
+	// The mount must not outlive the test binary.
 	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := p.cmd.Start(); err != nil {
+	if err := start(p.cmd); err != nil {
 		fs.t.Fatalf("powercut: starting LazyFS: %v", err)
 	}
 	fs.proc = p
@@ -239,6 +240,32 @@ func (fs *FS) mount() {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+}
+
+// starter starts processes from one OS thread that lives as long as the
+// test binary: the kernel sends Pdeathsig when the thread that started the
+// child exits, not its process, and Go ends a thread when a goroutine
+// locked to it returns.
+var starter = sync.OnceValue(func() chan<- startRequest {
+	ch := make(chan startRequest)
+	go func() {
+		runtime.LockOSThread()
+		for req := range ch {
+			req.err <- req.cmd.Start()
+		}
+	}()
+	return ch
+})
+
+type startRequest struct {
+	cmd *exec.Cmd
+	err chan<- error
+}
+
+func start(cmd *exec.Cmd) error {
+	err := make(chan error)
+	starter() <- startRequest{cmd, err}
+	return <-err
 }
 
 // unmount unmounts and waits for lazyfs to exit. When the mount stays busy
