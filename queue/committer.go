@@ -35,9 +35,7 @@ func (q *Queue) commitLoop() {
 		tick = t.C
 	}
 	unsynced := false
-	// Until gaps are seen, wait out the interval: a commit needs two
-	// appends to learn from.
-	g := gatherer{q: q, unsynced: &unsynced, meanGap: q.syncGap}
+	g := gatherer{q: q, unsynced: &unsynced, arrivals: newArrivals(q.syncGap, &q.finishedRound)}
 	for {
 		g.reset()
 		select {
@@ -91,22 +89,8 @@ type gatherer struct {
 	written  []*written
 	lastHand time.Time
 
-	// How appends have been arriving: the last one's time and the mean
-	// gap between those of one commit (a moving average).
-	lastArrival time.Time
-	meanGap     time.Duration
+	arrivals *arrivals // who has been appending (pacing.go)
 }
-
-// Waiting for the pacing interval pays only while appends keep arriving.
-// Publishers with a bounded window (a QoS 1 client with 32 in flight, a
-// serial board) stop sending until they are acknowledged: once arrivals
-// have paused for stallGaps mean gaps (at least minStall), the commit goes
-// ahead. Sensors publishing on their own clocks keep arriving and share
-// the interval's one sync.
-const (
-	stallGaps = 8
-	minStall  = 200 * time.Microsecond
-)
 
 func (g *gatherer) reset() { g.batch, g.n, g.size = g.batch[:0], 0, 0 }
 
@@ -119,19 +103,13 @@ func (g *gatherer) add(r *request) {
 		g.commit()
 		g.reset()
 	}
-	// Only gaps within a commit count: the one before it is, for a
-	// publisher with a window, the wait for its acknowledgements.
-	if gap := r.at.Sub(g.lastArrival); len(g.batch) > 0 && gap > 0 {
-		g.meanGap += (gap - g.meanGap) / 8
+	for _, m := range r.msgs {
+		g.arrivals.add(m.Origin, r.at)
 	}
-	g.lastArrival = r.at
 	g.batch = append(g.batch, r)
 	g.n += len(r.msgs)
 	g.size += rs
 }
-
-// stall is how long a pause in arrivals ends the wait for the interval.
-func (g *gatherer) stall() time.Duration { return max(minStall, stallGaps*g.meanGap) }
 
 // takeWaiting adds every request already waiting.
 func (g *gatherer) takeWaiting() {
@@ -145,26 +123,26 @@ func (g *gatherer) takeWaiting() {
 	}
 }
 
-// takeUntil adds requests as they arrive until deadline, or until they
-// stop arriving (see stall).
+// takeUntil adds requests as they arrive until deadline, or until no one
+// else is expected (see pacing.go). What a publisher sends meanwhile
+// beyond its first append (the rest of its window) joins the next commit,
+// which is written while this one syncs.
 func (g *gatherer) takeUntil(deadline time.Time) {
 	wait := time.Until(deadline)
-	if wait <= 0 {
+	if wait <= 0 || !g.arrivals.othersExpected(time.Now()) {
 		return
 	}
 	t := time.NewTimer(wait)
 	defer t.Stop()
-	pause := time.NewTimer(g.stall())
-	defer pause.Stop()
 	for {
 		select {
 		case r := <-g.q.reqs:
 			g.add(r)
-			pause.Reset(g.stall())
+			if !g.arrivals.othersExpected(r.at) {
+				g.takeWaiting()
+				return
+			}
 		case <-t.C:
-			g.takeWaiting()
-			return
-		case <-pause.C:
 			g.takeWaiting()
 			return
 		case <-g.q.stop:
@@ -193,7 +171,9 @@ func (g *gatherer) handOff() {
 	if len(g.written) == 0 {
 		return
 	}
+	round := g.arrivals.handOff()
 	for _, w := range g.written {
+		w.round = round
 		g.q.syncq <- w
 	}
 	g.written = g.written[:0]
@@ -204,6 +184,7 @@ func (g *gatherer) handOff() {
 type written struct {
 	batch []*request
 	next  uint64 // first seq after the batch
+	round uint64 // the committer's hand-off it was part of
 }
 
 // syncLoop makes written batches durable: one fsync for every batch
@@ -232,6 +213,7 @@ func (q *Queue) syncLoop(done chan<- struct{}) {
 		err := q.sync()
 		for _, w := range ws {
 			q.finish(w.batch, w.next, err)
+			q.finishedRound.Store(w.round)
 		}
 	}
 }

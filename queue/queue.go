@@ -31,6 +31,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -153,8 +154,9 @@ type Queue struct {
 
 	stats Stats // guarded by mu
 
-	files   *fileSyncer
-	syncGap time.Duration // 1s / MaxSyncsPerSecond; 0 when unpaced
+	files         *fileSyncer
+	syncGap       time.Duration // 1s / MaxSyncsPerSecond; 0 when unpaced
+	finishedRound atomic.Uint64 // the last hand-off syncLoop has finished
 
 	recovery Recovery // what Open set aside
 	dirMu    sync.Mutex
