@@ -473,7 +473,7 @@ func (r *cutRig) finish() (missing []string, dups int) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	r.p.stop()
+	r.stop()
 	keys := make([]mqtttest.Received, len(got))
 	seen := make(map[string]bool, len(got))
 	for i, m := range got {
@@ -490,6 +490,23 @@ func (r *cutRig) finish() (missing []string, dups int) {
 		dups = verify(r.t, keys, append(r.want, marker), edgeTopic("a"))
 	}
 	return missing, dups
+}
+
+// stop stops ralph with SIGTERM and expects a clean exit. Unlike
+// proc.stop, a failure does not end the test: what was lost is still to be
+// counted.
+func (r *cutRig) stop() {
+	r.t.Helper()
+	r.stopping.Store(true)
+	r.p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-r.p.done:
+		if code := r.p.cmd.ProcessState.ExitCode(); code != 0 {
+			r.t.Errorf("ralph exited %d on SIGTERM (log below)", code)
+		}
+	case <-time.After(15 * time.Second):
+		r.t.Errorf("ralph did not stop within 15 s of SIGTERM (log below)")
+	}
 }
 
 // payloadKey is a payload without its padding: device-cut-sequence.
