@@ -83,7 +83,7 @@ func (q *Queue) commit(batch []*request) (*written, bool) {
 
 	if err == nil && seq > first && q.opts.Durability == Sync {
 		// The caller reuses batch's array.
-		return &written{batch: append([]*request(nil), batch...), next: seq}, true
+		return &written{batch: append([]*request(nil), batch...), next: seq, vlog: len(val) >= valueThreshold}, true
 	}
 	q.finish(batch, seq, err)
 	return nil, err == nil && seq > first
@@ -181,7 +181,6 @@ func (q *Queue) write(key, val []byte, first, next uint64, cursors []*Consumer, 
 	txn := q.db.NewTransaction(true)
 	defer txn.Discard()
 	if next > first {
-		q.files.willWrite(val)
 		if err := txn.Set(key, val); err != nil {
 			return err
 		}

@@ -45,7 +45,7 @@ func (q *Queue) commitLoop() {
 		case <-tick:
 		case <-syncTick:
 			if unsynced {
-				q.sync()
+				q.sync(true)
 				unsynced = false
 			}
 			continue
@@ -57,7 +57,7 @@ func (q *Queue) commitLoop() {
 			g.handOff()
 			close(q.syncq)
 			<-syncDone
-			if err := q.sync(); err != nil {
+			if err := q.sync(true); err != nil {
 				q.log.Error("queue: sync on close", "err", err)
 			}
 			return
@@ -185,6 +185,7 @@ type written struct {
 	batch []*request
 	next  uint64 // first seq after the batch
 	round uint64 // the committer's hand-off it was part of
+	vlog  bool   // its entry went to the value log
 }
 
 // syncLoop makes written batches durable: one fsync for every batch
@@ -210,7 +211,11 @@ func (q *Queue) syncLoop(done chan<- struct{}) {
 		}
 		// Sync explicitly rather than with SyncWrites: it covers the value
 		// log too and, unlike Badger's own sync on write, reports failure.
-		err := q.sync()
+		vlog := false
+		for _, w := range ws {
+			vlog = vlog || w.vlog
+		}
+		err := q.sync(vlog)
 		for _, w := range ws {
 			q.finish(w.batch, w.next, err)
 			q.finishedRound.Store(w.round)
@@ -218,8 +223,10 @@ func (q *Queue) syncLoop(done chan<- struct{}) {
 	}
 }
 
-func (q *Queue) sync() error {
-	calls, err := q.files.sync()
+// sync makes every write so far durable; vlog says whether any of those
+// it must cover went to the value log.
+func (q *Queue) sync(vlog bool) error {
+	calls, err := q.files.sync(vlog)
 	if err == nil {
 		var synced bool
 		synced, err = q.syncDir()

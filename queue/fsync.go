@@ -25,9 +25,12 @@ import (
 
 type fileSyncer struct {
 	dir string
-	// vlogDirty is set before anything may write to the value log (a value
-	// at or over the threshold, value-log GC) and cleared by the sync that
-	// covers it.
+	// vlogDirty is set when a write outside the committer (a KV value at or
+	// over the threshold) may have gone to the value log, and cleared by
+	// the sync that covers it. The committer and value-log GC say for
+	// themselves whether they wrote there: a flag set before a write and
+	// cleared by a sync running meanwhile would let that write's own sync
+	// skip the value log.
 	vlogDirty atomic.Bool
 
 	mu       sync.Mutex
@@ -48,9 +51,10 @@ func (s *fileSyncer) willWrite(val []byte) {
 	}
 }
 
-// sync fdatasyncs every log file written since the last sync and returns
-// how many sync calls it made.
-func (s *fileSyncer) sync() (int, error) {
+// sync fdatasyncs every log file written since the last sync, the value
+// log only if vlog says the writes it covers went there (or vlogDirty),
+// and returns how many sync calls it made.
+func (s *fileSyncer) sync(vlog bool) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	entries, err := os.ReadDir(s.dir)
@@ -71,7 +75,7 @@ func (s *fileSyncer) sync() (int, error) {
 	calls := 0
 	// The value log first: a memtable entry synced before the value it
 	// points to would point at nothing after a power cut.
-	if s.vlogDirty.Swap(false) {
+	if s.vlogDirty.Swap(false) || vlog {
 		n, err := s.syncFrom(vlogs, &s.vlogFrom)
 		calls += n
 		if err != nil {

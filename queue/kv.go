@@ -29,8 +29,11 @@ func (k *KV) key(key string) []byte { return append(append([]byte(nil), k.prefix
 
 // Set stores val under key.
 func (k *KV) Set(key string, val []byte) error {
+	// Before: a sync starting meanwhile covers it. After: a sync that
+	// cleared the mark before the value was written did not.
 	k.q.files.willWrite(val)
 	err := k.q.db.Update(func(txn *badger.Txn) error { return txn.Set(k.key(key), val) })
+	k.q.files.willWrite(val)
 	if err != nil {
 		return fmt.Errorf("queue: kv %s: set %q: %w", k.prefix, key, err)
 	}
@@ -47,7 +50,9 @@ func (k *KV) Delete(key string) error {
 }
 
 // Scan calls fn for every key and value, in key order. val is valid only
-// during the call.
+// during the call. A value that cannot be read (a power cut kept its key,
+// not its value, which KV writes do not wait for) is logged and skipped:
+// state that is lost must not keep the gateway from starting.
 func (k *KV) Scan(fn func(key string, val []byte) error) error {
 	return k.q.db.View(func(txn *badger.Txn) error {
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: k.prefix, PrefetchValues: true, PrefetchSize: 100})
@@ -55,8 +60,13 @@ func (k *KV) Scan(fn func(key string, val []byte) error) error {
 		for it.Rewind(); it.Valid(); it.Next() {
 			item := it.Item()
 			key := string(item.Key()[len(k.prefix):])
-			if err := item.Value(func(v []byte) error { return fn(key, v) }); err != nil {
-				return err
+			var fnErr error
+			if err := item.Value(func(v []byte) error { fnErr = fn(key, v); return nil }); err != nil {
+				k.q.log.Error("queue: skipping an unreadable value", "kv", string(k.prefix), "key", key, "err", err)
+				continue
+			}
+			if fnErr != nil {
+				return fnErr
 			}
 		}
 		return nil

@@ -27,7 +27,7 @@ func (q *Queue) migrate() error {
 			break
 		}
 		moved += n
-		if _, err := q.files.sync(); err != nil {
+		if _, err := q.files.sync(true); err != nil {
 			return err
 		}
 	}
@@ -83,7 +83,6 @@ func (q *Queue) migrateBatch() (uint64, error) {
 	q.bytes += int64(len(key)+len(val)) - old
 	txn := q.db.NewTransaction(true)
 	defer txn.Discard()
-	q.files.willWrite(val)
 	if err := txn.Set(key, val); err != nil {
 		return 0, err
 	}

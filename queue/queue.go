@@ -135,6 +135,7 @@ type Queue struct {
 	gcKick  chan struct{}
 	stop    chan struct{}
 	stopped chan struct{}
+	gcDone  chan struct{}
 
 	intake sync.RWMutex // write-held by Close so no append slips past it
 	closed bool         // guarded by intake and mu
@@ -218,6 +219,7 @@ func Open(opts Options) (*Queue, error) {
 		gcKick:    make(chan struct{}, 1),
 		stop:      make(chan struct{}),
 		stopped:   make(chan struct{}),
+		gcDone:    make(chan struct{}),
 		consumers: make(map[string]*Consumer),
 		arrived:   make(chan struct{}),
 	}
@@ -411,6 +413,7 @@ func (q *Queue) Close() error {
 	q.intake.Unlock()
 	close(q.stop)
 	<-q.stopped
+	<-q.gcDone // GC must not touch the database once it is closed
 	q.files.close()
 	if err := q.db.Close(); err != nil {
 		return fmt.Errorf("queue: close %s: %w", q.opts.Dir, err)

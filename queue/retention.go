@@ -213,6 +213,7 @@ func (q *Queue) kickGC() {
 // live in the LSM tree and are reclaimed by compaction; larger ones sit in
 // value-log files that only GC rewrites.
 func (q *Queue) gcLoop() {
+	defer close(q.gcDone)
 	t := time.NewTicker(gcEvery)
 	defer t.Stop()
 	for {
@@ -246,11 +247,10 @@ func (q *Queue) collectOne() bool {
 	it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{0}})
 	defer txn.Discard()
 	defer it.Close() // deletes the collected file
-	q.files.vlogDirty.Store(true)
 	if q.db.RunValueLogGC(0.5) != nil {
 		return false
 	}
-	for q.sync() != nil {
+	for q.sync(true) != nil {
 		select {
 		case <-q.stop:
 			return false
