@@ -9,7 +9,7 @@ import (
 )
 
 // commit writes one batch of appends together with dirty cursors and due
-// deletions, and reports whether it wrote messages. The batch's callbacks
+// deletions, and reports whether it wrote anything. The batch's callbacks
 // run once it is durable: here, or, when it returns the batch awaiting its
 // fsync, in syncLoop.
 func (q *Queue) commit(batch []*request) (*written, bool) {
@@ -86,7 +86,7 @@ func (q *Queue) commit(batch []*request) (*written, bool) {
 		return &written{batch: append([]*request(nil), batch...), next: seq, vlog: len(val) >= valueThreshold}, true
 	}
 	q.finish(batch, seq, err)
-	return nil, err == nil && seq > first
+	return nil, err == nil
 }
 
 func hasRefused(batch []*request) bool {

@@ -21,12 +21,18 @@ func (q *Queue) commitLoop() {
 	} else {
 		close(syncDone)
 	}
-	var syncTick <-chan time.Time
+	// What no append's sync covers (everything with Interval; cursors and
+	// deletions with Sync) is synced on a tick. With Sync this bounds what
+	// a power cut takes of the bridges' progress: after one, a bridge
+	// resends at most what was acknowledged upstream in the last
+	// stateSyncEvery, on top of its window.
+	syncEvery := stateSyncEvery
 	if q.opts.Durability == Interval {
-		t := time.NewTicker(q.opts.SyncInterval)
-		defer t.Stop()
-		syncTick = t.C
+		syncEvery = q.opts.SyncInterval
 	}
+	st := time.NewTicker(syncEvery)
+	defer st.Stop()
+	syncTick := st.C
 	// Time alone makes messages due for deletion under MaxAge and KeepLocal.
 	var tick <-chan time.Time
 	if period := min(max(q.opts.MaxAge, q.opts.KeepLocal)/10, time.Minute); period > 0 {
@@ -34,7 +40,7 @@ func (q *Queue) commitLoop() {
 		defer t.Stop()
 		tick = t.C
 	}
-	unsynced := false
+	var unsynced time.Time // the first write no sync covers yet
 	g := gatherer{q: q, unsynced: &unsynced, arrivals: newArrivals(q.syncGap, &q.finishedRound)}
 	for {
 		g.reset()
@@ -44,10 +50,11 @@ func (q *Queue) commitLoop() {
 		case <-q.kick:
 		case <-tick:
 		case <-syncTick:
-			if unsynced {
-				q.sync(true)
-				unsynced = false
+			// A sync that started after the first unsynced write covers it.
+			if !unsynced.IsZero() && q.lastSync.Load() < unsynced.UnixNano() {
+				q.sync(q.opts.Durability == Interval)
 			}
+			unsynced = time.Time{}
 			continue
 		case <-q.stop:
 			// Intake is closed (q.closed is set), so whatever is queued is all
@@ -79,7 +86,7 @@ func (q *Queue) commitLoop() {
 // and opens the next batch.
 type gatherer struct {
 	q        *Queue
-	unsynced *bool
+	unsynced *time.Time
 	batch    []*request
 	n, size  int
 
@@ -155,11 +162,14 @@ func (g *gatherer) commit() {
 	w, wrote := g.q.commit(g.batch)
 	if w != nil {
 		g.written = append(g.written, w)
-	}
-	if wrote && g.q.opts.Durability == Interval {
-		*g.unsynced = true
+	} else if wrote && g.unsynced.IsZero() {
+		*g.unsynced = time.Now()
 	}
 }
+
+// stateSyncEvery is how often, with Sync durability, cursors and
+// deletions that no append's sync has covered are synced.
+const stateSyncEvery = time.Second
 
 // due is when the next fsync may start: at once when the disk has been
 // idle, else one pacing interval after the previous one.
@@ -226,6 +236,7 @@ func (q *Queue) syncLoop(done chan<- struct{}) {
 // sync makes every write so far durable; vlog says whether any of those
 // it must cover went to the value log.
 func (q *Queue) sync(vlog bool) error {
+	q.lastSync.Store(time.Now().UnixNano())
 	calls, err := q.files.sync(vlog)
 	if err == nil {
 		var synced bool

@@ -158,6 +158,7 @@ type Queue struct {
 	files         *fileSyncer
 	syncGap       time.Duration // 1s / MaxSyncsPerSecond; 0 when unpaced
 	finishedRound atomic.Uint64 // the last hand-off syncLoop has finished
+	lastSync      atomic.Int64  // when the last sync started, Unix nanoseconds
 
 	recovery Recovery // what Open set aside
 	dirMu    sync.Mutex

@@ -1,8 +1,11 @@
 package queue
 
 import (
+	"bufio"
 	"context"
 	"fmt"
+	"io"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,6 +15,8 @@ import (
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
+
+	"github.com/ralph-gateway/ralph/internal/powercut"
 )
 
 // filled returns a closed queue in a fresh dir holding n messages for
@@ -265,4 +270,73 @@ func TestUpgradeFromSingleEntries(t *testing.T) {
 	if m := readN(t, c, 1)[0]; m.Seq != 301 || string(m.Payload) != "new" {
 		t.Fatalf("after reopening: %d %q", m.Seq, m.Payload)
 	}
+}
+
+// TestPowerCutKeepsCursors: acknowledgements are made durable within
+// stateSyncEvery even when no append follows, so that after a power cut a
+// bridge does not resend what its upstream already has.
+func TestPowerCutKeepsCursors(t *testing.T) {
+	if os.Getenv("RALPH_CURSOR_CHILD") != "" {
+		cursorChild()
+		return
+	}
+	fs := powercut.Mount(t)
+	dir := filepath.Join(fs.Dir(), "db")
+	cmd := exec.Command(os.Args[0], "-test.run=^TestPowerCutKeepsCursors$")
+	cmd.Env = append(os.Environ(), "RALPH_CURSOR_CHILD="+dir)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	line, _ := bufio.NewReader(out).ReadString('\n')
+	if line != "acked\n" {
+		cmd.Process.Kill()
+		cmd.Wait()
+		t.Fatalf("child said %q", line)
+	}
+	time.Sleep(3 * stateSyncEvery)
+	cmd.Process.Kill()
+	cmd.Wait()
+	fs.Cut()
+	q := openTest(t, dir)
+	defer q.Close()
+	c, err := q.Consumer("up", ConsumerOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Cursor() != 101 || c.Backlog() != 0 {
+		t.Fatalf("after the cut: cursor %d, backlog %d; want 101, 0 (the acknowledgements were lost)", c.Cursor(), c.Backlog())
+	}
+}
+
+func cursorChild() {
+	q, err := Open(Options{Dir: os.Getenv("RALPH_CURSOR_CHILD"), MaxSyncsPerSecond: 10, MinFree: -1,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err == nil {
+		var c *Consumer
+		if c, err = q.Consumer("up", ConsumerOptions{}); err == nil {
+			for i := range 100 {
+				if err = q.Append(context.Background(), msg("t", strconv.Itoa(i))); err != nil {
+					break
+				}
+			}
+			var msgs []*Message
+			if err == nil {
+				msgs, err = c.Read(context.Background(), 100)
+			}
+			for _, m := range msgs {
+				c.Ack(m.Seq)
+			}
+		}
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	}
+	fmt.Println("acked")
+	select {}
 }
