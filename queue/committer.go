@@ -136,7 +136,7 @@ func (g *gatherer) takeWaiting() {
 // which is written while this one syncs.
 func (g *gatherer) takeUntil(deadline time.Time) {
 	wait := time.Until(deadline)
-	if wait <= 0 || !g.arrivals.othersExpected(time.Now()) {
+	if wait <= 0 || g.size >= amortized || !g.arrivals.othersExpected(time.Now()) {
 		return
 	}
 	t := time.NewTimer(wait)
@@ -145,7 +145,7 @@ func (g *gatherer) takeUntil(deadline time.Time) {
 		select {
 		case r := <-g.q.reqs:
 			g.add(r)
-			if !g.arrivals.othersExpected(r.at) {
+			if g.size >= amortized || !g.arrivals.othersExpected(r.at) {
 				g.takeWaiting()
 				return
 			}
@@ -166,6 +166,12 @@ func (g *gatherer) commit() {
 		*g.unsynced = time.Now()
 	}
 }
+
+// amortized is what a commit may hold before it stops waiting for the
+// pacing interval: the few pages and the journal commit a sync writes
+// beside it (about 16 KiB on ext4) then cost no more than the messages
+// themselves, and waiting longer would only slow a heavy load down.
+const amortized = 16 << 10
 
 // stateSyncEvery is how often, with Sync durability, cursors and
 // deletions that no append's sync has covered are synced.

@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Ingest benchmark, side by side: QoS 1, 64-byte payloads, into Ralph (sync
+# durability, default config, no bridge) and into Mosquitto without
+# persistence, with the same client, alternately, RUNS times each; prints
+# the medians and the ratio.
+#
+#   bash cmd/ralph-bench/ingest.sh [RUNS]          # default 3
+#   RALPH=/path/to/other/ralph bash cmd/ralph-bench/ingest.sh   # another build of Ralph
+#
+# Needs mosquitto. Everything runs on 127.0.0.1 and is stopped at the end.
+set -euo pipefail
+RUNS=${1:-3}
+cd "$(dirname "$0")/../.."
+work=$(mktemp -d /tmp/ralph-ingest.XXXXXX)
+trap 'kill $(cat "$work"/*.pid 2>/dev/null) 2>/dev/null || true; sleep 0.3; rm -rf "$work"' EXIT
+go build -o "$work/rb" ./cmd/ralph-bench
+if [ -n "${RALPH:-}" ]; then cp "$RALPH" "$work/ralph"; else go build -o "$work/ralph" ./cmd/ralph; fi
+
+RPORT=18961 MPORT=18962
+cat > "$work/mosquitto.conf" <<CONF
+listener $MPORT 127.0.0.1
+allow_anonymous true
+persistence false
+max_inflight_messages 0
+max_queued_messages 0
+set_tcp_nodelay true
+log_dest none
+CONF
+[ "$(id -u)" = 0 ] && echo "user root" >> "$work/mosquitto.conf"
+wait_port() { until (echo > /dev/tcp/127.0.0.1/$1) 2>/dev/null; do sleep 0.01; done; }
+
+# rate BROKER-KIND LOAD...: one run on a fresh broker, prints msgs/s.
+rate() {
+	local kind=$1; shift
+	if [ "$kind" = ralph ]; then
+		rm -rf "$work/data"
+		printf 'data_dir = "%s/data"\n[broker]\nlisten = ["127.0.0.1:%s"]\n[http]\nlisten = "127.0.0.1:0"\n' "$work" $RPORT > "$work/ralph.toml"
+		"$work/ralph" run --config "$work/ralph.toml" 2> "$work/ralph.log" & echo $! > "$work/broker.pid"
+		wait_port $RPORT; port=$RPORT
+	else
+		mosquitto -c "$work/mosquitto.conf" & echo $! > "$work/broker.pid"
+		wait_port $MPORT; port=$MPORT
+	fi
+	"$work/rb" -broker 127.0.0.1:$port -qos 1 -size 64 "$@" | awk '/throughput/ {print $2}'
+	kill "$(cat "$work/broker.pid")"; wait "$(cat "$work/broker.pid")" 2>/dev/null || true; rm "$work/broker.pid"
+}
+median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+
+for load in "-publishers 10 -messages 20000 -inflight 32" "-publishers 1 -messages 100000 -inflight 32" "-publishers 1 -messages 5000 -inflight 1"; do
+	: > "$work/r"; : > "$work/m"
+	for _ in $(seq "$RUNS"); do
+		rate ralph $load >> "$work/r"
+		rate mosquitto $load >> "$work/m"
+	done
+	r=$(median < "$work/r") m=$(median < "$work/m")
+	awk -v l="$load" -v r="$r" -v m="$m" -v rr="$(tr '\n' ' ' < "$work/r")" -v mm="$(tr '\n' ' ' < "$work/m")" \
+		'BEGIN {printf "%-45s ralph %7d  mosquitto %7d  ratio %.2f   (ralph: %s; mosquitto: %s)\n", l, r, m, r/m, rr, mm}'
+done
