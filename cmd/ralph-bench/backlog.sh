@@ -5,6 +5,7 @@
 #
 #   bash cmd/ralph-bench/backlog.sh [N]        # default N = 1000000
 #   MEMORY_MAX=64M bash cmd/ralph-bench/backlog.sh
+#   RALPH=/path/to/other/ralph bash cmd/ralph-bench/backlog.sh   # another build of Ralph
 #
 # With MEMORY_MAX, ralph runs in a memory cgroup of that size (page cache
 # counted, as systemd's MemoryMax counts it; cgroup v2 or v1, as root) and
@@ -47,7 +48,7 @@ cgpeak() {
 	[ -n "$cg" ] || return 0
 	echo "cgroup peak (page cache included): $( (cat "$cg/memory.peak" 2>/dev/null || cat "$cg/memory.max_usage_in_bytes") | mib) of $MEMORY_MAX"
 }
-go build -o "$work/ralph" ./cmd/ralph
+if [ -n "${RALPH:-}" ]; then cp "$RALPH" "$work/ralph"; else go build -o "$work/ralph" ./cmd/ralph; fi
 go build -o "$work/rb" ./cmd/ralph-bench
 
 RPORT=18931 MPORT=18940

@@ -3,6 +3,7 @@
 # calls, per acknowledged message, with Ralph's default config.
 #
 #   bash cmd/ralph-bench/wear.sh [RATE] [DEVICES] [SECONDS]   # default 100 msg/s from 100 devices for 60 s
+#   RALPH=/path/to/other/ralph bash cmd/ralph-bench/wear.sh    # another build of Ralph
 #
 # The data dir is on a fresh ext4 file system of its own (a loop device,
 # default mkfs options, as on Raspberry Pi OS), so the device's counters
@@ -25,7 +26,7 @@ cleanup() {
 	rm -rf "$work"
 }
 trap cleanup EXIT
-go build -o "$work/ralph" ./cmd/ralph
+if [ -n "${RALPH:-}" ]; then cp "$RALPH" "$work/ralph"; else go build -o "$work/ralph" ./cmd/ralph; fi
 go build -o "$work/rb" ./cmd/ralph-bench
 
 truncate -s 2G "$work/disk.img"
@@ -47,18 +48,20 @@ TOML
 "$work/ralph" run --config "$work/ralph.toml" 2> "$work/ralph.log" & echo $! > "$work/ralph.pid"
 until (echo > /dev/tcp/127.0.0.1/$PORT) 2>/dev/null; do sleep 0.01; done
 sync; sleep 1
-strace -f -qq ${STRACE_OPTS:--c} -e trace=fsync,fdatasync,msync,sync_file_range -o "$work/strace.out" -p "$(cat "$work/ralph.pid")" & echo $! > "$work/strace.pid"
+strace -f -qq -c -e trace=fsync,fdatasync,msync,sync_file_range -o "$work/strace.out" -p "$(cat "$work/ralph.pid")" & echo $! > "$work/strace.pid"
 sleep 0.5
 before=$(sectors)
 N=$((RATE * SECS / DEVICES))
 "$work/rb" -broker 127.0.0.1:$PORT -publishers "$DEVICES" -messages "$N" -qos 1 -inflight 1 -rate "$RATE" | grep -E 'throughput|ack latency'
 sleep 0.5 # the last commit's writes
-after=$(sectors); cat /proc/fs/jbd2/${dev}-8/info > /tmp/wear-jbd2.txt 2>/dev/null || true
+after=$(sectors)
+journal=$(awk 'NR == 1 {t = $1} /logged blocks/ {b = $1} END {printf "%d transactions, %d blocks logged each", t, b}' "/proc/fs/jbd2/$dev-8/info" 2>/dev/null || true)
 kill "$(cat "$work/strace.pid")"; wait "$(cat "$work/strace.pid")" 2>/dev/null || true; rm "$work/strace.pid"
-cp "$work/strace.out" /tmp/wear-strace.out; syncs=$(awk '$NF ~ /^(fsync|fdatasync|msync|sync_file_range)$/ {s += $4} END {print s+0}' "$work/strace.out")
+syncs=$(awk '$NF ~ /^(fsync|fdatasync|msync|sync_file_range)$/ {s += $4} END {print s+0}' "$work/strace.out")
 msgs=$((N * DEVICES))
 awk -v b=$(( (after - before) * 512 )) -v m=$msgs -v s=$syncs -v secs=$SECS -v rate=$RATE 'BEGIN {
 	printf "messages %d at %d msg/s for %d s\n", m, rate, secs
 	printf "block device: %d bytes written, %.0f bytes per message, %.2f GB a day at this rate\n", b, b/m, b/secs*86400/1e9
 	printf "sync calls: %d, %.1f a second, %.2f per message\n", s, s/secs, s/m
 }'
+echo "file system journal (since mount): $journal"
