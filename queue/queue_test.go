@@ -347,16 +347,7 @@ func TestCrashLosesNothingAppended(t *testing.T) {
 // SIGKILLs it and returns what it acknowledged.
 func crashRound(t *testing.T, dir string, round, n int) map[string]bool {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^TestCrashLosesNothingAppended$")
-	cmd.Env = append(os.Environ(), "RALPH_QUEUE_CHILD="+dir, "RALPH_QUEUE_ROUND="+strconv.Itoa(round))
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
+	cmd, out := startChild(t, "TestCrashLosesNothingAppended", "RALPH_QUEUE_CHILD="+dir, "RALPH_QUEUE_ROUND="+strconv.Itoa(round))
 	acked := make(map[string]bool)
 	sc := bufio.NewScanner(out)
 	for sc.Scan() {
@@ -372,6 +363,23 @@ func crashRound(t *testing.T, dir string, round, n int) map[string]bool {
 		t.Fatalf("round %d: child acked only %d appends before exiting", round, len(acked))
 	}
 	return acked
+}
+
+// startChild runs this test binary's test (which acts as a child when it
+// sees env) and returns it with its standard output.
+func startChild(t *testing.T, test string, env ...string) (*exec.Cmd, io.Reader) {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^"+test+"$")
+	cmd.Env = append(os.Environ(), env...)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	return cmd, out
 }
 
 func crashChild() {

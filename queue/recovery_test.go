@@ -282,16 +282,7 @@ func TestPowerCutKeepsCursors(t *testing.T) {
 	}
 	fs := powercut.Mount(t)
 	dir := filepath.Join(fs.Dir(), "db")
-	cmd := exec.Command(os.Args[0], "-test.run=^TestPowerCutKeepsCursors$")
-	cmd.Env = append(os.Environ(), "RALPH_CURSOR_CHILD="+dir)
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
+	cmd, out := startChild(t, "TestPowerCutKeepsCursors", "RALPH_CURSOR_CHILD="+dir)
 	line, _ := bufio.NewReader(out).ReadString('\n')
 	if line != "acked\n" {
 		cmd.Process.Kill()
