@@ -66,9 +66,6 @@ func parseBatchKey(k []byte) (batchMeta, error) {
 	return b, nil
 }
 
-// count is how many messages the batch holds.
-func (b batchMeta) count() uint64 { return b.last - b.first + 1 }
-
 // appendRecord adds one record to a batch value.
 func appendRecord(dst, rec []byte) []byte {
 	dst = binary.AppendUvarint(dst, uint64(len(rec)))
