@@ -43,12 +43,13 @@ func badgerOptions(dir string, log *slog.Logger) badger.Options {
 		WithCompression(options.None).
 		WithBlockCacheSize(0).
 		WithIndexCacheSize(4 << 20).
-		// Values under 1 KB (typical sensor payloads) live in the LSM tree
-		// and vanish with compaction; bigger ones go to the value log, whose
-		// files are kept small so GC can reclaim them and so 32-bit builds
-		// do not map large regions.
+		// Commits under the threshold (a few sensor messages) live in the
+		// LSM tree and vanish with compaction; bigger ones go to the value
+		// log, whose files are small: GC gives back a drained backlog's
+		// space a file at a time, all but the file being written (so at
+		// most 8 MiB stay), and 32-bit builds do not map large regions.
 		WithValueThreshold(valueThreshold).
-		WithValueLogFileSize(32 << 20).
+		WithValueLogFileSize(8 << 20).
 		WithNumCompactors(2).
 		WithMetricsEnabled(false).
 		WithDetectConflicts(false).
