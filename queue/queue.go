@@ -105,6 +105,7 @@ const (
 	prefixBatch  = 'b' // see batch.go
 	prefixCursor = 'c' // c<consumer name> → cursor
 	prefixMsg    = 'm' // m<seq> → one message's record: the layout before batches (see migrate.go)
+	prefixFlush  = 'f' // a placeholder whose drop flushes the memtables (see reclaim)
 )
 
 var keyNext = []byte("xnext")     // first sequence number not yet assigned

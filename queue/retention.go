@@ -262,15 +262,24 @@ func (q *Queue) collectOne() bool {
 
 // reclaim gives back the disk space of a large backlog once it is gone.
 // Deleted keys otherwise hold their space until compaction pushes them to
-// the last level, which for a drained backlog may be never. It runs on the
-// committer, with the log empty: nothing can be appended meanwhile.
+// the last level, which for a drained backlog may be never, and value-log
+// GC frees a file only once compactions have counted its values as
+// discarded. So: flush the memtables to tables (DropPrefix does, before
+// dropping; the prefix it drops here holds one placeholder), then compact
+// the whole tree (Flatten), which drops the deleted batches and counts
+// their values. DropPrefix of the batches themselves would count nothing:
+// it drops a table of batch keys whole, unread. After a drain the tree
+// holds keys only, so this is quick. It runs on the committer, with the
+// log empty: nothing can be appended meanwhile.
 func (q *Queue) reclaim() {
 	start := time.Now()
-	// DropPrefix does nothing unless a live key has the prefix, and every
-	// message key is deleted by now: give it one (seq 0 is never used).
-	err := q.db.Update(func(txn *badger.Txn) error { return txn.Set(batchKey(0, 0, time.Time{}, 0), nil) })
+	flush := []byte{prefixFlush}
+	err := q.db.Update(func(txn *badger.Txn) error { return txn.Set(flush, nil) })
 	if err == nil {
-		err = q.db.DropPrefix([]byte{prefixBatch})
+		err = q.db.DropPrefix(flush)
+	}
+	if err == nil {
+		err = q.db.Flatten(1)
 	}
 	if err != nil {
 		q.log.Warn("queue: reclaiming space of deleted messages", "err", err)
