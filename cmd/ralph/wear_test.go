@@ -67,6 +67,13 @@ func TestStorageWear(t *testing.T) {
 	if v, ok := metric("ralph_queue_syncs_total"); !ok || v < float64(w.Syncs) {
 		t.Fatalf("ralph_queue_syncs_total = %v (%v), status said %d", v, ok, w.Syncs)
 	}
+	syncs, _ := metric("ralph_queue_syncs_total")
+	if v, ok := metric("ralph_queue_sync_rounds_total"); !ok || v < 1 || v > syncs {
+		t.Fatalf("ralph_queue_sync_rounds_total = %v (%v), want between 1 and the %v sync calls", v, ok, syncs)
+	}
+	if v, ok := metric("ralph_queue_unreadable_total"); !ok || v != 0 {
+		t.Fatalf("ralph_queue_unreadable_total = %v (%v), want 0", v, ok)
+	}
 	if strings.Contains(body, "ralph_queue_fsyncs_total") {
 		t.Error("/metrics still has the old name ralph_queue_fsyncs_total")
 	}
