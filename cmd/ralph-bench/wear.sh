@@ -4,6 +4,7 @@
 #
 #   bash cmd/ralph-bench/wear.sh [RATE] [DEVICES] [SECONDS]   # default 100 msg/s from 100 devices for 60 s
 #   RALPH=/path/to/other/ralph bash cmd/ralph-bench/wear.sh    # another build of Ralph
+#   WEAR_TOML=$'[queue]\nmax_syncs_per_second = 5' bash cmd/ralph-bench/wear.sh   # other settings
 #
 # The data dir is on a fresh ext4 file system of its own (a loop device,
 # default mkfs options, as on Raspberry Pi OS), so the device's counters
@@ -44,6 +45,7 @@ data_dir = "$work/mnt/ralph"
 listen = ["127.0.0.1:$PORT"]
 [http]
 listen = "127.0.0.1:18952"
+${WEAR_TOML:-}
 TOML
 "$work/ralph" run --config "$work/ralph.toml" 2> "$work/ralph.log" & echo $! > "$work/ralph.pid"
 until (echo > /dev/tcp/127.0.0.1/$PORT) 2>/dev/null; do sleep 0.01; done
