@@ -1,8 +1,10 @@
 package queue
 
 // The committer: one goroutine gathers appends into group commits, and,
-// with Sync durability, a second makes them durable, paced so that under
-// load there are at most MaxSyncsPerSecond sync rounds a second.
+// with Sync durability, a second makes them durable. A commit waits for
+// the pacing interval only while it is worth it (pacing.go): for sensors
+// that publish on their own clocks, at most MaxSyncsPerSecond sync rounds
+// a second.
 
 import (
 	"os"
@@ -204,10 +206,9 @@ type written struct {
 	vlog  bool   // its entry went to the value log
 }
 
-// syncLoop makes written batches durable: one fsync for every batch
+// syncLoop makes written batches durable: one sync round for every batch
 // written since the last one, then their acknowledgements, in order. The
-// committer paces what it hands over, so that under load there are at
-// most MaxSyncsPerSecond fsyncs a second.
+// committer paces what it hands over.
 func (q *Queue) syncLoop(done chan<- struct{}) {
 	defer close(done)
 	var ws []*written
