@@ -9,8 +9,10 @@
 // being capped by the latency of the disk. An append returns (its done is
 // called) only after the sync that covers it. Syncs are paced: after an
 // idle spell an append is synced at once; under load, what arrives within
-// 1/MaxSyncsPerSecond of the last sync joins the next one, which bounds the
-// sync rate, the wear of an SD card.
+// 1/MaxSyncsPerSecond of the last sync joins the next one while others are
+// still expected to append, which bounds the sync rate, the wear of an SD
+// card, without holding back a publisher that waits for its
+// acknowledgements.
 //
 // Each consumer has a cursor: every message below it has been acknowledged.
 // Acknowledgements may arrive out of order; the cursor advances over the
@@ -89,8 +91,10 @@ type Options struct {
 	// MaxSyncsPerSecond paces fsyncs with Sync durability: an append that
 	// arrives when the disk has been idle is committed and synced at once;
 	// under load, what arrives within 1/MaxSyncsPerSecond of the last fsync
-	// is gathered into the next one. Each append is still acknowledged
-	// only after the fsync that covers it. 0 syncs every commit at once.
+	// is gathered into the next one, as long as an origin heard from
+	// lately is still expected and the commit holds under 16 KiB (see
+	// pacing.go). Each append is still acknowledged only after the fsync
+	// that covers it. 0 syncs every commit at once.
 	MaxSyncsPerSecond int
 	// KeepLocal keeps messages that every consumer has acknowledged (or
 	// that no consumer wanted) for this long; 0 deletes them at once.
