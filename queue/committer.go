@@ -43,7 +43,10 @@ func (q *Queue) commitLoop() {
 		tick = t.C
 	}
 	var unsynced time.Time // the first write no sync covers yet
-	g := gatherer{q: q, unsynced: &unsynced, arrivals: newArrivals(q.syncGap, &q.finishedRound)}
+	g := gatherer{q: q, unsynced: &unsynced}
+	if q.opts.Durability == Sync && q.syncGap > 0 {
+		g.arrivals = newArrivals(q.syncGap, &q.finishedRound)
+	}
 	for {
 		g.reset()
 		select {
@@ -98,7 +101,7 @@ type gatherer struct {
 	written  []*written
 	lastHand time.Time
 
-	arrivals *arrivals // who has been appending (pacing.go)
+	arrivals *arrivals // who has been appending (pacing.go); nil when unpaced
 }
 
 func (g *gatherer) reset() { g.batch, g.n, g.size = g.batch[:0], 0, 0 }
@@ -112,8 +115,10 @@ func (g *gatherer) add(r *request) {
 		g.commit()
 		g.reset()
 	}
-	for _, m := range r.msgs {
-		g.arrivals.add(m.Origin, r.at)
+	if g.arrivals != nil {
+		for _, m := range r.msgs {
+			g.arrivals.add(m.Origin, r.at)
+		}
 	}
 	g.batch = append(g.batch, r)
 	g.n += len(r.msgs)
@@ -138,7 +143,7 @@ func (g *gatherer) takeWaiting() {
 // which is written while this one syncs.
 func (g *gatherer) takeUntil(deadline time.Time) {
 	wait := time.Until(deadline)
-	if wait <= 0 || g.size >= amortized || !g.arrivals.othersExpected(time.Now()) {
+	if wait <= 0 || g.arrivals == nil || g.size >= amortized || !g.arrivals.othersExpected(time.Now()) {
 		return
 	}
 	t := time.NewTimer(wait)
@@ -189,7 +194,10 @@ func (g *gatherer) handOff() {
 	if len(g.written) == 0 {
 		return
 	}
-	round := g.arrivals.handOff()
+	var round uint64
+	if g.arrivals != nil {
+		round = g.arrivals.handOff(time.Now())
+	}
 	for _, w := range g.written {
 		w.round = round
 		g.q.syncq <- w

@@ -58,20 +58,30 @@ func (a *arrivals) add(o string, at time.Time) {
 	a.inRound = append(a.inRound, o)
 }
 
-// handOff closes the round being gathered.
-func (a *arrivals) handOff() uint64 {
+// handOff closes the round being gathered. It also catches up with the
+// rounds acknowledged meanwhile, so that what is kept stays bounded by
+// the rounds in flight and the origins heard from lately.
+func (a *arrivals) handOff(now time.Time) uint64 {
 	r := a.round
 	if len(a.inRound) > 0 {
 		a.byRound[r] = a.inRound
 		a.inRound = nil
 	}
 	a.round++
+	a.update(now)
 	return r
 }
 
 // othersExpected reports whether some origin heard from lately is idle:
 // not in the round being gathered and not waiting for a sync.
 func (a *arrivals) othersExpected(now time.Time) bool {
+	a.update(now)
+	return a.idle > 0
+}
+
+// update counts the origins of rounds acknowledged since the last update
+// as idle again, and forgets idle origins not heard from lately.
+func (a *arrivals) update(now time.Time) {
 	for done := a.finished.Load(); a.acked < done; {
 		a.acked++
 		for _, o := range a.byRound[a.acked] {
@@ -90,5 +100,4 @@ func (a *arrivals) othersExpected(now time.Time) bool {
 		}
 		a.pruned = now
 	}
-	return a.idle > 0
 }

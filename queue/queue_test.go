@@ -596,3 +596,22 @@ func TestPacedWindowDoesNotWait(t *testing.T) {
 		})
 	}
 }
+
+// TestPacingStateBounded: what pacing remembers of origins and rounds
+// stays bounded by the rounds in flight and the origins heard from lately,
+// however many rounds pass, also when no commit ever waits (a disk that
+// is idle each time, as with one sensor a second).
+func TestPacingStateBounded(t *testing.T) {
+	var finished atomic.Uint64
+	a := newArrivals(100*time.Millisecond, &finished)
+	now := time.Now()
+	for i := range 10000 {
+		now = now.Add(time.Second)
+		a.add(fmt.Sprintf("dev-%d", i), now)
+		r := a.handOff(now)
+		if len(a.byRound) > 2 || len(a.origins) > 2 {
+			t.Fatalf("after %d rounds: %d rounds and %d origins kept", i+1, len(a.byRound), len(a.origins))
+		}
+		finished.Store(r) // acknowledged before the next append
+	}
+}
