@@ -100,6 +100,11 @@ type Options struct {
 	// that no consumer wanted) for this long; 0 deletes them at once.
 	KeepLocal time.Duration
 
+	// Inspect opens an existing database only to read it (a copy set
+	// aside in lost+found): nothing is set aside and no marker written, so
+	// a database that does not open is an error and stays as it was.
+	Inspect bool
+
 	Logger *slog.Logger
 }
 

@@ -52,6 +52,10 @@ type Recovery struct {
 // openDB opens Badger in opts.Dir, repairing what a power cut can leave.
 func openDB(opts Options) (*badger.DB, Recovery, error) {
 	var rec Recovery
+	if opts.Inspect {
+		db, err := tryOpen(opts)
+		return db, rec, err
+	}
 	lf := LostFound(opts.Dir)
 	if err := os.MkdirAll(lf, 0o750); err != nil {
 		return nil, rec, err

@@ -409,3 +409,23 @@ func gcChild(dir string) {
 	fmt.Println("collected")
 	select {}
 }
+
+// TestInspectSetsNothingAside: opened to be read, a database that does not
+// open is an error and nothing around it changes.
+func TestInspectSetsNothingAside(t *testing.T) {
+	dir := filled(t, 5)
+	if err := os.WriteFile(filepath.Join(dir, "MANIFEST"), []byte("not a manifest"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	os.RemoveAll(LostFound(dir))
+	_, err := Open(Options{Dir: dir, Inspect: true, Logger: openTestLogger})
+	if err == nil || !strings.Contains(err.Error(), "manifest has bad magic") {
+		t.Fatalf("inspecting a broken database: %v, want the manifest error", err)
+	}
+	if _, err := os.Stat(LostFound(dir)); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("inspecting made %s: %v", LostFound(dir), err)
+	}
+	if b, _ := os.ReadFile(filepath.Join(dir, "MANIFEST")); string(b) != "not a manifest" {
+		t.Fatal("inspecting changed the database")
+	}
+}

@@ -419,50 +419,14 @@ func offline(t target, setAside string, keep bool, stderr io.Writer, fn func(*qu
 	return 0
 }
 
-// openSetAside opens a database set aside, to read it. If it still does
-// not open, queue.Open would set it aside in turn (inside it, in
-// lost+found/lost+found) and open an empty one in its place: that is
-// undone, so that the copy stays where the operator found it.
+// openSetAside opens a database set aside, to read it, without setting
+// anything aside in turn: a copy that still does not open stays where the
+// operator found it.
 func openSetAside(opts queue.Options) (*queue.Queue, error) {
-	dir := opts.Dir
-	lf := queue.LostFound(dir)
-	_, lfErr := os.Stat(lf)
-	reasonPath := filepath.Join(dir, setAsideReasonFile)
-	reason, reasonErr := os.ReadFile(reasonPath)
+	opts.Inspect = true
 	q, err := queue.Open(opts)
-	if lfErr != nil {
-		// Created by this open: remove it if nothing was put in it.
-		defer os.Remove(lf)
-	}
 	if err != nil {
-		return nil, fmt.Errorf("opening %s: %w", dir, err)
+		return nil, fmt.Errorf("%s does not open either (%v): it is left as it was", opts.Dir, err)
 	}
-	rec := q.Recovery()
-	if rec.DB == "" {
-		return q, nil
-	}
-	// The copy did not open: put it back, with the empty files moved out of it.
-	q.Close()
-	why, _ := os.ReadFile(filepath.Join(rec.DB, setAsideReasonFile))
-	if err := os.RemoveAll(dir); err != nil { // the empty queue the open made
-		return nil, fmt.Errorf("%s does not open (%s); it is now at %s: %v", dir, strings.TrimSpace(string(why)), rec.DB, err)
-	}
-	if err := os.Rename(rec.DB, dir); err != nil {
-		return nil, fmt.Errorf("%s does not open (%s); it is now at %s: %v", dir, strings.TrimSpace(string(why)), rec.DB, err)
-	}
-	for _, f := range rec.Files {
-		if _, name, ok := strings.Cut(filepath.Base(f), "-"); ok {
-			os.Rename(f, filepath.Join(dir, name))
-		}
-	}
-	if reasonErr == nil {
-		os.WriteFile(reasonPath, reason, 0o640)
-	} else {
-		os.Remove(reasonPath)
-	}
-	return nil, fmt.Errorf("%s does not open either (%s): it is left as it was", dir, strings.TrimSpace(string(why)))
+	return q, nil
 }
-
-// setAsideReasonFile is the note of why, in a database the queue set
-// aside (queue/recovery.go writes it).
-const setAsideReasonFile = "REASON"
