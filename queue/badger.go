@@ -13,6 +13,9 @@ import (
 // value log rather than in the memtable log and tables.
 const valueThreshold = 4 << 10
 
+// inValueLog reports whether Badger writes val to the value log.
+func inValueLog(val []byte) bool { return len(val) >= valueThreshold }
+
 // badgerOptions tunes Badger for a 512 MB Raspberry Pi. Badger's defaults
 // (64 MB memtables × 5, 256 MB block cache, 1 GB value-log files mapped at
 // open) are sized for servers and used over 500 MB RSS in a test; the queue

@@ -74,11 +74,8 @@ func appendRecord(dst, rec []byte) []byte {
 
 // framedSize is what a record takes in a batch value.
 func framedSize(rec []byte) int {
-	n := len(rec) + 1
-	for v := len(rec) >> 7; v > 0; v >>= 7 {
-		n++
-	}
-	return n
+	var b [binary.MaxVarintLen64]byte
+	return binary.PutUvarint(b[:], uint64(len(rec))) + len(rec)
 }
 
 // eachRecord calls fn with the sequence number and record of each message

@@ -83,7 +83,7 @@ func (q *Queue) commit(batch []*request) (*written, bool) {
 
 	if err == nil && seq > first && q.opts.Durability == Sync {
 		// The caller reuses batch's array.
-		return &written{batch: append([]*request(nil), batch...), next: seq, vlog: len(val) >= valueThreshold}, true
+		return &written{batch: append([]*request(nil), batch...), next: seq, vlog: inValueLog(val)}, true
 	}
 	q.finish(batch, seq, err)
 	return nil, err == nil

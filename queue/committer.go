@@ -42,8 +42,7 @@ func (q *Queue) commitLoop() {
 		defer t.Stop()
 		tick = t.C
 	}
-	var unsynced time.Time // the first write no sync covers yet
-	g := gatherer{q: q, unsynced: &unsynced}
+	g := gatherer{q: q}
 	if q.opts.Durability == Sync && q.syncGap > 0 {
 		g.arrivals = newArrivals(q.syncGap, &q.finishedRound)
 	}
@@ -56,10 +55,10 @@ func (q *Queue) commitLoop() {
 		case <-tick:
 		case <-syncTick:
 			// A sync that started after the first unsynced write covers it.
-			if !unsynced.IsZero() && q.lastSync.Load() < unsynced.UnixNano() {
+			if !g.unsynced.IsZero() && q.lastSync.Load() < g.unsynced.UnixNano() {
 				q.sync(q.opts.Durability == Interval)
 			}
-			unsynced = time.Time{}
+			g.unsynced = time.Time{}
 			continue
 		case <-q.stop:
 			// Intake is closed (q.closed is set), so whatever is queued is all
@@ -91,7 +90,7 @@ func (q *Queue) commitLoop() {
 // and opens the next batch.
 type gatherer struct {
 	q        *Queue
-	unsynced *time.Time
+	unsynced time.Time // the first write no sync covers yet
 	batch    []*request
 	n, size  int
 
@@ -170,7 +169,7 @@ func (g *gatherer) commit() {
 	if w != nil {
 		g.written = append(g.written, w)
 	} else if wrote && g.unsynced.IsZero() {
-		*g.unsynced = time.Now()
+		g.unsynced = time.Now()
 	}
 }
 

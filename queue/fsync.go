@@ -43,10 +43,9 @@ func newFileSyncer(dir string) *fileSyncer {
 	return &fileSyncer{dir: dir, files: make(map[string]*os.File)}
 }
 
-// willWrite notes a value about to be written: one at the value threshold
-// or over goes to the value log.
+// willWrite notes a value written outside the committer.
 func (s *fileSyncer) willWrite(val []byte) {
-	if len(val) >= valueThreshold {
+	if inValueLog(val) {
 		s.vlogDirty.Store(true)
 	}
 }
