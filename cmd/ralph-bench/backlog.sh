@@ -16,6 +16,7 @@ set -euo pipefail
 N=${1:-1000000}
 PUBS=10
 cd "$(dirname "$0")/../.."
+. cmd/ralph-bench/common.sh
 work=$(mktemp -d /tmp/ralph-backlog.XXXXXX)
 KEEP=${KEEP:-}
 cg=""
@@ -69,19 +70,9 @@ reconnect_max = "500ms"
   remote_prefix = "edge/"
   qos = 1
 TOML
-cat > "$work/mosquitto.conf" <<CONF
-listener $MPORT 127.0.0.1
-allow_anonymous true
-persistence false
-max_inflight_messages 0
-max_queued_messages 0
-set_tcp_nodelay true
-log_dest none
-CONF
-[ "$(id -u)" = 0 ] && echo "user root" >> "$work/mosquitto.conf"
+mosquitto_conf "$work/mosquitto.conf" $MPORT
 
 now_ms() { date +%s%3N; }
-wait_port() { until (echo > /dev/tcp/127.0.0.1/$1) 2>/dev/null; do sleep 0.005; done; }
 mib() { awk '{printf "%.1f MiB", $1/1048576}'; }
 # Peak RSS, and the current split between heap (anonymous) and mapped
 # database files (file-backed pages the kernel can drop under pressure).

@@ -11,23 +11,14 @@
 set -euo pipefail
 RUNS=${1:-3}
 cd "$(dirname "$0")/../.."
+. cmd/ralph-bench/common.sh
 work=$(mktemp -d /tmp/ralph-ingest.XXXXXX)
 trap 'kill $(cat "$work"/*.pid 2>/dev/null) 2>/dev/null || true; sleep 0.3; rm -rf "$work"' EXIT
 go build -o "$work/rb" ./cmd/ralph-bench
 if [ -n "${RALPH:-}" ]; then cp "$RALPH" "$work/ralph"; else go build -o "$work/ralph" ./cmd/ralph; fi
 
 RPORT=18961 MPORT=18962
-cat > "$work/mosquitto.conf" <<CONF
-listener $MPORT 127.0.0.1
-allow_anonymous true
-persistence false
-max_inflight_messages 0
-max_queued_messages 0
-set_tcp_nodelay true
-log_dest none
-CONF
-[ "$(id -u)" = 0 ] && echo "user root" >> "$work/mosquitto.conf"
-wait_port() { until (echo > /dev/tcp/127.0.0.1/$1) 2>/dev/null; do sleep 0.01; done; }
+mosquitto_conf "$work/mosquitto.conf" $MPORT
 
 # rate BROKER-KIND LOAD...: one run on a fresh broker, prints msgs/s.
 rate() {

@@ -16,6 +16,7 @@
 set -euo pipefail
 RATE=${1:-100} DEVICES=${2:-100} SECS=${3:-60}
 cd "$(dirname "$0")/../.."
+. cmd/ralph-bench/common.sh
 work=$(mktemp -d /tmp/ralph-wear.XXXXXX)
 loop=""
 cleanup() {
@@ -48,7 +49,7 @@ listen = "127.0.0.1:18952"
 ${WEAR_TOML:-}
 TOML
 "$work/ralph" run --config "$work/ralph.toml" 2> "$work/ralph.log" & echo $! > "$work/ralph.pid"
-until (echo > /dev/tcp/127.0.0.1/$PORT) 2>/dev/null; do sleep 0.01; done
+wait_port $PORT
 sync; sleep 1
 strace -f -qq -c -e trace=fsync,fdatasync,msync,sync_file_range -o "$work/strace.out" -p "$(cat "$work/ralph.pid")" & echo $! > "$work/strace.pid"
 sleep 0.5
