@@ -215,16 +215,26 @@ func (r *cutRig) spawn(queueKeys string) *proc {
 
 // start starts ralph and waits until it accepts MQTT connections and says
 // it runs (its signal handlers are installed by then): after any cut, it
-// must.
+// must. LazyFS dying meanwhile is one more cut (see powercut.FS.Cut), after
+// which ralph must start too.
 func (r *cutRig) start(queueKeys string) {
+	r.t.Helper()
+	for !r.tryStart(queueKeys) {
+		r.kill()
+		r.cut("LazyFS died while ralph started")
+	}
+}
+
+// tryStart is start's one attempt; false if LazyFS died meanwhile.
+func (r *cutRig) tryStart(queueKeys string) bool {
 	r.t.Helper()
 	p := r.spawn(queueKeys)
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		select {
 		case <-p.done:
-			if err := r.fs.Err(); err != nil {
-				r.t.Fatalf("after %d cuts (the last: %s), ralph did not start, as LazyFS failed: %v", len(r.cuts), r.lastCut(), err)
+			if r.fs.Err() != nil {
+				return false
 			}
 			r.t.Fatalf("after %d cuts (the last: %s), ralph did not start: %v\n%s", len(r.cuts), r.lastCut(), p.cmd.ProcessState, p.logs)
 		default:
@@ -233,10 +243,13 @@ func (r *cutRig) start(queueKeys string) {
 			c, err := net.Dial("tcp", r.s.addr)
 			if err == nil {
 				c.Close()
-				return
+				return true
 			}
 		}
 		if time.Now().After(deadline) {
+			if r.fs.Err() != nil {
+				return false
+			}
 			r.t.Fatalf("after %d cuts (the last: %s), ralph did not listen within 20 s:\n%s", len(r.cuts), r.lastCut(), p.logs)
 		}
 		time.Sleep(10 * time.Millisecond)
@@ -259,6 +272,9 @@ func (r *cutRig) kill() {
 // cut records the cut and cuts the power; ralph must be dead.
 func (r *cutRig) cut(what string) {
 	r.t.Helper()
+	if r.fs.Err() != nil {
+		what += ", LazyFS having died first"
+	}
 	t0 := time.Now()
 	r.fs.Cut()
 	r.cuts = append(r.cuts, what)
@@ -270,7 +286,7 @@ func (r *cutRig) cut(what string) {
 // publish starts the devices: each publishes numbered QoS 1 messages on
 // its own connection until ralph goes away. The returned function waits
 // for them and adds what was acknowledged to r.want. A device that stops
-// before r.stopping is set fails the test.
+// before r.stopping is set fails the test, unless LazyFS died.
 func (r *cutRig) publish(l load) (wait func()) {
 	r.t.Helper()
 	r.stopping.Store(false)
@@ -308,7 +324,7 @@ func (r *cutRig) publish(l load) (wait func()) {
 				}
 				mu.Unlock()
 				if err != nil {
-					if !r.stopping.Load() {
+					if !r.stopping.Load() && r.fs.Err() == nil {
 						r.t.Errorf("device %d stopped while ralph was running: %v", i, err)
 					}
 					return
@@ -333,12 +349,12 @@ func (r *cutRig) ingestCut(what string, l load, when func(before map[string]bool
 }
 
 // newFile returns a moment for ingestCut: d after a file with extension
-// ext appears in the database.
+// ext appears in the database, or LazyFS dies.
 func (r *cutRig) newFile(ext string, d time.Duration) func(map[string]bool) {
 	return func(before map[string]bool) {
 		r.t.Helper()
 		deadline := time.Now().Add(60 * time.Second)
-		for {
+		for r.fs.Err() == nil {
 			for name := range r.files() {
 				if strings.HasSuffix(name, ext) && !before[name] {
 					time.Sleep(d)
@@ -357,11 +373,11 @@ func (r *cutRig) newFile(ext string, d time.Duration) func(map[string]bool) {
 	}
 }
 
-// files lists the database directory.
+// files lists the database directory; none once LazyFS died.
 func (r *cutRig) files() map[string]bool {
 	r.t.Helper()
 	es, err := os.ReadDir(r.db)
-	if err != nil && !os.IsNotExist(err) {
+	if err != nil && !os.IsNotExist(err) && r.fs.Err() == nil {
 		r.t.Fatal(err)
 	}
 	names := make(map[string]bool, len(es))
@@ -383,7 +399,7 @@ func (r *cutRig) firstStartCut(d time.Duration) {
 	}
 	p := r.spawn("")
 	deadline := time.Now().Add(20 * time.Second)
-	for len(r.files()) == 0 {
+	for len(r.files()) == 0 && r.fs.Err() == nil {
 		select {
 		case <-p.done:
 			r.t.Fatalf("ralph exited on its first start: %v\n%s", p.cmd.ProcessState, p.logs)
@@ -412,7 +428,7 @@ func (r *cutRig) drainCut(d time.Duration) {
 	from := len(c.Messages())
 	r.up.start(r.t)
 	deadline := time.Now().Add(60 * time.Second)
-	for len(c.Messages()) < from+1000 {
+	for len(c.Messages()) < from+1000 && r.fs.Err() == nil {
 		if r.t.Failed() {
 			r.t.FailNow()
 		}
@@ -465,6 +481,16 @@ func (r *cutRig) finish() (missing []string, dups int) {
 		}
 		if len(got) > checked {
 			checked, moved = len(got), time.Now()
+		}
+		if r.fs.Err() != nil {
+			// A cut during the drain: what was forwarded since may come twice.
+			r.kill()
+			r.drained += len(got)
+			r.drainCuts++
+			r.cut("LazyFS died during the last drain")
+			r.start("")
+			moved = time.Now()
+			continue
 		}
 		if time.Since(moved) > 60*time.Second {
 			_, status := httpGet(r.t, "http://"+r.s.httpAddr+"/status")

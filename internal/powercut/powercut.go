@@ -26,6 +26,9 @@
 //     Cut drops every unsynced write, waits until LazyFS says it is done,
 //     then unmounts and mounts again (same Dir), so that nothing survives
 //     in the kernel's caches or in LazyFS either, as after a reboot.
+//   - LazyFS dying on its own (Err is then non-nil) is a power cut at that
+//     moment: its cache dies with it. The caller kills what uses Dir and
+//     calls Cut, which then only mounts again.
 //   - When the test ends, passed or failed, the file system is unmounted
 //     and its process ended. The process also dies with the test binary
 //     (parent-death signal), and Mount removes dead LazyFS mounts that a
@@ -80,6 +83,7 @@ type FS struct {
 	doneLines  *bufio.Reader
 	proc       *process
 	cuts       int
+	crashes    int     // cuts that were LazyFS dying on its own
 	peak       float64 // highest cache usage at a cut, percent
 }
 
@@ -158,9 +162,11 @@ logfile = ""
 // Dir is the mount point: the directory to put the data under test in.
 func (fs *FS) Dir() string { return fs.dir }
 
-// Err reports why the file system is gone if LazyFS exited (it should
-// not: a test that sees I/O errors on Dir can tell its own failure from
-// LazyFS's), with what LazyFS printed; nil while it runs.
+// Err reports why the file system is gone if LazyFS exited, with what
+// LazyFS printed; nil while it runs. LazyFS has bugs of its own (it has
+// aborted with "Resource deadlock avoided" while extending a file by
+// truncate): a test that sees I/O errors on Dir tells LazyFS's failure from
+// its own by it, and then calls Cut as after any other cut.
 func (fs *FS) Err() error {
 	select {
 	case <-fs.proc.exited:
@@ -171,11 +177,23 @@ func (fs *FS) Err() error {
 }
 
 // Cut cuts the power; see the package comment. Every process using Dir
-// must already be dead.
+// must already be dead. If LazyFS died on its own since the last cut, the
+// power was cut then: its cache, every unsynced write, died with it, and
+// the directory underneath holds exactly what was synced. Cut then only
+// mounts again, and says so.
 func (fs *FS) Cut() {
 	fs.t.Helper()
-	if err := fs.Err(); err != nil {
-		fs.t.Fatalf("before the cut: %v", err)
+	if fs.Err() != nil {
+		fs.crashes++
+		fs.t.Logf("powercut: LazyFS died on its own (%v), which cut the power then; its last words:\n%s",
+			fs.proc.cmd.ProcessState, lastLines(fs.proc.out.String(), 4))
+		// The dead mount answers nothing: detach it.
+		if out, err := exec.Command(fs.fusermount, "-u", "-z", fs.dir).CombinedOutput(); err != nil {
+			fs.t.Fatalf("powercut: detaching the dead mount: %v: %s", err, bytes.TrimSpace(out))
+		}
+		fs.cuts++
+		fs.mount()
+		return
 	}
 	usage := fs.cacheUsage()
 	fs.peak = max(fs.peak, usage)
@@ -321,7 +339,13 @@ func (fs *FS) close() {
 		}
 	}
 	fs.done.Close()
-	fs.t.Logf("powercut: %d cuts; LazyFS's cache peaked at %.1f%% of %s", fs.cuts, fs.peak, cacheSize)
+	fs.t.Logf("powercut: %d cuts (%d of them LazyFS dying on its own); LazyFS's cache peaked at %.1f%% of %s", fs.cuts, fs.crashes, fs.peak, cacheSize)
+}
+
+// lastLines is the last n lines of s.
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	return strings.Join(lines[max(0, len(lines)-n):], "\n")
 }
 
 // command writes a command to LazyFS's FIFO. LazyFS reads commands in

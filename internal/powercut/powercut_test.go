@@ -78,6 +78,36 @@ func TestCut(t *testing.T) {
 	}
 }
 
+// TestLazyFSDies: LazyFS dying on its own is a cut at that moment, after
+// which Cut mounts again.
+func TestLazyFSDies(t *testing.T) {
+	fs := Mount(t)
+	data := []byte("synced")
+	synced, unsynced := filepath.Join(fs.Dir(), "synced"), filepath.Join(fs.Dir(), "unsynced")
+	writeFile(t, synced, data, true)
+	writeFile(t, unsynced, data, false)
+	if err := fs.Err(); err != nil {
+		t.Fatalf("Err while LazyFS runs: %v", err)
+	}
+	fs.proc.cmd.Process.Kill()
+	<-fs.proc.exited
+	if fs.Err() == nil {
+		t.Fatal("Err is nil after LazyFS died")
+	}
+	fs.Cut()
+	if err := fs.Err(); err != nil {
+		t.Fatalf("Err after the cut: %v", err)
+	}
+	for path, want := range map[string][]byte{synced: data, unsynced: {}} {
+		if got, err := os.ReadFile(path); err != nil || !bytes.Equal(got, want) {
+			t.Errorf("%s: %q, %v; want %q", filepath.Base(path), got, err, want)
+		}
+	}
+	if fs.cuts != 1 || fs.crashes != 1 {
+		t.Errorf("%d cuts, %d of them LazyFS dying; want 1 and 1", fs.cuts, fs.crashes)
+	}
+}
+
 func writeFile(t *testing.T, path string, data []byte, sync bool) {
 	t.Helper()
 	f, err := os.Create(path)
