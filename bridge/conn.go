@@ -1,5 +1,7 @@
 package bridge
 
+// This file holds flushConn, the upstream connection's write buffer, which
+// turns a backlog of PUBLISHes into a few large writes.
 import (
 	"bufio"
 	"net"
