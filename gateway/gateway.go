@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/ralph-gateway/ralph/bridge"
+	"github.com/ralph-gateway/ralph/configs"
 	"github.com/ralph-gateway/ralph/localbroker"
 	"github.com/ralph-gateway/ralph/queue"
 	"github.com/ralph-gateway/ralph/serialin"
@@ -27,7 +28,7 @@ import (
 
 // Gateway is a configured, running Ralph.
 type Gateway struct {
-	cfg     *Config
+	cfg     *configs.Config
 	log     *slog.Logger
 	version string
 	started time.Time
@@ -50,14 +51,14 @@ type Gateway struct {
 // runningPort is one configured serial port.
 type runningPort struct {
 	task
-	cfg SerialConfig
+	cfg configs.Serial
 	p   *serialin.Port
 }
 
 // runningBridge is one configured bridge and the consumer it reads with.
 type runningBridge struct {
 	task
-	cfg  BridgeConfig
+	cfg  configs.Bridge
 	b    *bridge.Bridge
 	cons *queue.Consumer
 }
@@ -97,7 +98,7 @@ func (t *task) stop() {
 // New opens the queue in cfg.DataDir, binds the broker's and the HTTP
 // endpoint's listeners and prepares the bridges. Nothing is served until
 // Run. version is what /status reports.
-func New(cfg *Config, log *slog.Logger, version string) (*Gateway, error) {
+func New(cfg *configs.Config, log *slog.Logger, version string) (*Gateway, error) {
 	g := &Gateway{cfg: cfg, log: log, version: version, started: time.Now(), ready: make(chan struct{}), wear: newWear()}
 	dir := filepath.Join(cfg.DataDir, "db")
 	g.dbDir = dir
@@ -203,7 +204,7 @@ func New(cfg *Config, log *slog.Logger, version string) (*Gateway, error) {
 }
 
 // deviceListeners builds the TLS and WebSocket listeners.
-func deviceListeners(b BrokerConfig) ([]localbroker.Listener, error) {
+func deviceListeners(b configs.Broker) ([]localbroker.Listener, error) {
 	var out []localbroker.Listener
 	for _, l := range b.TLS {
 		cert, err := tls.LoadX509KeyPair(l.CertFile, l.KeyFile)
@@ -236,7 +237,7 @@ func deviceListeners(b BrokerConfig) ([]localbroker.Listener, error) {
 	return out, nil
 }
 
-func users(cfg []UserConfig) []localbroker.User {
+func users(cfg []configs.User) []localbroker.User {
 	var out []localbroker.User
 	for _, u := range cfg {
 		out = append(out, localbroker.User{
@@ -250,7 +251,7 @@ func users(cfg []UserConfig) []localbroker.User {
 
 // newBridge prepares a bridge; cons is its existing consumer when the
 // bridge is being replaced, or nil to register one.
-func (g *Gateway) newBridge(bc BridgeConfig, cons *queue.Consumer) (*runningBridge, error) {
+func (g *Gateway) newBridge(bc configs.Bridge, cons *queue.Consumer) (*runningBridge, error) {
 	bcfg, err := bridgeConfig(bc, g.log)
 	if err != nil {
 		return nil, fmt.Errorf("gateway: bridge %s: %w", bc.Name, err)
@@ -269,7 +270,7 @@ func (g *Gateway) newBridge(bc BridgeConfig, cons *queue.Consumer) (*runningBrid
 	return &runningBridge{cfg: bc, b: bridge.New(bcfg, cons), cons: cons}, nil
 }
 
-func (g *Gateway) newPort(sc SerialConfig) (*runningPort, error) {
+func (g *Gateway) newPort(sc configs.Serial) (*runningPort, error) {
 	o := serialin.Options{
 		Name: sc.Name, Path: sc.Path, Baud: sc.Baud,
 		TopicPrefix: sc.TopicPrefix, AbsoluteTopics: sc.AbsoluteTopics, User: sc.User,
@@ -339,7 +340,7 @@ func (g *Gateway) sampleWear(ctx context.Context) {
 // changed are restarted (bridges keep their queue cursor, ports their
 // board's session), new ones start, removed ones stop. Other changes need
 // a restart; they are reported, not applied.
-func (g *Gateway) Reload(cfg *Config) {
+func (g *Gateway) Reload(cfg *configs.Config) {
 	for _, w := range cfg.Warnings() {
 		g.log.Warn("reload: " + w)
 	}
@@ -398,7 +399,7 @@ func (g *Gateway) Reload(cfg *Config) {
 	g.bridges = bridges
 }
 
-func bridgeConfig(bc BridgeConfig, log *slog.Logger) (bridge.Config, error) {
+func bridgeConfig(bc configs.Bridge, log *slog.Logger) (bridge.Config, error) {
 	c := bridge.Config{
 		Name:           bc.Name,
 		ClientID:       bc.ClientID,
@@ -443,7 +444,7 @@ func bridgeConfig(bc BridgeConfig, log *slog.Logger) (bridge.Config, error) {
 		c.Password = []byte(bc.Password)
 	}
 	if bc.PasswordFile != "" {
-		pw, err := ReadPasswordFile(bc.PasswordFile)
+		pw, err := configs.ReadPasswordFile(bc.PasswordFile)
 		if err != nil {
 			return c, err
 		}
@@ -477,16 +478,16 @@ func bridgeConfig(bc BridgeConfig, log *slog.Logger) (bridge.Config, error) {
 // Ready returns once Run serves clients, or with ctx's error.
 // reloadable is cfg without what Reload applies, to compare with what
 // needs a restart.
-func reloadable(cfg Config) Config {
-	cfg.Bridges, cfg.Serial, cfg.Log = nil, nil, LogConfig{}
-	cfg.Broker.Users, cfg.Broker.Anonymous, cfg.Broker.AllowAnonymous = nil, ACLConfig{}, false
+func reloadable(cfg configs.Config) configs.Config {
+	cfg.Bridges, cfg.Serial, cfg.Log = nil, nil, configs.Log{}
+	cfg.Broker.Users, cfg.Broker.Anonymous, cfg.Broker.AllowAnonymous = nil, configs.ACL{}, false
 	return cfg
 }
 
 // reloadPorts restarts changed serial ports, starts new ones and stops
 // removed ones; g.mu must be held. A board's session (its subscriptions
 // and undelivered messages) belongs to the port's name and survives.
-func (g *Gateway) reloadPorts(cfgs []SerialConfig) {
+func (g *Gateway) reloadPorts(cfgs []configs.Serial) {
 	byName := make(map[string]*runningPort)
 	for _, rp := range g.ports {
 		byName[rp.cfg.Name] = rp

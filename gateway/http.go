@@ -148,7 +148,7 @@ func (g *Gateway) unhealthyWith(setAside []queue.SetAside, setAsideErr error) []
 	}
 	qs := g.q.Stats()
 	if qs.DiskLow {
-		why = append(why, fmt.Sprintf("disk nearly full: less than min_free (%s) free on %s", formatSize(g.cfg.Queue.MinFree), g.cfg.DataDir))
+		why = append(why, fmt.Sprintf("disk nearly full: less than min_free (%s) free on %s", g.cfg.Queue.MinFree, g.cfg.DataDir))
 	}
 	if qs.LastError != "" {
 		why = append(why, "queue cannot store messages: "+qs.LastError)

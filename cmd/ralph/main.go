@@ -22,6 +22,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/ralph-gateway/ralph/configs"
 	"github.com/ralph-gateway/ralph/gateway"
 	"github.com/ralph-gateway/ralph/serialin"
 )
@@ -121,7 +122,7 @@ func versionString() string {
 	return "(devel)"
 }
 
-func loadConfig(fs *flag.FlagSet, args []string, required bool, stderr io.Writer) (*gateway.Config, string, bool) {
+func loadConfig(fs *flag.FlagSet, args []string, required bool, stderr io.Writer) (*configs.Config, string, bool) {
 	path := fs.String("config", "", "config file (TOML)")
 	fs.SetOutput(stderr)
 	if err := fs.Parse(args); err != nil {
@@ -136,9 +137,9 @@ func loadConfig(fs *flag.FlagSet, args []string, required bool, stderr io.Writer
 			fmt.Fprintf(stderr, "ralph %s: --config FILE is required\n", fs.Name())
 			return nil, "", false
 		}
-		return gateway.DefaultConfig(), embeddedConfig, true
+		return configs.Default(), embeddedConfig, true
 	}
-	cfg, err := gateway.LoadConfig(*path)
+	cfg, err := configs.Load(*path)
 	if err != nil {
 		fmt.Fprintf(stderr, "ralph: %v\n", err)
 		return nil, "", false
@@ -218,7 +219,7 @@ func runGateway(args []string, stderr io.Writer) int {
 				log.Warn("SIGHUP: running on the embedded config, nothing to reload")
 				continue
 			}
-			next, err := gateway.LoadConfig(path)
+			next, err := configs.Load(path)
 			if err != nil {
 				log.Error("SIGHUP: the new config is invalid; keeping the running one", "err", err)
 				continue
@@ -242,7 +243,7 @@ func runGateway(args []string, stderr io.Writer) int {
 	return 0
 }
 
-func newLogger(c gateway.LogConfig, w io.Writer) *slog.Logger {
+func newLogger(c configs.Log, w io.Writer) *slog.Logger {
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(c.Level)); err != nil {
 		level = slog.LevelInfo

@@ -16,6 +16,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/ralph-gateway/ralph/configs"
 	"github.com/ralph-gateway/ralph/gateway"
 	"github.com/ralph-gateway/ralph/queue"
 )
@@ -28,7 +29,7 @@ const defaultConfigPath = "/etc/ralph/ralph.toml"
 // endpoint, and the config for opening the data dir when it is stopped.
 type target struct {
 	addr string
-	cfg  *gateway.Config
+	cfg  *configs.Config
 }
 
 func opsFlags(fs *flag.FlagSet) (cfgPath, addr *string) {
@@ -45,13 +46,13 @@ func resolve(cfgPath, addr string) (target, error) {
 		}
 	}
 	if cfgPath != "" {
-		cfg, err := gateway.LoadConfig(cfgPath)
+		cfg, err := configs.Load(cfgPath)
 		if err != nil {
 			return t, err
 		}
 		t.cfg = cfg
 	} else {
-		t.cfg = gateway.DefaultConfig()
+		t.cfg = configs.Default()
 	}
 	t.addr = addr
 	if t.addr == "" {

@@ -1,4 +1,4 @@
-package gateway
+package configs
 
 import (
 	"errors"
@@ -17,51 +17,40 @@ import (
 func doc(lines ...string) string { return strings.Join(lines, "\n") + "\n" }
 
 func TestDefaultConfig(t *testing.T) {
-	if _, err := ParseConfig("default.toml", defaultTOML); err != nil {
-		t.Fatalf("embedded default.toml: %v", err)
-	}
-	cfg := DefaultConfig()
+	cfg := Default()
 	want := &Config{
 		DataDir: "ralph-data",
-		Log:     LogConfig{Level: "info", Format: "text"},
-		Broker: BrokerConfig{
+		Log:     Log{Level: "info", Format: "text"},
+		Broker: Broker{
 			Listen:         []string{"127.0.0.1:1883"},
 			AllowAnonymous: false,
 			MaxPacketSize:  256 * 1024,
 			ReceiveMaximum: 256,
-			Anonymous:      ACLConfig{Publish: []string{"#"}, Subscribe: []string{"#", "$SYS/#"}},
+			Anonymous:      ACL{Publish: []string{"#"}, Subscribe: []string{"#", "$SYS/#"}},
 			MaxClients:     10000, MaxKeepAlive: Duration{time.Hour}, MaxTopicLength: 1024, MaxTopicLevels: 32,
 			MaxMessageExpiry: Duration{720 * time.Hour},
 		},
-		Queue: QueueConfig{Durability: "sync", SyncInterval: Duration{100 * time.Millisecond}, MaxSyncsPerSecond: 10,
+		Queue: Queue{Durability: "sync", SyncInterval: Duration{100 * time.Millisecond}, MaxSyncsPerSecond: 10,
 			MaxBytes: 1 << 30, OnFull: "drop-oldest", MinFree: 64 << 20},
-		HTTP: HTTPConfig{Listen: "127.0.0.1:9883"},
+		HTTP: HTTP{Listen: "127.0.0.1:9883"},
 	}
 	if !reflect.DeepEqual(cfg, want) {
 		t.Errorf("DefaultConfig() = %+v, want %+v", cfg, want)
 	}
-	// The code's defaults (used for keys absent from a file) agree with
-	// the embedded file.
-	if !reflect.DeepEqual(cfg, defaults()) {
-		t.Errorf("DefaultConfig() = %+v, defaults() = %+v", cfg, defaults())
-	}
 	// An empty file means all defaults.
-	empty, err := ParseConfig("empty.toml", nil)
+	empty, err := Parse("empty.toml", nil)
 	if err != nil || !reflect.DeepEqual(empty, want) {
 		t.Errorf("ParseConfig(empty) = %+v, %v; want %+v", empty, err, want)
 	}
 	// Each call returns its own copy.
 	cfg.Broker.Listen[0] = "changed"
-	if got := DefaultConfig().Broker.Listen[0]; got != "127.0.0.1:1883" {
+	if got := Default().Broker.Listen[0]; got != "127.0.0.1:1883" {
 		t.Errorf("DefaultConfig shares state between calls: listen[0] = %q", got)
-	}
-	if got := defaults().Broker.Listen[0]; got != "127.0.0.1:1883" {
-		t.Errorf("defaults shares state between calls: listen[0] = %q", got)
 	}
 }
 
 func TestLoadExampleConfig(t *testing.T) {
-	cfg, err := LoadConfig("../configs/ralph.toml")
+	cfg, err := Load("ralph.toml")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -79,7 +68,7 @@ func TestLoadExampleConfig(t *testing.T) {
 		t.Errorf("broker = %+v", cfg.Broker)
 	}
 	// The values the example spells out are the defaults.
-	def := defaults()
+	def := Default()
 	if cfg.Log != def.Log || cfg.Queue != def.Queue || cfg.Broker.MaxPacketSize != def.Broker.MaxPacketSize ||
 		cfg.Broker.ReceiveMaximum != def.Broker.ReceiveMaximum {
 		t.Errorf("example differs from the defaults: %+v", cfg)
@@ -92,7 +81,7 @@ func TestLoadExampleConfig(t *testing.T) {
 }
 
 func TestLoadConfigMissingFile(t *testing.T) {
-	_, err := LoadConfig("testdata/does-not-exist.toml")
+	_, err := Load("testdata/does-not-exist.toml")
 	if !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("LoadConfig(missing) = %v, want a not-exist error", err)
 	}
@@ -113,14 +102,14 @@ client_id = "ralph-edge-1"
 `
 
 func TestParseConfigMinimal(t *testing.T) {
-	cfg, err := ParseConfig("ralph.toml", []byte(minimalConfig))
+	cfg, err := Parse("ralph.toml", []byte(minimalConfig))
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := defaults()
+	want := Default()
 	want.DataDir = "/tmp/ralph-data"
 	want.Broker.Listen = []string{"127.0.0.1:18830"}
-	want.Bridges = []BridgeConfig{{
+	want.Bridges = []Bridge{{
 		Name:           "up",
 		URLs:           []string{"mqtt://127.0.0.1:18840"},
 		ClientID:       "ralph-edge-1",
@@ -140,7 +129,7 @@ func TestParseConfigMinimal(t *testing.T) {
 }
 
 func TestParseConfigBridgeDefaults(t *testing.T) {
-	cfg, err := ParseConfig("ralph.toml", []byte(doc(
+	cfg, err := Parse("ralph.toml", []byte(doc(
 		`[[bridge]]`,
 		`name = "a_1"`,
 		`urls = ["mqtt://h1", "tcp://h2/", "mqtts://h3", "ssl://h4", "tls://[::1]", "mqtt://h5:1234"]`,
@@ -186,7 +175,7 @@ func TestParseConfigBridgeDefaults(t *testing.T) {
 	if a.MaxInflight != 32 || a.KeepAlive.Duration != 30*time.Second || a.SessionExpiry.Duration != time.Hour {
 		t.Errorf("bridge a defaults not filled in: %+v", a)
 	}
-	wantB := BridgeConfig{
+	wantB := Bridge{
 		Name: "b", URLs: []string{"mqtt://h:1883"}, ClientID: b.ClientID, MaxInflight: 1,
 		KeepAlive: Duration{time.Second}, ConnectTimeout: Duration{time.Millisecond},
 		ReconnectMin: Duration{5 * time.Second}, ReconnectMax: Duration{5 * time.Second},
@@ -235,7 +224,7 @@ func TestParseConfigValid(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			cfg, err := ParseConfig("ralph.toml", []byte(tt.toml))
+			cfg, err := Parse("ralph.toml", []byte(tt.toml))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -552,7 +541,7 @@ func TestParseConfigErrors(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			cfg, err := ParseConfig("ralph.toml", []byte(tt.toml))
+			cfg, err := Parse("ralph.toml", []byte(tt.toml))
 			if err == nil {
 				t.Fatalf("no error, config %+v\nwant %s", cfg, tt.want)
 			}
@@ -569,7 +558,7 @@ func TestLoadConfigErrorName(t *testing.T) {
 	if err := os.WriteFile(path, []byte(doc(`[queue]`, `durability = "fast"`)), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	_, err := LoadConfig(path)
+	_, err := Load(path)
 	want := path + `:2: queue.durability: "fast" is not one of sync, interval`
 	if err == nil || err.Error() != want {
 		t.Errorf("LoadConfig = %v, want %s", err, want)
@@ -754,10 +743,9 @@ func TestConfigDuration(t *testing.T) {
 	}
 }
 
-func FuzzParseConfig(f *testing.F) {
+func FuzzParse(f *testing.F) {
 	f.Add([]byte(minimalConfig))
-	f.Add(defaultTOML)
-	if example, err := os.ReadFile("../configs/ralph.toml"); err == nil {
+	if example, err := os.ReadFile("ralph.toml"); err == nil {
 		f.Add(example)
 	}
 	f.Add([]byte(bridgeWith(`keepalive = "5 parsecs"`)))
@@ -766,7 +754,7 @@ func FuzzParseConfig(f *testing.F) {
 	f.Add([]byte(doc(`a = """x`, `"""`, `b = '''`, `'''`, `"c.d" . e = {f = [1, {g = 2}]}`)))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		_ = locateKeys(data) // must not panic on any input, valid TOML or not
-		cfg, err := ParseConfig("fuzz.toml", data)
+		cfg, err := Parse("fuzz.toml", data)
 		if err != nil {
 			if !strings.HasPrefix(err.Error(), "fuzz.toml:") {
 				t.Fatalf("error without file name: %v", err)

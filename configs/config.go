@@ -1,9 +1,8 @@
-package gateway
+package configs
 
 import (
 	"crypto/tls"
 	"crypto/x509"
-	_ "embed"
 	"errors"
 	"fmt"
 	"math"
@@ -26,19 +25,19 @@ import (
 
 // Config is Ralph's whole configuration.
 type Config struct {
-	DataDir string         `toml:"data_dir"` // default "ralph-data" (relative to the working directory)
-	Log     LogConfig      `toml:"log"`
-	Broker  BrokerConfig   `toml:"broker"`
-	Queue   QueueConfig    `toml:"queue"`
-	HTTP    HTTPConfig     `toml:"http"`
-	Bridges []BridgeConfig `toml:"bridge"`
-	Serial  []SerialConfig `toml:"serial"`
+	DataDir string   `toml:"data_dir"` // default "ralph-data" (relative to the working directory)
+	Log     Log      `toml:"log"`
+	Broker  Broker   `toml:"broker"`
+	Queue   Queue    `toml:"queue"`
+	HTTP    HTTP     `toml:"http"`
+	Bridges []Bridge `toml:"bridge"`
+	Serial  []Serial `toml:"serial"`
 }
 
 // SerialConfig is a board on a USB serial port, speaking the line protocol
 // of serialin/PROTOCOL.md. It appears on the broker as the MQTT client
 // "serial-<name>" with a persistent session.
-type SerialConfig struct {
+type Serial struct {
 	// Name identifies the port: 1 to 64 of A-Z a-z 0-9 _ -, unique.
 	Name string `toml:"name"`
 	// Path is the device, e.g. /dev/ttyUSB0 or, better, its stable
@@ -86,32 +85,32 @@ type USBMatch struct {
 
 // HTTPConfig configures the local HTTP endpoint: /healthz, /metrics
 // (Prometheus) and /status, which `ralph status` reads.
-type HTTPConfig struct {
+type HTTP struct {
 	// Listen is a host:port, default "127.0.0.1:9883"; "" turns the
 	// endpoint off. It has no authentication: keep it on loopback.
 	Listen string `toml:"listen"`
 }
 
 // LogConfig selects how much Ralph logs and in which format.
-type LogConfig struct {
+type Log struct {
 	Level  string `toml:"level"`  // debug|info|warn|error, default "info"
 	Format string `toml:"format"` // text|json, default "text"
 }
 
 // BrokerConfig configures the local MQTT broker that devices publish to.
-type BrokerConfig struct {
+type Broker struct {
 	// Listen lists TCP host:port addresses, default ["127.0.0.1:1883"]. The
 	// host may be empty (all interfaces), an IP address or "localhost".
 	Listen []string `toml:"listen"`
 	// TLS and WebSocket are further listeners; the same rules on anonymous
 	// clients apply by address.
-	TLS       []TLSListenerConfig `toml:"tls"`
-	WebSocket []WSListenerConfig  `toml:"websocket"`
+	TLS       []TLSListener       `toml:"tls"`
+	WebSocket []WebSocketListener `toml:"websocket"`
 	// Users may log in with a username and password; see UserConfig.
-	Users []UserConfig `toml:"users"`
+	Users []User `toml:"users"`
 	// Anonymous is what clients without a username may publish and
 	// subscribe to; default everything.
-	Anonymous ACLConfig `toml:"anonymous"`
+	Anonymous ACL `toml:"anonymous"`
 	// AllowAnonymous admits clients without a username on non-loopback
 	// listeners too (loopback ones always admit them). Default false: from
 	// the network, devices log in as one of Users.
@@ -134,7 +133,7 @@ type BrokerConfig struct {
 }
 
 // TLSListenerConfig is an MQTT-over-TLS listener for devices.
-type TLSListenerConfig struct {
+type TLSListener struct {
 	Listen       string `toml:"listen"`         // host:port, required
 	CertFile     string `toml:"cert_file"`      // PEM, required
 	KeyFile      string `toml:"key_file"`       // PEM, required
@@ -147,14 +146,14 @@ type TLSListenerConfig struct {
 
 // WSListenerConfig is an MQTT-over-WebSocket listener (any path, e.g.
 // /mqtt); with cert_file and key_file it serves wss.
-type WSListenerConfig struct {
+type WebSocketListener struct {
 	Listen   string `toml:"listen"`
 	CertFile string `toml:"cert_file"`
 	KeyFile  string `toml:"key_file"`
 }
 
 // UserConfig is an account for devices.
-type UserConfig struct {
+type User struct {
 	Name         string   `toml:"name"`          // required, unique
 	PasswordHash string   `toml:"password_hash"` // bcrypt, from "ralph passwd"; none: certificate login only (cert_username)
 	Publish      []string `toml:"publish"`       // topic filters it may publish to; %u username, %c client id; default ["#"]
@@ -163,13 +162,13 @@ type UserConfig struct {
 
 // ACLConfig lists topic filters (%u and %c substituted) a client may
 // publish to and subscribe within.
-type ACLConfig struct {
+type ACL struct {
 	Publish   []string `toml:"publish"`
 	Subscribe []string `toml:"subscribe"`
 }
 
 // QueueConfig configures the durable store-and-forward queue.
-type QueueConfig struct {
+type Queue struct {
 	Durability   string   `toml:"durability"`    // "sync" (default) or "interval"
 	SyncInterval Duration `toml:"sync_interval"` // default 100ms; > 0 and <= 10s; used with "interval"
 	// MaxSyncsPerSecond caps the fsyncs a second with "sync": under load an
@@ -196,7 +195,7 @@ type QueueConfig struct {
 
 // BridgeConfig is one upstream MQTT 5 broker that local messages are
 // forwarded to.
-type BridgeConfig struct {
+type Bridge struct {
 	// Name identifies the bridge: 1 to 64 of A-Z a-z 0-9 _ -, unique.
 	Name string `toml:"name"`
 	// URLs of the upstream broker, tried in order. Schemes mqtt:// and tcp://
@@ -377,35 +376,20 @@ func (s Size) MarshalText() ([]byte, error) {
 	return []byte(formatSize(s)), nil
 }
 
-//go:embed default.toml
-var defaultTOML []byte
-
-// DefaultConfig returns the configuration Ralph runs with when no
-// configuration file is given: the embedded default.toml.
-func DefaultConfig() *Config {
-	cfg, err := ParseConfig("default.toml", defaultTOML)
-	if err != nil {
-		// Cannot happen: TestDefaultConfig parses the embedded file. Fall
-		// back to the same values rather than panic.
-		return defaults()
-	}
-	return cfg
-}
-
 // LoadConfig reads, decodes and validates the configuration file at path.
-func LoadConfig(path string) (*Config, error) {
+func Load(path string) (*Config, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, err
 	}
-	return ParseConfig(path, data)
+	return Parse(path, data)
 }
 
 // ParseConfig decodes data, fills in defaults and validates the result.
 // Unknown keys, wrong types and invalid values are errors. Every error
 // message starts with "name:line: " (the line is left out when it cannot
 // be determined) followed by the key path, e.g. bridge[0].urls[1].
-func ParseConfig(name string, data []byte) (*Config, error) {
+func Parse(name string, data []byte) (*Config, error) {
 	p := &configParser{name: name, data: data}
 
 	// First pass: the generic tree. It holds syntax errors only, and lets
@@ -421,7 +405,7 @@ func ParseConfig(name string, data []byte) (*Config, error) {
 
 	// Second pass: decode into a Config that already holds the defaults, so
 	// keys that are absent keep their default value.
-	cfg := defaults()
+	cfg := Default()
 	md, err := toml.Decode(string(data), cfg)
 	if err != nil {
 		return nil, p.decodeError(err, false)
@@ -442,11 +426,15 @@ func ParseConfig(name string, data []byte) (*Config, error) {
 	return cfg, nil
 }
 
-func defaults() *Config {
+// Default returns the configuration Ralph runs with when no file is
+// given, and the values of every key a file leaves out: the one source of
+// truth for defaults (configs/ralph.toml and the README are checked
+// against it).
+func Default() *Config {
 	return &Config{
 		DataDir: "ralph-data",
-		Log:     LogConfig{Level: "info", Format: "text"},
-		Broker: BrokerConfig{
+		Log:     Log{Level: "info", Format: "text"},
+		Broker: Broker{
 			Listen:           []string{"127.0.0.1:1883"},
 			AllowAnonymous:   false,
 			MaxPacketSize:    256 * kiB,
@@ -455,10 +443,10 @@ func defaults() *Config {
 			MaxTopicLength:   1024,
 			MaxTopicLevels:   32,
 			MaxMessageExpiry: Duration{720 * time.Hour},
-			Anonymous:        ACLConfig{Publish: defaultPublishACL(), Subscribe: defaultSubscribeACL()},
+			Anonymous:        ACL{Publish: defaultPublishACL(), Subscribe: defaultSubscribeACL()},
 			ReceiveMaximum:   256,
 		},
-		Queue: QueueConfig{
+		Queue: Queue{
 			Durability:        "sync",
 			SyncInterval:      Duration{100 * time.Millisecond},
 			MaxSyncsPerSecond: defaultMaxSyncsPerSecond,
@@ -466,7 +454,7 @@ func defaults() *Config {
 			OnFull:            "drop-oldest",
 			MinFree:           64 * miB,
 		},
-		HTTP: HTTPConfig{Listen: DefaultHTTPListen},
+		HTTP: HTTP{Listen: DefaultHTTPListen},
 	}
 }
 
@@ -1041,7 +1029,7 @@ func (p *configParser) validateName(tp keyPath, name, kind string, firstName map
 
 var hex4 = regexp.MustCompile(`^[0-9A-Fa-f]{4}$`)
 
-func (p *configParser) validateSerial(s *SerialConfig, sp keyPath, firstName map[string]int, users map[string]bool) error {
+func (p *configParser) validateSerial(s *Serial, sp keyPath, firstName map[string]int, users map[string]bool) error {
 	has := func(k string) bool { _, ok := lookup(p.tree, sp.key(k)); return ok }
 	if err := p.validateName(sp, s.Name, "serial port", firstName); err != nil {
 		return err
@@ -1112,7 +1100,7 @@ func (p *configParser) oneOf(path keyPath, v string, allowed ...string) error {
 	return p.errorf(path, "%q is not one of %s", truncate(v), strings.Join(allowed, ", "))
 }
 
-func (p *configParser) validateBroker(b *BrokerConfig) error {
+func (p *configParser) validateBroker(b *Broker) error {
 	bp := keyPath{}.key("broker")
 	if len(b.Listen) == 0 {
 		return p.errorf(bp.key("listen"), `at least one address is required (e.g. "127.0.0.1:1883")`)
@@ -1252,7 +1240,7 @@ func checkListenAddr(addr string) (loopback bool, err error) {
 	return ip.Unmap().IsLoopback(), nil
 }
 
-func (p *configParser) validateBridge(b *BridgeConfig, bp keyPath, firstName map[string]int) error {
+func (p *configParser) validateBridge(b *Bridge, bp keyPath, firstName map[string]int) error {
 	has := func(k string) bool { _, ok := lookup(p.tree, bp.key(k)); return ok }
 	if err := p.validateName(bp, b.Name, "bridge", firstName); err != nil {
 		return err
@@ -1329,7 +1317,7 @@ func (p *configParser) validateBridge(b *BridgeConfig, bp keyPath, firstName map
 
 // validateBridgeAuth checks credentials and TLS files now, so that a bad
 // path or PEM is reported with its line rather than at the first connect.
-func (p *configParser) validateBridgeAuth(b *BridgeConfig, bp keyPath, has func(string) bool) error {
+func (p *configParser) validateBridgeAuth(b *Bridge, bp keyPath, has func(string) bool) error {
 	if has("password") && has("password_file") {
 		return p.errorf(bp.key("password_file"), "set password or password_file, not both")
 	}
