@@ -1,0 +1,35 @@
+package configs
+
+// Warnings: what is valid but probably not meant.
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/ralph-gateway/ralph/internal/topic"
+)
+
+// Warnings lists what in cfg is valid but probably not meant: a serial
+// port whose ACL lets its board publish nothing under its topic prefix
+// (every publish would be refused, easy to miss until data is missing
+// upstream).
+func (cfg *Config) Warnings() []string {
+	var out []string
+	for _, sc := range cfg.Serial {
+		acl, who := cfg.Broker.Anonymous.Publish, "the anonymous ACL"
+		for _, u := range cfg.Broker.Users {
+			if sc.User != "" && u.Name == sc.User {
+				acl, who = u.Publish, "user "+u.Name+"'s ACL"
+			}
+		}
+		allowed := false
+		for _, f := range acl {
+			f = strings.NewReplacer("%u", sc.User, "%c", "serial-"+sc.Name).Replace(f)
+			allowed = allowed || topic.Overlap(f, sc.TopicPrefix+"#")
+		}
+		if !allowed {
+			out = append(out, fmt.Sprintf("serial port %s: %s allows no publish under %q: the board's publishes will be refused", sc.Name, who, sc.TopicPrefix))
+		}
+	}
+	return out
+}
