@@ -5,10 +5,11 @@
 // by USB VID/PID/serial number, opens it without resetting the board, and
 // speaks the line protocol of PROTOCOL.md with it. The board's publishes and
 // subscriptions travel over an in-process MQTT 5 connection to the broker
-// with the client id "serial-<name>" and a persistent session, so a serial
-// board is an MQTT client like any other: its QoS 1 publishes are acked
-// only once durable, the ACL of the port's user applies, and QoS 1
-// messages for its subscriptions wait in its session while it is unplugged.
+// with a persistent session, under the client id its Options give (the
+// gateway gives "serial-<name>"), so a serial board is an MQTT client like
+// any other: its QoS 1 publishes are acked only once durable, the ACL of
+// the port's user applies, and QoS 1 messages for its subscriptions wait
+// in its session while it is unplugged.
 // The protocol's message ids are the MQTT packet ids on that connection.
 package serialin
 
@@ -33,10 +34,14 @@ import (
 	"github.com/ralph-gateway/ralph/serialin/line"
 )
 
-// Options configure a Port. Name, one of Path and Match, TopicPrefix and
-// Dial are required.
+// Options configure a Port. Name, ClientID, one of Path and Match,
+// TopicPrefix and Dial are required.
 type Options struct {
-	Name  string
+	Name string
+	// ClientID is the MQTT client id the board appears as. The caller
+	// gives it: the gateway gives "serial-<name>".
+	ClientID string
+
 	Path  string // device path, e.g. /dev/ttyUSB0 or a /dev/serial/by-id link
 	Match *Match // or: the USB device to look for
 	Baud  int    // default 115200
@@ -131,6 +136,9 @@ func New(opts Options) (*Port, error) {
 	if opts.Name == "" {
 		return nil, errors.New("serialin: a port needs a name")
 	}
+	if opts.ClientID == "" {
+		return nil, fmt.Errorf("serialin: port %s: no MQTT client id", opts.Name)
+	}
 	if (opts.Path == "") == (opts.Match == nil) {
 		return nil, fmt.Errorf("serialin: port %s: set either a path or a match", opts.Name)
 	}
@@ -161,7 +169,7 @@ func New(opts Options) (*Port, error) {
 func (p *Port) Name() string { return p.opts.Name }
 
 // ClientID is the MQTT client id the port's board appears as.
-func (p *Port) ClientID() string { return "serial-" + p.opts.Name }
+func (p *Port) ClientID() string { return p.opts.ClientID }
 
 // Status returns the port's state and counters.
 func (p *Port) Status() Status {

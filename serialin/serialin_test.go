@@ -69,6 +69,7 @@ func startBrokerQueue(t *testing.T, qo queue.Options, opts ...func(*localbroker.
 // run serves a port until the test ends.
 func (e *env) run(t *testing.T, o serialin.Options) *serialin.Port {
 	t.Helper()
+	o.ClientID = cmp.Or(o.ClientID, "serial-"+o.Name)
 	o.Dial = e.b.Dial
 	o.Logger = e.log
 	o.Poll = cmp.Or(o.Poll, 50*time.Millisecond)
@@ -679,7 +680,7 @@ func TestBoardThatStopsReading(t *testing.T) {
 func TestStopWithAWriteStuck(t *testing.T) {
 	e := startBroker(t)
 	b := board.NewT(t, board.Options{})
-	p, err := serialin.New(serialin.Options{Name: "stuck", Path: b.Path(), TopicPrefix: "st/", Window: 64,
+	p, err := serialin.New(serialin.Options{Name: "stuck", ClientID: "serial-stuck", Path: b.Path(), TopicPrefix: "st/", Window: 64,
 		Resend: 50 * time.Millisecond, Dial: e.b.Dial, Logger: e.log, Poll: 50 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
@@ -768,5 +769,23 @@ func TestAnotherBoardOnThePort(t *testing.T) {
 	})
 	if st := p.Status(); st.Board != "second" {
 		t.Fatalf("status board %q", st.Board)
+	}
+}
+
+// TestClientIDIsTheCallers: serialin makes up no client id; the caller
+// (the gateway) gives it.
+func TestClientIDIsTheCallers(t *testing.T) {
+	e := startBroker(t)
+	o := serialin.Options{Name: "k", Path: "/dev/null", Dial: e.b.Dial}
+	if _, err := serialin.New(o); err == nil || !strings.Contains(err.Error(), "client id") {
+		t.Fatalf("New without a ClientID: err %v, want one about the client id", err)
+	}
+	o.ClientID = "serial-k"
+	p, err := serialin.New(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := p.ClientID(); got != "serial-k" {
+		t.Fatalf("ClientID() = %q, want %q", got, "serial-k")
 	}
 }

@@ -55,7 +55,7 @@ func TestLibraryAgainstGateway(t *testing.T) {
 	if _, err := term.MakeRaw(int(tty.Fd())); err != nil {
 		t.Fatal(err)
 	}
-	p, err := serialin.New(serialin.Options{Name: "cpp", Path: tty.Name(), TopicPrefix: "devices/cpp/", Dial: b.Dial, Logger: log, Poll: 50 * time.Millisecond})
+	p, err := serialin.New(serialin.Options{Name: "cpp", ClientID: "serial-cpp", Path: tty.Name(), TopicPrefix: "devices/cpp/", Dial: b.Dial, Logger: log, Poll: 50 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
