@@ -11,9 +11,9 @@ import (
 	"net/netip"
 	"os"
 	"strconv"
-	"strings"
 	"time"
 
+	"github.com/ralph-gateway/ralph/internal/listen"
 	"golang.org/x/crypto/bcrypt"
 )
 
@@ -144,17 +144,13 @@ func checkListenAddr(addr string) (loopback bool, err error) {
 	if _, err := strconv.ParseUint(port, 10, 16); err != nil {
 		return false, fmt.Errorf("invalid port %q in %q (use a number 0-65535)", truncate(port), truncate(addr))
 	}
-	switch {
-	case host == "":
-		return false, nil
-	case strings.EqualFold(host, "localhost"):
-		return true, nil
+	if host == "" || listen.LoopbackHost(host) {
+		return host != "", nil
 	}
-	ip, err := netip.ParseAddr(host)
-	if err != nil {
+	if _, err := netip.ParseAddr(host); err != nil {
 		return false, fmt.Errorf("host %q in %q is not an IP address or localhost (%s)", truncate(host), truncate(addr), use)
 	}
-	return ip.Unmap().IsLoopback(), nil
+	return false, nil
 }
 
 func checkCAFile(path string) error {

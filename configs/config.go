@@ -28,7 +28,7 @@ type Config struct {
 
 // Serial is a board on a USB serial port, speaking the line protocol
 // of serialin/PROTOCOL.md. It appears on the broker as the MQTT client
-// "serial-<name>" with a persistent session.
+// ClientID() with a persistent session.
 type Serial struct {
 	// Name identifies the port: 1 to 64 of A-Z a-z 0-9 _ -, unique.
 	Name string `toml:"name"`
@@ -66,6 +66,10 @@ type Serial struct {
 	Resend Duration `toml:"resend"`
 	Window int      `toml:"window"`
 }
+
+// ClientID is the MQTT client id the board appears as: "serial-<name>".
+// ACLs name it with %c.
+func (s Serial) ClientID() string { return "serial-" + s.Name }
 
 // USBMatch selects a USB serial device: vid and pid are 4 hex digits (as
 // lsusb shows them), serial its serial number. Empty keys match anything.

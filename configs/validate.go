@@ -145,7 +145,7 @@ func (p *configParser) validateACL(at keyPath, publish, subscribe []string) erro
 		filters []string
 	}{{"publish", publish}, {"subscribe", subscribe}} {
 		for j, f := range l.filters {
-			g := strings.NewReplacer("%u", "u", "%c", "c").Replace(f)
+			g := topic.Expand(f, "u", "c")
 			if err := topic.ValidateFilter(g); err != nil {
 				return p.errorf(at.key(l.key).index(j), "%v", err)
 			}

@@ -4,7 +4,6 @@ package configs
 
 import (
 	"fmt"
-	"strings"
 
 	"github.com/ralph-gateway/ralph/internal/topic"
 )
@@ -24,7 +23,7 @@ func (cfg *Config) Warnings() []string {
 		}
 		allowed := false
 		for _, f := range acl {
-			f = strings.NewReplacer("%u", sc.User, "%c", "serial-"+sc.Name).Replace(f)
+			f = topic.Expand(f, sc.User, sc.ClientID())
 			allowed = allowed || topic.Overlap(f, sc.TopicPrefix+"#")
 		}
 		if !allowed {

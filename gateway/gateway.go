@@ -272,7 +272,7 @@ func (g *Gateway) newBridge(bc configs.Bridge, cons *queue.Consumer) (*runningBr
 
 func (g *Gateway) newPort(sc configs.Serial) (*runningPort, error) {
 	o := serialin.Options{
-		Name: sc.Name, ClientID: "serial-" + sc.Name, Path: sc.Path, Baud: sc.Baud,
+		Name: sc.Name, ClientID: sc.ClientID(), Path: sc.Path, Baud: sc.Baud,
 		TopicPrefix: sc.TopicPrefix, AbsoluteTopics: sc.AbsoluteTopics, User: sc.User,
 		StatusTopic: sc.StatusTopic, LogTopic: sc.LogTopic, MaxLine: sc.MaxLine,
 		OfflineAfter: sc.OfflineAfter.Duration, Resend: sc.Resend.Duration, Window: sc.Window,

@@ -2,7 +2,6 @@ package localbroker
 
 import (
 	"crypto/tls"
-	"net"
 	"strings"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
@@ -57,9 +56,7 @@ func (b *Broker) SetUsers(users []User, anonymous ACL, allowAnonymous bool) {
 // filter, which must stay within one of them).
 func allows(filters []string, t string, cl *mqtt.Client) bool {
 	for _, f := range filters {
-		f = strings.ReplaceAll(f, "%u", string(cl.Properties.Username))
-		f = strings.ReplaceAll(f, "%c", cl.ID)
-		if topic.Covers(f, t) {
+		if topic.Covers(topic.Expand(f, string(cl.Properties.Username), cl.ID), t) {
 			return true
 		}
 	}
@@ -163,16 +160,4 @@ func (b *Broker) aclFor(cl *mqtt.Client) ACL {
 // loopback listeners always do, others only with AllowAnonymous.
 func (b *Broker) anonymousOK(id string) bool {
 	return b.access.Load().allowAnon || b.loopback[id]
-}
-
-func isLoopback(addr string) bool {
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		return false
-	}
-	if strings.EqualFold(host, "localhost") {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }

@@ -36,6 +36,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/listeners"
 	"github.com/mochi-mqtt/server/v2/packets"
 
+	"github.com/ralph-gateway/ralph/internal/listen"
 	"github.com/ralph-gateway/ralph/queue"
 )
 
@@ -206,7 +207,7 @@ func New(opts Options) (*Broker, error) {
 			srv.Close()
 			return nil, fmt.Errorf("localbroker: unknown listener kind %q", l.Kind)
 		}
-		b.loopback[id] = isLoopback(l.Address)
+		b.loopback[id] = listen.Loopback(l.Address)
 		b.certUser[id] = l.CertUsername
 		if err := srv.AddListener(ml); err != nil {
 			srv.Close()

@@ -125,3 +125,10 @@ func Overlap(a, b string) bool {
 	n := min(len(as), len(bs))
 	return len(as) == len(bs) || (len(long) == n+1 && long[n] == "#")
 }
+
+// Expand substitutes a client's username for %u and its client id for %c
+// in an ACL filter, in one pass (a username containing "%c" stays as it
+// is).
+func Expand(filter, username, clientID string) string {
+	return strings.NewReplacer("%u", username, "%c", clientID).Replace(filter)
+}

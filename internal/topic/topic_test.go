@@ -110,3 +110,17 @@ func FuzzCovers(f *testing.F) {
 		}
 	})
 }
+
+func TestExpand(t *testing.T) {
+	for _, tt := range []struct{ filter, user, client, want string }{
+		{"users/%u/#", "ann", "c1", "users/ann/#"},
+		{"clients/%c/+/%u", "ann", "c1", "clients/c1/+/ann"},
+		{"#", "ann", "c1", "#"},
+		{"users/%u", "%c", "c1", "users/%c"}, // one pass: the username is not expanded again
+		{"users/%u", "", "c1", "users/"},
+	} {
+		if got := Expand(tt.filter, tt.user, tt.client); got != tt.want {
+			t.Errorf("Expand(%q, %q, %q) = %q, want %q", tt.filter, tt.user, tt.client, got, tt.want)
+		}
+	}
+}
