@@ -37,6 +37,7 @@ import (
 	"github.com/eclipse/paho.golang/paho"
 	"github.com/eclipse/paho.golang/paho/session/state"
 
+	"github.com/ralph-gateway/ralph/configs"
 	"github.com/ralph-gateway/ralph/queue"
 )
 
@@ -148,17 +149,19 @@ func New(cfg Config, cons *queue.Consumer) *Bridge {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	// Zero values: the configuration's defaults.
+	d := configs.DefaultBridge(cfg.Name)
 	if cfg.MaxInflight <= 0 {
-		cfg.MaxInflight = 32
+		cfg.MaxInflight = d.MaxInflight
 	}
 	if cfg.ConnectTimeout <= 0 {
-		cfg.ConnectTimeout = 10 * time.Second
+		cfg.ConnectTimeout = d.ConnectTimeout.Duration
 	}
 	if cfg.ReconnectMin <= 0 {
-		cfg.ReconnectMin = time.Second
+		cfg.ReconnectMin = d.ReconnectMin.Duration
 	}
 	if cfg.ReconnectMax < cfg.ReconnectMin {
-		cfg.ReconnectMax = max(cfg.ReconnectMin, time.Minute)
+		cfg.ReconnectMax = max(cfg.ReconnectMin, d.ReconnectMax.Duration)
 	}
 	b := &Bridge{
 		cfg:     cfg,

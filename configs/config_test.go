@@ -73,9 +73,10 @@ func TestLoadExampleConfig(t *testing.T) {
 		cfg.Broker.ReceiveMaximum != def.Broker.ReceiveMaximum {
 		t.Errorf("example differs from the defaults: %+v", cfg)
 	}
-	if b.MaxInflight != defaultMaxInflight || b.KeepAlive.Duration != defaultKeepAlive ||
-		b.ConnectTimeout.Duration != defaultConnectTimeout || b.ReconnectMin.Duration != defaultReconnectMin ||
-		b.ReconnectMax.Duration != defaultReconnectMax || b.SessionExpiry.Duration != defaultSessionExpiry {
+	db := DefaultBridge(b.Name)
+	if b.MaxInflight != db.MaxInflight || b.KeepAlive != db.KeepAlive ||
+		b.ConnectTimeout != db.ConnectTimeout || b.ReconnectMin != db.ReconnectMin ||
+		b.ReconnectMax != db.ReconnectMax || b.SessionExpiry != db.SessionExpiry {
 		t.Errorf("example bridge differs from the defaults: %+v", b)
 	}
 }
@@ -220,6 +221,14 @@ func TestParseConfigValid(t *testing.T) {
 				a := c.Serial[0]
 				return len(c.Serial) == 2 && a.Baud == 115200 && a.TopicPrefix == "serial/a/" && a.StatusTopic == "serial/a/$status" &&
 					a.MaxLine == 4096 && a.Window == 1 && a.Resend.Duration == 2*time.Second && a.OfflineAfter.Duration == 30*time.Second
+			}},
+		{"the status topic follows the topic prefix", doc(`[[serial]]`, `name = "a"`, `path = "/dev/ttyUSB0"`, `topic_prefix = "shed/a/"`),
+			func(c *Config) bool {
+				return c.Serial[0].StatusTopic == "shed/a/$status" && c.Serial[0].ClientID() == "serial-a"
+			}},
+		{"an explicit status topic", doc(`[[serial]]`, `name = "a"`, `path = "/dev/ttyUSB0"`, `status_topic = "st/a"`),
+			func(c *Config) bool {
+				return c.Serial[0].StatusTopic == "st/a" && c.Serial[0].TopicPrefix == "serial/a/"
 			}},
 	}
 	for _, tt := range tests {

@@ -1,18 +1,18 @@
 package configs
 
-// The defaults: Default for keys with fixed defaults, and those that depend
-// on presence (elements of arrays of tables start empty, and some defaults
-// derive from other keys).
+// The defaults, all of them: Default for the sections with fixed keys,
+// DefaultBridge and DefaultSerial for the elements of arrays of tables
+// (which the file starts empty), and fillAbsent, which gives each key a
+// file leaves out its default. The packages that run a section take their
+// zero-value defaults from here too.
 
 import (
 	"math"
 	"os"
+	"reflect"
 	"strings"
 	"time"
 )
-
-// DefaultHTTPListen is where the HTTP endpoint listens unless configured.
-const DefaultHTTPListen = "127.0.0.1:9883"
 
 // Default returns the configuration Ralph runs with when no file is
 // given, and the values of every key a file leaves out: the one source of
@@ -31,132 +31,120 @@ func Default() *Config {
 			MaxTopicLength:   1024,
 			MaxTopicLevels:   32,
 			MaxMessageExpiry: Duration{720 * time.Hour},
-			Anonymous:        ACL{Publish: defaultPublishACL(), Subscribe: defaultSubscribeACL()},
+			Anonymous:        defaultACL(),
 			ReceiveMaximum:   256,
 		},
 		Queue: Queue{
 			Durability:        "sync",
 			SyncInterval:      Duration{100 * time.Millisecond},
-			MaxSyncsPerSecond: defaultMaxSyncsPerSecond,
+			MaxSyncsPerSecond: 10,
 			MaxBytes:          giB,
 			OnFull:            "drop-oldest",
 			MinFree:           64 * miB,
 		},
-		HTTP: HTTP{Listen: DefaultHTTPListen},
+		HTTP: HTTP{Listen: "127.0.0.1:9883"},
 	}
 }
 
+// DefaultBridge returns the defaults of a [[bridge]] named name: its
+// client id is "ralph-<hostname>-<name>", with what is not a letter,
+// digit, _ or - turned into -.
+func DefaultBridge(name string) Bridge {
+	id := "ralph-" + name
+	if host, _ := os.Hostname(); host != "" {
+		id = "ralph-" + host + "-" + name
+	}
+	return Bridge{
+		ClientID:       sanitizeClientID(id),
+		MaxInflight:    32,
+		KeepAlive:      Duration{30 * time.Second},
+		ConnectTimeout: Duration{10 * time.Second},
+		ReconnectMin:   Duration{time.Second},
+		ReconnectMax:   Duration{time.Minute},
+		SessionExpiry:  Duration{time.Hour},
+		PrimaryRetry:   Duration{5 * time.Minute},
+		AckTimeout:     Duration{time.Minute},
+	}
+}
+
+// defaultQoS is that of a [[bridge.forward]] or [[bridge.subscribe]] rule.
+const defaultQoS = 1
+
+// DefaultSerial returns the defaults of a [[serial]] port named name. Its
+// status topic follows its topic prefix, whatever that is: StatusTopic.
+func DefaultSerial(name string) Serial {
+	prefix := "serial/" + name + "/"
+	return Serial{
+		Baud:         115200,
+		TopicPrefix:  prefix,
+		StatusTopic:  StatusTopic(prefix),
+		MaxLine:      4096,
+		OfflineAfter: Duration{30 * time.Second},
+		Resend:       Duration{2 * time.Second},
+		Window:       1,
+	}
+}
+
+// StatusTopic is the default status topic of a serial port whose topic
+// prefix is prefix.
+func StatusTopic(prefix string) string { return prefix + "$status" }
+
+// defaultACL is that of anonymous clients and of users without one of
+// their own: everything, including reading Ralph's own $SYS topics. A
+// function, so that each config gets slices of its own.
+func defaultACL() ACL { return ACL{Publish: []string{"#"}, Subscribe: []string{"#", "$SYS/#"}} }
+
+// Limits of values, for validation.
 const (
-	defaultMaxInflight    = 32
-	defaultKeepAlive      = 30 * time.Second
-	defaultConnectTimeout = 10 * time.Second
-	defaultReconnectMin   = time.Second
-	defaultReconnectMax   = 60 * time.Second
-	defaultSessionExpiry  = time.Hour
-	defaultQoS            = 1
-
-	maxSessionExpiry = math.MaxUint32 * time.Second
-	maxKeepAlive     = 18 * time.Hour
-	maxSyncInterval  = 10 * time.Second
-
-	defaultMaxSyncsPerSecond = 10
-	maxSyncsPerSecond        = 1000
+	maxSessionExpiry  = math.MaxUint32 * time.Second
+	maxKeepAlive      = 18 * time.Hour
+	maxSyncInterval   = 10 * time.Second
+	maxSyncsPerSecond = 1000
 )
 
-// The default ACL: everything, including reading Ralph's own $SYS
-// topics. Functions, so that each config gets slices of its own.
-func defaultPublishACL() []string { return []string{"#"} }
-
-func defaultSubscribeACL() []string { return []string{"#", "$SYS/#"} }
-
-func (p *configParser) fillACLDefaults(cfg *Config) {
-	fill := func(path keyPath, acl *[]string, def func() []string) {
-		if _, ok := lookup(p.tree, path); !ok {
-			*acl = def()
-		}
-	}
+// fillDefaults gives every key the file leaves out in an element of an
+// array of tables (and in the ACLs, whose lists the decoder would share)
+// its default.
+func (p *configParser) fillDefaults(cfg *Config) {
 	bp := keyPath{}.key("broker")
-	fill(bp.key("anonymous").key("publish"), &cfg.Broker.Anonymous.Publish, defaultPublishACL)
-	fill(bp.key("anonymous").key("subscribe"), &cfg.Broker.Anonymous.Subscribe, defaultSubscribeACL)
+	p.fillAbsent(&cfg.Broker.Anonymous, defaultACL(), bp.key("anonymous"))
 	for i := range cfg.Broker.Users {
-		u := &cfg.Broker.Users[i]
-		up := bp.key("users").index(i)
-		fill(up.key("publish"), &u.Publish, defaultPublishACL)
-		fill(up.key("subscribe"), &u.Subscribe, defaultSubscribeACL)
+		acl := defaultACL()
+		p.fillAbsent(&cfg.Broker.Users[i], User{Publish: acl.Publish, Subscribe: acl.Subscribe}, bp.key("users").index(i))
 	}
-}
-
-func (p *configParser) fillBridgeDefaults(cfg *Config) {
-	host, _ := os.Hostname()
 	for i := range cfg.Bridges {
 		b := &cfg.Bridges[i]
-		bp := keyPath{}.key("bridge").index(i)
-		has := func(k string) bool { _, ok := lookup(p.tree, bp.key(k)); return ok }
-		if !has("client_id") {
-			id := "ralph-" + b.Name
-			if host != "" {
-				id = "ralph-" + host + "-" + b.Name
-			}
-			b.ClientID = sanitizeClientID(id)
-		}
-		if !has("max_inflight") {
-			b.MaxInflight = defaultMaxInflight
-		}
-		for _, d := range []struct {
-			key string
-			dst *Duration
-			def time.Duration
-		}{
-			{"keepalive", &b.KeepAlive, defaultKeepAlive},
-			{"connect_timeout", &b.ConnectTimeout, defaultConnectTimeout},
-			{"reconnect_min", &b.ReconnectMin, defaultReconnectMin},
-			{"reconnect_max", &b.ReconnectMax, defaultReconnectMax},
-			{"session_expiry", &b.SessionExpiry, defaultSessionExpiry},
-			{"primary_retry", &b.PrimaryRetry, 5 * time.Minute},
-			{"ack_timeout", &b.AckTimeout, time.Minute},
-		} {
-			if !has(d.key) {
-				d.dst.Duration = d.def
-			}
-		}
+		path := keyPath{}.key("bridge").index(i)
+		p.fillAbsent(b, DefaultBridge(b.Name), path)
 		for j := range b.Forward {
-			if _, ok := lookup(p.tree, bp.key("forward").index(j).key("qos")); !ok {
-				b.Forward[j].QoS = defaultQoS
-			}
+			p.fillAbsent(&b.Forward[j], ForwardRule{QoS: defaultQoS}, path.key("forward").index(j))
 		}
 		for j := range b.Subscribe {
-			if _, ok := lookup(p.tree, bp.key("subscribe").index(j).key("qos")); !ok {
-				b.Subscribe[j].QoS = defaultQoS
-			}
+			p.fillAbsent(&b.Subscribe[j], SubscribeRule{QoS: defaultQoS}, path.key("subscribe").index(j))
 		}
+	}
+	for i := range cfg.Serial {
+		s := &cfg.Serial[i]
+		path := keyPath{}.key("serial").index(i)
+		def := DefaultSerial(s.Name)
+		if _, ok := lookup(p.tree, path.key("topic_prefix")); ok {
+			def.StatusTopic = StatusTopic(s.TopicPrefix)
+		}
+		p.fillAbsent(s, def, path)
 	}
 }
 
-func (p *configParser) fillSerialDefaults(cfg *Config) {
-	for i := range cfg.Serial {
-		s := &cfg.Serial[i]
-		sp := keyPath{}.key("serial").index(i)
-		has := func(k string) bool { _, ok := lookup(p.tree, sp.key(k)); return ok }
-		if !has("baud") {
-			s.Baud = 115200
+// fillAbsent sets each field of the struct *dst whose key is absent from
+// the file at path to that field of def.
+func (p *configParser) fillAbsent(dst, def any, path keyPath) {
+	d, v := reflect.ValueOf(dst).Elem(), reflect.ValueOf(def)
+	for i := range d.NumField() {
+		key, _, _ := strings.Cut(d.Type().Field(i).Tag.Get("toml"), ",")
+		if key == "" {
+			continue
 		}
-		if !has("topic_prefix") {
-			s.TopicPrefix = "serial/" + s.Name + "/"
-		}
-		if !has("status_topic") {
-			s.StatusTopic = s.TopicPrefix + "$status"
-		}
-		if !has("max_line") {
-			s.MaxLine = 4096
-		}
-		if !has("offline_after") {
-			s.OfflineAfter.Duration = 30 * time.Second
-		}
-		if !has("resend") {
-			s.Resend.Duration = 2 * time.Second
-		}
-		if !has("window") {
-			s.Window = 1
+		if _, ok := lookup(p.tree, path.key(key)); !ok {
+			d.Field(i).Set(v.Field(i))
 		}
 	}
 }

@@ -56,9 +56,7 @@ func Parse(name string, data []byte) (*Config, error) {
 		k := und[0].String()
 		return nil, p.lineError(p.lines[k], k+": unknown key")
 	}
-	p.fillBridgeDefaults(cfg)
-	p.fillACLDefaults(cfg)
-	p.fillSerialDefaults(cfg)
+	p.fillDefaults(cfg)
 	if err := p.validate(cfg); err != nil {
 		return nil, err
 	}

@@ -36,6 +36,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/listeners"
 	"github.com/mochi-mqtt/server/v2/packets"
 
+	"github.com/ralph-gateway/ralph/configs"
 	"github.com/ralph-gateway/ralph/internal/listen"
 	"github.com/ralph-gateway/ralph/queue"
 )
@@ -46,7 +47,7 @@ type Options struct {
 	Listeners      []Listener   // TLS and WebSocket listeners (and more TCP ones)
 	Queue          *queue.Queue // where every publish is stored
 	MaxPacketSize  int          // bytes; 0 means no limit
-	ReceiveMaximum int          // QoS>0 publishes a client may have unacknowledged; default 256
+	ReceiveMaximum int          // QoS>0 publishes a client may have unacknowledged; 0: the config's default
 	Users          []User
 	// AllowAnonymous admits clients without a username on non-loopback
 	// listeners too; loopback listeners always admit them.
@@ -56,14 +57,14 @@ type Options struct {
 	Logger         *slog.Logger
 }
 
-// Limits protect the broker from clients; zero values mean the defaults
-// noted.
+// Limits protect the broker from clients; zero values mean the
+// configuration's defaults (configs.Default).
 type Limits struct {
-	MaxClients       int           // connections at once; default 10,000
-	MaxKeepAlive     time.Duration // longer (or no) keepalives are cut to it; default 1h
-	MaxTopicLength   int           // bytes; default 1,024
-	MaxTopicLevels   int           // default 32
-	MaxMessageExpiry time.Duration // MQTT 5 message expiry cap; default 30 days
+	MaxClients       int           // connections at once
+	MaxKeepAlive     time.Duration // longer (or no) keepalives are cut to it
+	MaxTopicLength   int           // bytes
+	MaxTopicLevels   int
+	MaxMessageExpiry time.Duration // MQTT 5 message expiry cap
 }
 
 // Listener is a TLS or WebSocket listener (or a plain TCP one).
@@ -141,15 +142,16 @@ func New(opts Options) (*Broker, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
+	d := configs.Default().Broker
 	if opts.ReceiveMaximum <= 0 {
-		opts.ReceiveMaximum = 256
+		opts.ReceiveMaximum = d.ReceiveMaximum
 	}
 	l := &opts.Limits
-	l.MaxClients = cmp.Or(l.MaxClients, 10000)
-	l.MaxKeepAlive = cmp.Or(l.MaxKeepAlive, time.Hour)
-	l.MaxTopicLength = cmp.Or(l.MaxTopicLength, 1024)
-	l.MaxTopicLevels = cmp.Or(l.MaxTopicLevels, 32)
-	l.MaxMessageExpiry = cmp.Or(l.MaxMessageExpiry, 30*24*time.Hour)
+	l.MaxClients = cmp.Or(l.MaxClients, d.MaxClients)
+	l.MaxKeepAlive = cmp.Or(l.MaxKeepAlive, d.MaxKeepAlive.Duration)
+	l.MaxTopicLength = cmp.Or(l.MaxTopicLength, d.MaxTopicLength)
+	l.MaxTopicLevels = cmp.Or(l.MaxTopicLevels, d.MaxTopicLevels)
+	l.MaxMessageExpiry = cmp.Or(l.MaxMessageExpiry, d.MaxMessageExpiry.Duration)
 	caps := mqtt.NewDefaultServerCapabilities()
 	caps.MaximumPacketSize = uint32(opts.MaxPacketSize)
 	caps.ReceiveMaximum = uint16(min(opts.ReceiveMaximum, 65535))

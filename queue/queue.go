@@ -37,6 +37,7 @@ import (
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
+	"github.com/ralph-gateway/ralph/configs"
 )
 
 // Durability says when an append counts as stored.
@@ -73,7 +74,7 @@ var ErrFull = errors.New("queue: full")
 type Options struct {
 	Dir          string
 	Durability   Durability
-	SyncInterval time.Duration // for Interval; default 100ms
+	SyncInterval time.Duration // for Interval; 0: the config's default
 
 	// MaxBytes is the budget for stored messages (their keys and records);
 	// 0 means no budget. OnFull says what happens when an append would
@@ -83,7 +84,7 @@ type Options struct {
 	// MinFree is the free space to leave on the data directory's
 	// filesystem: below it every append fails with ErrFull, whatever
 	// OnFull says, because Badger must not run out of space mid-write.
-	// Default 64 MiB; negative disables the check.
+	// 0 means the config's default; negative disables the check.
 	MinFree int64
 	// MaxAge deletes messages older than this even if unacknowledged
 	// (counted per consumer); 0 keeps them until acknowledged.
@@ -207,11 +208,12 @@ func Open(opts Options) (*Queue, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
+	d := configs.Default().Queue
 	if opts.SyncInterval <= 0 {
-		opts.SyncInterval = 100 * time.Millisecond
+		opts.SyncInterval = d.SyncInterval.Duration
 	}
 	if opts.MinFree == 0 {
-		opts.MinFree = 64 << 20
+		opts.MinFree = int64(d.MinFree)
 	}
 	db, rec, err := openDB(opts)
 	if err != nil {

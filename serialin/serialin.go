@@ -30,8 +30,8 @@ import (
 	"go.bug.st/serial"
 	"go.bug.st/serial/enumerator"
 
+	"github.com/ralph-gateway/ralph/configs"
 	"github.com/ralph-gateway/ralph/internal/topic"
-	"github.com/ralph-gateway/ralph/serialin/line"
 )
 
 // Options configure a Port. Name, ClientID, one of Path and Match,
@@ -44,18 +44,18 @@ type Options struct {
 
 	Path  string // device path, e.g. /dev/ttyUSB0 or a /dev/serial/by-id link
 	Match *Match // or: the USB device to look for
-	Baud  int    // default 115200
+	Baud  int    // zero values here: the configuration's defaults
 
 	TopicPrefix    string // prepended to the board's topics, e.g. "devices/kitchen/"
 	AbsoluteTopics bool   // allow topics starting with "/" to escape the prefix
 	User           string // whose ACL applies; "" for the anonymous ACL
-	StatusTopic    string // retained online/offline state; default TopicPrefix+"$status"
+	StatusTopic    string // retained online/offline state; default configs.StatusTopic(TopicPrefix)
 	LogTopic       string // if set, the board's log lines are published here (QoS 0)
 
-	MaxLine      int           // longest line accepted or sent; default 4096
-	OfflineAfter time.Duration // silence after which the board is offline; default 30s
-	Resend       time.Duration // MSG retransmission interval; default 2s
-	Window       int           // unacknowledged QoS 1 MSGs per board; default 1
+	MaxLine      int           // longest line accepted or sent
+	OfflineAfter time.Duration // silence after which the board is offline
+	Resend       time.Duration // MSG retransmission interval
+	Window       int           // unacknowledged QoS 1 MSGs per board
 	Poll         time.Duration // how often to look for an absent device; default 1s
 
 	// Dial connects to the broker; see localbroker.Broker.Dial.
@@ -150,12 +150,14 @@ func New(opts Options) (*Port, error) {
 			return nil, fmt.Errorf("serialin: port %s: topic prefix %q: %w", opts.Name, opts.TopicPrefix, err)
 		}
 	}
-	opts.Baud = cmp.Or(opts.Baud, 115200)
-	opts.StatusTopic = cmp.Or(opts.StatusTopic, opts.TopicPrefix+"$status")
-	opts.MaxLine = cmp.Or(opts.MaxLine, line.DefaultMaxLine)
-	opts.OfflineAfter = cmp.Or(opts.OfflineAfter, 30*time.Second)
-	opts.Resend = cmp.Or(opts.Resend, 2*time.Second)
-	opts.Window = cmp.Or(opts.Window, 1)
+	// Zero values: the configuration's defaults.
+	d := configs.DefaultSerial(opts.Name)
+	opts.Baud = cmp.Or(opts.Baud, d.Baud)
+	opts.StatusTopic = cmp.Or(opts.StatusTopic, configs.StatusTopic(opts.TopicPrefix))
+	opts.MaxLine = cmp.Or(opts.MaxLine, d.MaxLine)
+	opts.OfflineAfter = cmp.Or(opts.OfflineAfter, d.OfflineAfter.Duration)
+	opts.Resend = cmp.Or(opts.Resend, d.Resend.Duration)
+	opts.Window = cmp.Or(opts.Window, d.Window)
 	opts.Poll = cmp.Or(opts.Poll, time.Second)
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()

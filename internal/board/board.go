@@ -19,6 +19,7 @@ import (
 	"github.com/creack/pty"
 	"golang.org/x/term"
 
+	"github.com/ralph-gateway/ralph/configs"
 	"github.com/ralph-gateway/ralph/serialin/line"
 )
 
@@ -28,7 +29,7 @@ type Options struct {
 	Link      string        // if set, a symlink to the pty made here (as /dev/serial/by-id does) and removed on Unplug
 	Baud      int           // pace writes as a UART at this rate would (10 bits a byte); 0: as fast as the pty takes them
 	Resend    time.Duration // QoS 1 publish retransmission; default 2s
-	MaxLine   int           // announced in HELLO; default 4096
+	MaxLine   int           // announced in HELLO; default a port's
 	NoAutoAck bool          // leave MSGs unacknowledged (to test the gateway's resends)
 	// Window is how many QoS 1 publishes may await their ACK; PublishAsync
 	// blocks beyond it. Default 16; more than the gateway remembers for
@@ -89,7 +90,7 @@ func New(opts Options) (*Board, error) {
 		opts.Window = 16
 	}
 	if opts.MaxLine == 0 {
-		opts.MaxLine = line.DefaultMaxLine
+		opts.MaxLine = configs.DefaultSerial("").MaxLine
 	}
 	ptmx, tty, err := pty.Open()
 	if err != nil {

@@ -19,10 +19,6 @@ import (
 // Version is the protocol version this package speaks.
 const Version = 1
 
-// DefaultMaxLine is the longest line, without its line ending, that a port
-// accepts unless configured otherwise.
-const DefaultMaxLine = 4096
-
 // Errors from Parse. A line that is not a frame at all is the board's log
 // output, not an error of the protocol.
 var (
