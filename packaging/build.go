@@ -29,13 +29,16 @@ var targets = map[string]target{
 	"amd64": {goarch: "amd64"},
 }
 
+// gatewayModule is the module that ./cmd/ralph is in.
+const gatewayModule = "github.com/ralph-gateway/ralph"
+
 // allArches is the default -arch, in build order.
 var allArches = []string{"arm64", "armhf", "amd64"}
 
 // Options says what Build makes. Zero values mean the defaults of main's
 // flags.
 type Options struct {
-	Root    string   // repository root; default: the module containing the working directory
+	Root    string   // repository root; default: the directory of gatewayModule
 	Version string   // Debian version; default: from git describe
 	Arches  []string // Debian architectures; default: allArches
 	Out     string   // output directory; default: <Root>/dist
@@ -78,11 +81,13 @@ func Build(ctx context.Context, o Options) ([]string, error) {
 // defaults fills in o's zero fields and checks the rest.
 func (o *Options) defaults(ctx context.Context) error {
 	if o.Root == "" {
-		gomod, err := exec.CommandContext(ctx, "go", "env", "GOMOD").Output()
+		// packaging/ is a module of its own; go.work puts the gateway's
+		// module beside it, so this finds the root from either.
+		dir, err := exec.CommandContext(ctx, "go", "list", "-m", "-f", "{{.Dir}}", gatewayModule).Output()
 		if err != nil {
-			return fmt.Errorf("go env GOMOD: %w", err)
+			return fmt.Errorf("not the Ralph repository (run inside it): go list -m %s: %w", gatewayModule, err)
 		}
-		o.Root = filepath.Dir(strings.TrimSpace(string(gomod)))
+		o.Root = strings.TrimSpace(string(dir))
 	}
 	if _, err := os.Stat(filepath.Join(o.Root, "cmd", "ralph")); err != nil {
 		return fmt.Errorf("not the Ralph repository (run inside it): %w", err)

@@ -3,10 +3,11 @@ package main
 import (
 	"bytes"
 	"fmt"
-	"net"
+	"slices"
 	"strings"
 
-	"github.com/BurntSushi/toml"
+	"github.com/ralph-gateway/ralph/configs"
+	"github.com/ralph-gateway/ralph/internal/listen"
 )
 
 // packagedHeader opens /etc/ralph/ralph.toml. It says why the installed
@@ -75,49 +76,38 @@ func tableName(line string) (string, bool) {
 	return strings.TrimSpace(name[:end]), true
 }
 
-// checkPackaged verifies the promises made by packagedHeader.
-func checkPackaged(cfg []byte) error {
-	var c struct {
-		DataDir string         `toml:"data_dir"`
-		Bridge  []any          `toml:"bridge"`
-		Broker  map[string]any `toml:"broker"`
-		HTTP    map[string]any `toml:"http"`
-	}
-	if _, err := toml.Decode(string(cfg), &c); err != nil {
+// checkPackaged verifies that cfg is a valid configuration and keeps the
+// promises made by packagedHeader.
+func checkPackaged(data []byte) error {
+	cfg, err := configs.Parse("/etc/ralph/ralph.toml", data)
+	if err != nil {
 		return err
 	}
-	if len(c.Bridge) > 0 {
-		return fmt.Errorf("%d bridges left uncommented", len(c.Bridge))
+	if len(cfg.Bridges) > 0 {
+		return fmt.Errorf("%d bridges left uncommented", len(cfg.Bridges))
 	}
-	if c.DataDir != packagedDataDir {
-		return fmt.Errorf("data_dir is %q, the package needs %q", c.DataDir, packagedDataDir)
+	if cfg.DataDir != packagedDataDir {
+		return fmt.Errorf("data_dir is %q, the package needs %q", cfg.DataDir, packagedDataDir)
 	}
-	if anon, _ := c.Broker["allow_anonymous"].(bool); anon {
+	b := cfg.Broker
+	if b.AllowAnonymous {
 		return fmt.Errorf("broker.allow_anonymous is true")
 	}
-	listen, _ := c.Broker["listen"].([]any) // absent: the loopback default
-	for _, l := range listen {
-		addr, _ := l.(string)
-		if !loopback(addr) {
-			return fmt.Errorf("broker.listen has %q, not a loopback address", addr)
+	addrs := slices.Clone(b.Listen)
+	for _, l := range b.TLS {
+		addrs = append(addrs, l.Listen)
+	}
+	for _, l := range b.WebSocket {
+		addrs = append(addrs, l.Listen)
+	}
+	for _, addr := range addrs {
+		if !listen.Loopback(addr) {
+			return fmt.Errorf("the broker listens on %q, not a loopback address", addr)
 		}
 	}
 	// The HTTP endpoint (status, metrics) has no authentication either.
-	if addr, _ := c.HTTP["listen"].(string); addr != "" && !loopback(addr) {
+	if addr := cfg.HTTP.Listen; addr != "" && !listen.Loopback(addr) {
 		return fmt.Errorf("http.listen is %q, not a loopback address", addr)
 	}
 	return nil
-}
-
-// loopback reports whether host:port names a loopback address.
-func loopback(addr string) bool {
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		return false
-	}
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }

@@ -58,8 +58,9 @@ urls = [
 ]
 	[[bridge.forward]]
 	local = "x/#"
-[serial]
-port = "/dev/ttyUSB0"
+[[serial]]
+name = "k"
+path = "/dev/ttyUSB0"
 [[bridge]]
 name = "b"
 `
@@ -77,8 +78,9 @@ listen = ["127.0.0.1:1883", "[::1]:1883", "localhost:1884"]
 # ]
 	# [[bridge.forward]]
 	# local = "x/#"
-[serial]
-port = "/dev/ttyUSB0"
+[[serial]]
+name = "k"
+path = "/dev/ttyUSB0"
 # [[bridge]]
 # name = "b"
 `
@@ -98,9 +100,18 @@ func TestPackagedConfigRefuses(t *testing.T) {
 		"data_dir = \"/var/lib/ralph\"\n[http]\nlisten = \"192.168.1.2:9883\"\n",
 		"data_dir = \"/var/lib/ralph\"\nbridge = [{name = \"inline\"}]\n",
 		"data_dir = \"/var/lib/ralph\"\n[broker\n",
+		"data_dir = \"/var/lib/ralph\"\n[broker]\nmax_clients = 0\n", // invalid
 	} {
 		if _, err := packagedConfig([]byte(bad)); err == nil {
 			t.Errorf("accepted:\n%s", bad)
 		}
+	}
+	// A valid config (with a user) whose WebSocket listener is open to
+	// the network.
+	ws := "data_dir = \"/var/lib/ralph\"\n[[broker.users]]\nname = \"a\"\npassword_hash = \"$2a$04$HBDh62h23DM6jL2Om.hFkubHtDYS37h9q1m.Kef0JbnlwXJDYokC6\"\n" +
+		"[[broker.websocket]]\nlisten = \"0.0.0.0:8080\"\n"
+	_, err := packagedConfig([]byte(ws))
+	if want := `packaged config from the example: the broker listens on "0.0.0.0:8080", not a loopback address`; err == nil || err.Error() != want {
+		t.Errorf("open WebSocket listener: %v, want %s", err, want)
 	}
 }
