@@ -7,9 +7,9 @@ package configs
 import (
 	"fmt"
 	"os"
-	"slices"
 	"reflect"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 
