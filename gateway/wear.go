@@ -9,6 +9,7 @@ package gateway
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"os"
 	"strconv"
 	"sync"
@@ -66,6 +67,21 @@ func (w *wear) sample(syncs uint64) {
 	w.s = append(w.s, s)
 	for len(w.s) > 2 && s.at.Sub(w.s[1].at) >= wearWindow {
 		w.s = w.s[1:]
+	}
+}
+
+// sampleWear records the storage counters every wearEvery, for the rates
+// over the last wearWindow.
+func (g *Gateway) sampleWear(ctx context.Context) {
+	t := time.NewTicker(wearEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			g.wear.sample(g.q.Stats().Syncs)
+		}
 	}
 }
 

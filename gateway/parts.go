@@ -1,0 +1,111 @@
+package gateway
+
+// The bridges and serial ports the gateway runs, one per [[bridge]] and
+// [[serial]] entry: how each is built from its entry (newBridge, with its
+// queue consumer; newPort, with its serialin options) and run as a task,
+// which Run and Reload start and Reload and the shutdown stop.
+
+import (
+	"context"
+	"fmt"
+	"sync"
+
+	"github.com/ralph-gateway/ralph/bridge"
+	"github.com/ralph-gateway/ralph/configs"
+	"github.com/ralph-gateway/ralph/queue"
+	"github.com/ralph-gateway/ralph/serialin"
+)
+
+// runningPort is one configured serial port.
+type runningPort struct {
+	task
+	cfg configs.Serial
+	p   *serialin.Port
+}
+
+// runningBridge is one configured bridge and the consumer it reads with.
+type runningBridge struct {
+	task
+	cfg  configs.Bridge
+	b    *bridge.Bridge
+	cons *queue.Consumer
+}
+
+// task is a bridge's or a serial port's Run, which the gateway starts,
+// and stops on reload or shutdown.
+type task struct {
+	cancel context.CancelFunc // nil until started
+	done   chan struct{}
+}
+
+// start runs run under parent, counted in wg; g.mu must be held. Before
+// Gateway.Run (parent nil) it does nothing: Run starts every task.
+func (t *task) start(parent context.Context, wg *sync.WaitGroup, run func(context.Context)) {
+	if parent == nil {
+		return
+	}
+	ctx, cancel := context.WithCancel(parent)
+	t.cancel, t.done = cancel, make(chan struct{})
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		defer close(t.done)
+		run(ctx)
+	}()
+}
+
+// stop ends the task and waits for it (a bridge waits briefly for
+// in-flight acknowledgements).
+func (t *task) stop() {
+	if t.cancel != nil {
+		t.cancel()
+		<-t.done
+	}
+}
+
+// newBridge prepares a bridge; cons is its existing consumer when the
+// bridge is being replaced, or nil to register one.
+func (g *Gateway) newBridge(bc configs.Bridge, cons *queue.Consumer) (*runningBridge, error) {
+	bcfg, err := bridgeConfig(bc, g.log)
+	if err != nil {
+		return nil, fmt.Errorf("gateway: bridge %s: %w", bc.Name, err)
+	}
+	bcfg.Local = g.broker
+	if cons == nil {
+		// Persisting the cursor every quarter window keeps the re-sends
+		// after a crash near one window.
+		cons, err = g.q.Consumer("bridge/"+bc.Name, queue.ConsumerOptions{PersistEvery: max(1, bc.MaxInflight/4)})
+		if err != nil {
+			return nil, fmt.Errorf("gateway: bridge %s: %w", bc.Name, err)
+		}
+	} else {
+		cons.Rewind() // what the old bridge had in flight is sent again
+	}
+	return &runningBridge{cfg: bc, b: bridge.New(bcfg, cons), cons: cons}, nil
+}
+
+func (g *Gateway) newPort(sc configs.Serial) (*runningPort, error) {
+	o := serialin.Options{
+		Name: sc.Name, ClientID: sc.ClientID(), Path: sc.Path, Baud: sc.Baud,
+		TopicPrefix: sc.TopicPrefix, AbsoluteTopics: sc.AbsoluteTopics, User: sc.User,
+		StatusTopic: sc.StatusTopic, LogTopic: sc.LogTopic, MaxLine: sc.MaxLine,
+		OfflineAfter: sc.OfflineAfter.Duration, Resend: sc.Resend.Duration, Window: sc.Window,
+		Dial:   g.broker.Dial,
+		Logger: g.log.With("component", "serial"),
+	}
+	if sc.Path == "" {
+		o.Match = &serialin.Match{VID: sc.Match.VID, PID: sc.Match.PID, Serial: sc.Match.Serial}
+	}
+	p, err := serialin.New(o)
+	if err != nil {
+		return nil, fmt.Errorf("gateway: %w", err)
+	}
+	return &runningPort{cfg: sc, p: p}, nil
+}
+
+// startBridge and startPort run rb's bridge and rp's port; g.mu must be
+// held.
+func (g *Gateway) startBridge(rb *runningBridge) { rb.start(g.bctx, &g.bwg, rb.b.Run) }
+func (g *Gateway) startPort(rp *runningPort) {
+	rp.start(g.pctx, &g.pwg, func(ctx context.Context) { rp.p.Run(ctx) })
+}
