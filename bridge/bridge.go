@@ -192,8 +192,10 @@ func (b *Bridge) Stats() Stats {
 
 // Run connects, forwards and reconnects until ctx is done. On the way out it
 // waits briefly for in-flight messages to be acknowledged, so a clean
-// shutdown leaves few duplicates behind.
+// shutdown leaves few duplicates behind. Whatever is still in flight when
+// it returns is read again from the cursor by the next Bridge on the queue.
 func (b *Bridge) Run(ctx context.Context) {
+	defer b.release()
 	attempt := 0
 	for i := 0; ctx.Err() == nil; {
 		u := b.cfg.URLs[i]
@@ -253,6 +255,15 @@ func (b *Bridge) Run(ctx context.Context) {
 			return
 		}
 	}
+}
+
+// release ends what a stopped bridge would leave behind: the goroutine per
+// message in flight that waits for its acknowledgement (see
+// trackedSession), which would keep the Bridge alive with it, and paho's
+// session state with its copies of those messages.
+func (b *Bridge) release() {
+	b.resetWindow()
+	b.sess.Close()
 }
 
 var (
