@@ -37,13 +37,21 @@ type Gateway struct {
 	httpL   net.Listener  // nil when the endpoint is off
 	ready   chan struct{} // closed once Run serves
 
+	// tasks serializes what starts and stops bridges and serial ports:
+	// Run's start and shutdown, and Reload. It is held while a stopping
+	// bridge drains, so readers of the lists below take mu instead.
+	tasks    sync.Mutex
+	bctx     context.Context // parent of every bridge's Run; set by Run
+	bwg      sync.WaitGroup
+	pctx     context.Context
+	pwg      sync.WaitGroup
+	stopping bool // Run is shutting down: Reload applies nothing
+
+	// mu guards the lists of running parts and the reloadable parts of cfg
+	// (users, ACLs), for /status and the like; held only to read or swap.
 	mu      sync.Mutex
 	bridges []*runningBridge // in config order
-	bctx    context.Context  // parent of every bridge's Run; set by Run
-	bwg     sync.WaitGroup
-	ports   []*runningPort // serial ports, in config order
-	pctx    context.Context
-	pwg     sync.WaitGroup
+	ports   []*runningPort   // serial ports, in config order
 }
 
 // New opens the queue in cfg.DataDir, binds the broker's and the HTTP
@@ -185,19 +193,19 @@ func (g *Gateway) Run(ctx context.Context) error {
 	}
 	close(g.ready)
 	bctx, stopBridges := context.WithCancel(context.Background())
-	g.mu.Lock()
-	g.bctx = bctx
-	for _, rb := range g.bridges {
+	pctx, stopPorts := context.WithCancel(context.Background())
+	g.tasks.Lock()
+	g.bctx, g.pctx = bctx, pctx
+	bridges, ports := g.parts()
+	for _, rb := range bridges {
 		g.startBridge(rb)
 	}
-	pctx, stopPorts := context.WithCancel(context.Background())
-	g.pctx = pctx
-	for _, rp := range g.ports {
+	for _, rp := range ports {
 		g.startPort(rp)
 	}
+	g.tasks.Unlock()
 	g.log.Info("ralph is running", "listen", g.broker.Addrs(), "http", g.cfg.HTTP.Listen, "data_dir", g.cfg.DataDir,
-		"bridges", len(g.bridges), "serial_ports", len(g.ports))
-	g.mu.Unlock()
+		"bridges", len(bridges), "serial_ports", len(ports))
 	sysDone := make(chan struct{})
 	go func() { defer close(sysDone); g.announceQueue(ctx) }()
 	wearDone := make(chan struct{})
@@ -211,12 +219,13 @@ func (g *Gateway) Run(ctx context.Context) error {
 	// Serial ports and bridges first: they announce their state through
 	// the broker while it still runs, and bridges wait briefly for
 	// in-flight acknowledgements.
-	g.mu.Lock()
+	g.tasks.Lock()
+	g.stopping = true
 	stopPorts()
 	g.pwg.Wait()
 	stopBridges()
 	g.bwg.Wait()
-	g.mu.Unlock()
+	g.tasks.Unlock()
 	err := g.broker.Close()
 	if cerr := g.q.Close(); cerr != nil && err == nil {
 		err = cerr

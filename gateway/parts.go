@@ -38,7 +38,7 @@ type task struct {
 	done   chan struct{}
 }
 
-// start runs run under parent, counted in wg; g.mu must be held. Before
+// start runs run under parent, counted in wg; g.tasks must be held. Before
 // Gateway.Run (parent nil) it does nothing: Run starts every task.
 func (t *task) start(parent context.Context, wg *sync.WaitGroup, run func(context.Context)) {
 	if parent == nil {
@@ -103,9 +103,16 @@ func (g *Gateway) newPort(sc configs.Serial) (*runningPort, error) {
 	return &runningPort{cfg: sc, p: p}, nil
 }
 
-// startBridge and startPort run rb's bridge and rp's port; g.mu must be
-// held.
+// startBridge and startPort run rb's bridge and rp's port; g.tasks must
+// be held.
 func (g *Gateway) startBridge(rb *runningBridge) { rb.start(g.bctx, &g.bwg, rb.b.Run) }
 func (g *Gateway) startPort(rp *runningPort) {
 	rp.start(g.pctx, &g.pwg, func(ctx context.Context) { rp.p.Run(ctx) })
+}
+
+// parts returns the running bridges and serial ports.
+func (g *Gateway) parts() ([]*runningBridge, []*runningPort) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.bridges, g.ports
 }

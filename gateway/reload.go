@@ -12,33 +12,54 @@ import (
 	"github.com/ralph-gateway/ralph/localbroker"
 )
 
-// Reload applies a new configuration's bridges and serial ports without
-// touching network device connections: bridges and ports whose settings
-// changed are restarted (bridges keep their queue cursor, ports their
-// board's session), new ones start, removed ones stop. Other changes need
-// a restart; they are reported, not applied.
+// Reload applies a new configuration's users, ACLs, bridges and serial
+// ports without touching network device connections: bridges and ports
+// whose settings changed are restarted (bridges keep their queue cursor,
+// ports their board's session), new ones start, removed ones stop. The
+// log level is the caller's to apply (it owns the logger). Other changes
+// need a restart; they are reported, not applied.
+//
+// A stopping bridge waits up to a few seconds for its in-flight messages:
+// meanwhile /status, /healthz and /metrics still answer, showing the parts
+// as they were until the new ones replace them.
 func (g *Gateway) Reload(cfg *configs.Config) {
 	for _, w := range cfg.Warnings() {
 		g.log.Warn("reload: " + w)
 	}
-	old, next := reloadable(*g.cfg), reloadable(*cfg)
-	if !reflect.DeepEqual(old, next) {
-		g.log.Warn("reload: changes outside [[bridge]], [[serial]], users and ACLs (listeners, limits, queue, http, data_dir) need a restart; they are not applied")
+	g.tasks.Lock()
+	defer g.tasks.Unlock()
+	if g.stopping {
+		g.log.Warn("reload: shutting down; not applied")
+		return
+	}
+	if !reflect.DeepEqual(reloadable(*g.cfg), reloadable(*cfg)) {
+		g.log.Warn("reload: changes outside [[bridge]], [[serial]], users, ACLs and log.level (listeners, limits, queue, http, data_dir, log.format) need a restart; they are not applied")
 	}
 	g.mu.Lock()
-	defer g.mu.Unlock()
-	if b, nb := g.cfg.Broker, cfg.Broker; !reflect.DeepEqual(b.Users, nb.Users) || !reflect.DeepEqual(b.Anonymous, nb.Anonymous) || b.AllowAnonymous != nb.AllowAnonymous {
+	b, nb := g.cfg.Broker, cfg.Broker
+	g.cfg.Broker.Users, g.cfg.Broker.Anonymous, g.cfg.Broker.AllowAnonymous = nb.Users, nb.Anonymous, nb.AllowAnonymous
+	g.mu.Unlock()
+	if !reflect.DeepEqual(b.Users, nb.Users) || !reflect.DeepEqual(b.Anonymous, nb.Anonymous) || b.AllowAnonymous != nb.AllowAnonymous {
 		g.broker.SetUsers(users(nb.Users), localbroker.ACL{Publish: nb.Anonymous.Publish, Subscribe: nb.Anonymous.Subscribe}, nb.AllowAnonymous)
 		g.log.Info("reload: users and ACLs applied", "users", len(nb.Users))
 	}
-	g.cfg.Broker.Users, g.cfg.Broker.Anonymous, g.cfg.Broker.AllowAnonymous = cfg.Broker.Users, cfg.Broker.Anonymous, cfg.Broker.AllowAnonymous
-	g.reloadPorts(cfg.Serial)
+	oldBridges, oldPorts := g.parts()
+	ports := g.reloadPorts(oldPorts, cfg.Serial)
+	bridges := g.reloadBridges(oldBridges, cfg.Bridges)
+	g.mu.Lock()
+	g.bridges, g.ports = bridges, ports
+	g.mu.Unlock()
+}
+
+// reloadBridges restarts changed bridges, starts new ones and stops
+// removed ones, and returns the bridges to run; g.tasks must be held.
+func (g *Gateway) reloadBridges(running []*runningBridge, cfgs []configs.Bridge) []*runningBridge {
 	byName := make(map[string]*runningBridge)
-	for _, rb := range g.bridges {
+	for _, rb := range running {
 		byName[rb.cfg.Name] = rb
 	}
 	var bridges []*runningBridge
-	for _, bc := range cfg.Bridges {
+	for _, bc := range cfgs {
 		rb, ok := byName[bc.Name]
 		delete(byName, bc.Name)
 		switch {
@@ -46,6 +67,7 @@ func (g *Gateway) Reload(cfg *configs.Config) {
 			bridges = append(bridges, rb)
 			continue
 		case ok:
+			g.log.Info("reload: bridge changed, stopping it", "bridge", bc.Name, "inflight", rb.b.Stats().Inflight)
 			rb.stop()
 			nrb, err := g.newBridge(bc, rb.cons)
 			if err != nil {
@@ -73,23 +95,24 @@ func (g *Gateway) Reload(cfg *configs.Config) {
 		rb.cons.Close() // its cursor stays; it no longer holds messages back
 		g.log.Info("reload: bridge removed", "bridge", name)
 	}
-	g.bridges = bridges
+	return bridges
 }
 
 // reloadable is cfg without what Reload applies, to compare with what
 // needs a restart.
 func reloadable(cfg configs.Config) configs.Config {
-	cfg.Bridges, cfg.Serial, cfg.Log = nil, nil, configs.Log{}
+	cfg.Bridges, cfg.Serial, cfg.Log.Level = nil, nil, ""
 	cfg.Broker.Users, cfg.Broker.Anonymous, cfg.Broker.AllowAnonymous = nil, configs.ACL{}, false
 	return cfg
 }
 
 // reloadPorts restarts changed serial ports, starts new ones and stops
-// removed ones; g.mu must be held. A board's session (its subscriptions
-// and undelivered messages) belongs to the port's name and survives.
-func (g *Gateway) reloadPorts(cfgs []configs.Serial) {
+// removed ones, and returns the ports to run; g.tasks must be held. A
+// board's session (its subscriptions and undelivered messages) belongs to
+// the port's name and survives.
+func (g *Gateway) reloadPorts(running []*runningPort, cfgs []configs.Serial) []*runningPort {
 	byName := make(map[string]*runningPort)
-	for _, rp := range g.ports {
+	for _, rp := range running {
 		byName[rp.cfg.Name] = rp
 	}
 	var ports []*runningPort
@@ -121,5 +144,5 @@ func (g *Gateway) reloadPorts(cfgs []configs.Serial) {
 		rp.stop()
 		g.log.Info("reload: serial port removed", "port", name)
 	}
-	g.ports = ports
+	return ports
 }

@@ -194,7 +194,9 @@ func runGateway(args []string, stderr io.Writer) int {
 	if !ok {
 		return 1
 	}
-	log := newLogger(cfg.Log, stderr)
+	var level slog.LevelVar // a reload may change it
+	level.Set(logLevel(cfg.Log))
+	log := newLogger(cfg.Log, &level, stderr)
 	log.Info("starting ralph", "version", versionString(), "config", path)
 	if os.Getenv("GOMEMLIMIT") == "" {
 		// A soft heap limit for a 512 MB board: the garbage collector
@@ -225,6 +227,10 @@ func runGateway(args []string, stderr io.Writer) int {
 				continue
 			}
 			log.Info("SIGHUP: reloading", "config", path)
+			if l := logLevel(next.Log); l != level.Level() {
+				level.Set(l)
+				log.Info("reload: log level applied", "level", next.Log.Level)
+			}
 			g.Reload(next)
 		}
 	}()
@@ -243,11 +249,18 @@ func runGateway(args []string, stderr io.Writer) int {
 	return 0
 }
 
-func newLogger(c configs.Log, w io.Writer) *slog.Logger {
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(c.Level)); err != nil {
-		level = slog.LevelInfo
+// logLevel is c's level (validated by configs: debug, info, warn or
+// error).
+func logLevel(c configs.Log) slog.Level {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(c.Level)); err != nil {
+		return slog.LevelInfo
 	}
+	return l
+}
+
+// newLogger logs to w in c.Format, at level.
+func newLogger(c configs.Log, level slog.Leveler, w io.Writer) *slog.Logger {
 	opts := &slog.HandlerOptions{Level: level}
 	if c.Format == "json" {
 		return slog.New(slog.NewJSONHandler(w, opts))

@@ -75,3 +75,43 @@ func TestReload(t *testing.T) {
 	}
 	p.stop()
 }
+
+// TestReloadLogLevel: SIGHUP applies a changed log.level; a changed
+// log.format is reported as needing a restart.
+func TestReloadLogLevel(t *testing.T) {
+	s := newSetup(t, "127.0.0.1:1", "")
+	cfg, _ := os.ReadFile(s.config)
+	write := func(log string) {
+		t.Helper()
+		if err := os.WriteFile(s.config, []byte(string(cfg)+"[log]\n"+log), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A stored message makes the queue log at debug.
+	const debugLine = "level=DEBUG"
+	n := 0
+	store := func() {
+		t.Helper()
+		publish(t, s.addr, fmt.Sprintf("dev%d", n), 5, "sensors/a", []string{fmt.Sprintf("m-%06d", n)})
+		n++
+	}
+	write("level = \"info\"\n")
+	p := startRalph(t, s.config, s.addr)
+	store()
+	write("level = \"debug\"\n")
+	p.cmd.Process.Signal(syscall.SIGHUP)
+	waitLog(t, p, `msg="reload: log level applied" level=debug`)
+	if strings.Contains(p.logs.String(), debugLine) {
+		t.Fatalf("logged at debug while the level was info:\n%s", p.logs)
+	}
+	store()
+	waitLog(t, p, debugLine)
+	if strings.Contains(p.logs.String(), "need a restart") {
+		t.Fatalf("a log level change was said to need a restart:\n%s", p.logs)
+	}
+
+	write("level = \"debug\"\nformat = \"json\"\n")
+	p.cmd.Process.Signal(syscall.SIGHUP)
+	waitLog(t, p, "log.format) need a restart")
+	p.stop()
+}
