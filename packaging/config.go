@@ -24,8 +24,8 @@ const packagedHeader = `# /etc/ralph/ralph.toml, installed by the ralph package 
 # uncomment and edit it to forward messages. After editing, check the file
 # and apply it with
 #   ralph check --config /etc/ralph/ralph.toml && systemctl reload ralph
-# (reload applies bridges, serial ports, users and ACLs; anything else
-# needs a restart).
+# (reload applies bridges, serial ports, users, ACLs and log.level;
+# anything else needs a restart).
 # Package upgrades never overwrite your edits to this file.
 #
 `
