@@ -117,9 +117,13 @@ type Stats struct {
 	Rejected   uint64 // refused by the upstream with an error reason code
 	Downlinked uint64 // received from the upstream and published locally
 	DeadLetter uint64 // too large for the upstream: moved to the dead-letter topic
-	Reconnects uint64
-	Inflight   int
-	Backlog    uint64
+	// DownlinkDeadLetter counts messages from the upstream whose local
+	// topic (after a subscribe rule's rewrite) is not a valid topic name:
+	// moved to the dead-letter topic.
+	DownlinkDeadLetter uint64
+	Reconnects         uint64
+	Inflight           int
+	Backlog            uint64
 }
 
 // Bridge forwards queued messages to one upstream broker.
@@ -139,9 +143,9 @@ type Bridge struct {
 	abandon chan struct{} // closed when the upstream session is lost
 	status  Stats
 
-	forwarded, skipped, expired, rejected, downlinked, deadLetter atomic.Uint64
-	maxPacket                                                     atomic.Uint32 // the upstream's Maximum Packet Size; 0 for none
-	lastProgress                                                  atomic.Int64  // unix nanos of the last ack, or of a send into an empty window
+	forwarded, skipped, expired, rejected, downlinked, deadLetter, downlinkDeadLetter atomic.Uint64
+	maxPacket                                                                         atomic.Uint32 // the upstream's Maximum Packet Size; 0 for none
+	lastProgress                                                                      atomic.Int64  // unix nanos of the last ack, or of a send into an empty window
 }
 
 // New returns a bridge that reads through cons. Call Run to start it.
@@ -186,6 +190,7 @@ func (b *Bridge) Stats() Stats {
 	s.Rejected = b.rejected.Load()
 	s.Downlinked = b.downlinked.Load()
 	s.DeadLetter = b.deadLetter.Load()
+	s.DownlinkDeadLetter = b.downlinkDeadLetter.Load()
 	s.Backlog = b.cons.Backlog()
 	return s
 }

@@ -2,7 +2,8 @@ package bridge
 
 // This file holds the downlink: subscribing to the upstream for the
 // subscribe rules' topics, and storing each message that comes down
-// locally before acknowledging it upstream.
+// locally (on the dead-letter topic when the rewritten local topic is
+// invalid) before acknowledging it upstream.
 import (
 	"context"
 	"fmt"
@@ -68,8 +69,13 @@ func (b *Bridge) downlink(ctx context.Context, setDown context.CancelCauseFunc, 
 				m.UserProperties = append(m.UserProperties, queue.UserProperty{Key: u.Key, Value: u.Value})
 			}
 		}
-		if topic.ValidateName(m.Topic) != nil {
-			break
+		var reason, localTopic string
+		if err := topic.ValidateName(m.Topic); err != nil {
+			// The rule's rewrite made a name no local client could use
+			// (empty, say: the upstream topic was just the strip_prefix).
+			// Dropping it would lose a command in silence.
+			reason, localTopic = "local topic is invalid: "+err.Error(), m.Topic
+			m = b.downlinkDeadLetterMsg(m, p.Topic, r.Filter, reason)
 		}
 		pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		err := b.cfg.Local.Publish(pctx, m)
@@ -79,11 +85,31 @@ func (b *Bridge) downlink(ctx context.Context, setDown context.CancelCauseFunc, 
 			setDown(fmt.Errorf("downlink: %w", err))
 			return false, err
 		}
-		b.downlinked.Add(1)
+		if reason != "" {
+			b.downlinkDeadLetter.Add(1)
+			b.log.Warn("downlink message dead-lettered", "topic", p.Topic, "rule", r.Filter,
+				"strip_prefix", r.StripPrefix, "local_prefix", r.LocalPrefix, "local_topic", localTopic,
+				"reason", reason, "dead_letter_topic", m.Topic)
+		} else {
+			b.downlinked.Add(1)
+		}
 		return true, pr.Client.Ack(p)
 	}
 	// Matched by no rule (an overlapping subscription of the session, say):
 	// acknowledge and drop.
 	b.log.Debug("downlink message matches no subscribe rule", "topic", p.Topic)
 	return false, pr.Client.Ack(p)
+}
+
+// downlinkDeadLetterMsg turns a downlink message that cannot be published
+// under its local topic into a dead letter: on DeadLetterTopic, with the
+// upstream topic, the subscribe rule's filter and the reason as user
+// properties.
+func (b *Bridge) downlinkDeadLetterMsg(m *queue.Message, remote, rule, reason string) *queue.Message {
+	dl := *m
+	dl.Topic, dl.Retain = DeadLetterTopic(b.cfg.Name), false
+	dl.UserProperties = append(append([]queue.UserProperty(nil), m.UserProperties...),
+		queue.UserProperty{Key: "topic", Value: remote}, queue.UserProperty{Key: "rule", Value: rule},
+		queue.UserProperty{Key: "reason", Value: reason})
+	return &dl
 }

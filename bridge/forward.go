@@ -167,7 +167,10 @@ func (b *Bridge) route(m *queue.Message) *paho.Publish {
 // DeadLetterTopic is the local topic where a bridge puts messages its
 // upstream cannot take (larger than its Maximum Packet Size), with the
 // original topic and the reason as user properties. Retrying them would
-// block everything queued behind them forever.
+// block everything queued behind them forever. Downlink messages whose
+// local topic (after the subscribe rule's rewrite) is invalid go there
+// too, with the upstream topic, the rule's filter ("rule", which only
+// these carry) and the reason.
 func DeadLetterTopic(name string) string { return "$SYS/ralph/bridges/" + name + "/deadletter" }
 
 // tooLarge reports whether pub's PUBLISH packet would exceed max bytes,
