@@ -138,13 +138,8 @@ func (g *Gateway) unhealthy() []string {
 
 func (g *Gateway) unhealthyWith(setAside []queue.SetAside, setAsideErr error) []string {
 	var why []string
-	for _, a := range g.broker.Addrs() {
-		c, err := net.DialTimeout("tcp", dialable(a), time.Second)
-		if err != nil {
-			why = append(why, fmt.Sprintf("broker not accepting connections on %s: %v", a, err))
-			continue
-		}
-		c.Close()
+	for _, l := range g.broker.NotServing() {
+		why = append(why, "broker not accepting connections on "+l)
 	}
 	qs := g.q.Stats()
 	if qs.DiskLow {
@@ -170,19 +165,6 @@ func orUnknown(s string) string {
 		return "reason unknown"
 	}
 	return s
-}
-
-// dialable turns a listen address into one to dial: all-interfaces
-// listeners are reached on loopback.
-func dialable(addr string) string {
-	host, port, err := net.SplitHostPort(addr)
-	if err != nil {
-		return addr
-	}
-	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
-		host = "127.0.0.1"
-	}
-	return net.JoinHostPort(host, port)
 }
 
 // PeekedMessage is a queued message as /queue/peek shows it.

@@ -2,10 +2,13 @@ package localbroker
 
 import (
 	"crypto/tls"
+	"errors"
 	"log/slog"
 	"net"
 	"sync"
 	"sync/atomic"
+	"syscall"
+	"time"
 
 	"github.com/mochi-mqtt/server/v2/listeners"
 )
@@ -20,6 +23,7 @@ type tcpListener struct {
 	log      *slog.Logger
 	end      atomic.Bool
 	mu       sync.Mutex
+	err      atomic.Pointer[error] // why Serve gave up
 }
 
 func newTCPListener(id, addr string, tc *tls.Config) *tcpListener {
@@ -53,11 +57,28 @@ func (t *tcpListener) Init(log *slog.Logger) error {
 }
 
 func (t *tcpListener) Serve(establish listeners.EstablishFn) {
+	var pause time.Duration // after a transient accept error
 	for {
 		conn, err := t.l.Accept()
 		if err != nil {
-			return
+			if t.end.Load() {
+				return
+			}
+			if !transient(err) {
+				t.err.Store(&err)
+				t.log.Error("listener stopped accepting connections", "listener", t.id, "err", err)
+				return
+			}
+			// Out of file descriptors, say: wait and try again, as
+			// net/http does, rather than stop accepting for good.
+			if pause == 0 {
+				t.log.Warn("cannot accept connections; retrying", "listener", t.id, "err", err)
+			}
+			pause = min(max(2*pause, 5*time.Millisecond), time.Second)
+			time.Sleep(pause)
+			continue
 		}
+		pause = 0
 		if t.end.Load() {
 			conn.Close()
 			return
@@ -147,4 +168,60 @@ func (c *corkConn) Close() error {
 	c.flushLocked()
 	c.mu.Unlock()
 	return c.Conn.Close()
+}
+
+// transient reports whether an accept error may pass by itself.
+func transient(err error) bool {
+	for _, e := range []error{syscall.EMFILE, syscall.ENFILE, syscall.ENOBUFS, syscall.ENOMEM, syscall.ECONNABORTED} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
+}
+
+// served wraps each listener to remember that its Serve ended while the
+// broker was not closing it: then it accepts nobody. The health check
+// reads that instead of dialing every listener at every scrape.
+type served struct {
+	listeners.Listener
+	closing atomic.Bool
+	ended   atomic.Pointer[string] // why Serve ended early
+}
+
+func (s *served) Serve(establish listeners.EstablishFn) {
+	s.Listener.Serve(establish)
+	if s.closing.Load() {
+		return
+	}
+	why := "stopped accepting connections"
+	if t, ok := s.Listener.(*tcpListener); ok {
+		if err := t.err.Load(); err != nil {
+			why += ": " + (*err).Error()
+		}
+	}
+	s.ended.Store(&why)
+}
+
+func (s *served) Close(closeClients listeners.CloseFn) {
+	s.closing.Store(true)
+	s.Listener.Close(closeClients)
+}
+
+// NotServing lists the listeners that stopped accepting connections, as
+// "address: why".
+func (b *Broker) NotServing() []string {
+	var out []string
+	for _, id := range b.listenIDs {
+		l, ok := b.srv.Listeners.Get(id)
+		if !ok {
+			continue
+		}
+		if s, ok := l.(*served); ok {
+			if why := s.ended.Load(); why != nil {
+				out = append(out, s.Address()+": "+*why)
+			}
+		}
+	}
+	return out
 }
