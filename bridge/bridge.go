@@ -93,7 +93,7 @@ type Config struct {
 	KeepAlive      time.Duration
 	ConnectTimeout time.Duration
 	ReconnectMin   time.Duration
-	ReconnectMax   time.Duration
+	ReconnectMax   time.Duration // also the backoff, at once, after an upstream refuses MQTT 5
 	SessionExpiry  time.Duration
 	MaxRate        int // messages per second forwarded at most; 0 for no cap
 	Forward        []Rule
@@ -138,10 +138,11 @@ type Bridge struct {
 	conn   *flushConn       // the current upstream connection
 	nextAt time.Time        // with MaxRate, when the next message may go
 
-	mu      sync.Mutex
-	window  chan struct{} // one token per message in flight
-	abandon chan struct{} // closed when the upstream session is lost
-	status  Stats
+	mu           sync.Mutex
+	window       chan struct{} // one token per message in flight
+	abandon      chan struct{} // closed when the upstream session is lost
+	status       Stats
+	announcedErr string // the LastError the state topic last carried
 
 	forwarded, skipped, expired, rejected, downlinked, deadLetter, downlinkDeadLetter atomic.Uint64
 	maxPacket                                                                         atomic.Uint32 // the upstream's Maximum Packet Size; 0 for none
@@ -202,6 +203,8 @@ func (b *Bridge) Stats() Stats {
 func (b *Bridge) Run(ctx context.Context) {
 	defer b.release()
 	attempt := 0
+	refused := false              // an upstream refused MQTT 5 in this round of URLs
+	reported := map[string]bool{} // protocol failures warned about since the last connection
 	for i := 0; ctx.Err() == nil; {
 		u := b.cfg.URLs[i]
 		cli, down, err := b.connect(ctx, u)
@@ -210,16 +213,36 @@ func (b *Bridge) Run(ctx context.Context) {
 			if ctx.Err() != nil {
 				return
 			}
-			b.log.Warn("upstream connection failed", "url", u.Redacted(), "err", err)
+			var pe *protocolError
+			isProto := errors.As(err, &pe)
+			refused = refused || isProto && pe.explicit
+			var wait time.Duration
 			if i = (i + 1) % len(b.cfg.URLs); i == 0 { // every URL tried: back off
-				if !sleep(ctx, b.backoff(attempt)) {
-					return
+				wait = b.backoff(attempt)
+				if refused {
+					// An explicit refusal will not go away in seconds.
+					wait = jitter(b.cfg.ReconnectMax)
 				}
 				attempt++
+				refused = false
+			}
+			// An upstream that does not speak MQTT 5 says so at every
+			// attempt: warn once, not at every retry.
+			level := slog.LevelWarn
+			if key := u.Redacted() + " " + err.Error(); isProto {
+				if reported[key] {
+					level = slog.LevelDebug
+				}
+				reported[key] = true
+			}
+			b.log.Log(ctx, level, "upstream connection failed", "url", u.Redacted(), "err", err, "retry_in", wait)
+			if wait > 0 && !sleep(ctx, wait) {
+				return
 			}
 			continue
 		}
-		attempt = 0
+		attempt, refused = 0, false
+		clear(reported)
 		fctx, stop := context.WithCancelCause(down)
 		if i > 0 && b.cfg.PrimaryRetry > 0 {
 			// Like Mosquitto's round_robin false: a secondary is a fallback.

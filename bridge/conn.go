@@ -1,11 +1,13 @@
 package bridge
 
 // This file holds flushConn, the upstream connection's write buffer, which
-// turns a backlog of PUBLISHes into a few large writes.
+// turns a backlog of PUBLISHes into a few large writes, and keeps the
+// first bytes the upstream answers with.
 import (
 	"bufio"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -20,7 +22,17 @@ type flushConn struct {
 	w     *bufio.Writer
 	timer *time.Timer
 	err   error
+
+	// The first bytes the upstream sent, kept to tell what a CONNACK that
+	// paho cannot parse said (see handshakeError).
+	headMu   sync.Mutex
+	head     []byte
+	headFull atomic.Bool
 }
+
+// headLen is how much of the upstream's first bytes flushConn keeps: an
+// MQTT 3.1.1 CONNACK, whole.
+const headLen = 4
 
 const flushDelay = time.Millisecond
 
@@ -29,6 +41,25 @@ func newFlushConn(c net.Conn) *flushConn {
 	f.timer = time.AfterFunc(time.Hour, func() { f.Flush() })
 	f.timer.Stop()
 	return f
+}
+
+// Read reads from the connection, keeping the first headLen bytes.
+func (f *flushConn) Read(p []byte) (int, error) {
+	n, err := f.Conn.Read(p)
+	if n > 0 && !f.headFull.Load() {
+		f.headMu.Lock()
+		f.head = append(f.head, p[:min(n, headLen-len(f.head))]...)
+		f.headFull.Store(len(f.head) == headLen)
+		f.headMu.Unlock()
+	}
+	return n, err
+}
+
+// firstBytes returns up to headLen bytes the upstream sent first.
+func (f *flushConn) firstBytes() []byte {
+	f.headMu.Lock()
+	defer f.headMu.Unlock()
+	return append([]byte(nil), f.head...)
 }
 
 func (f *flushConn) Write(p []byte) (int, error) {

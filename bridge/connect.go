@@ -2,8 +2,10 @@ package bridge
 
 // This file holds the upstream connection: dialing (TCP or TLS), the MQTT
 // handshake with its session resumption, will and birth message, the
-// backoff between failed rounds of URLs, the watchdog that ends a stuck
-// connection, and the link state (setDown, publishState, StateTopic).
+// backoff between failed rounds of URLs, what a failed handshake means
+// (handshakeError: an upstream that does not speak MQTT 5), the watchdog
+// that ends a stuck connection, and the link state (setDown,
+// publishState, StateTopic).
 // Failing over across URLs and going back to the first is Run's loop, in
 // bridge.go.
 import (
@@ -12,9 +14,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net"
 	"net/url"
+	"syscall"
 	"time"
 
 	"github.com/eclipse/paho.golang/paho"
@@ -73,14 +77,7 @@ func (b *Bridge) connect(ctx context.Context, u *url.URL) (*paho.Client, context
 	if err != nil {
 		conn.Close()
 		setDown(err)
-		if ca != nil && ca.ReasonCode >= 0x80 {
-			reason := ""
-			if ca.Properties != nil {
-				reason = ca.Properties.ReasonString
-			}
-			return nil, nil, fmt.Errorf("connect refused: reason %#x %s", ca.ReasonCode, reason)
-		}
-		return nil, nil, err
+		return nil, nil, handshakeError(ca, err, b.conn.firstBytes())
 	}
 	go func() {
 		select {
@@ -117,6 +114,53 @@ func (b *Bridge) connect(ctx context.Context, u *url.URL) (*paho.Client, context
 	b.publishState()
 	b.log.Info("upstream connected", "url", u.Redacted(), "session_present", ca.SessionPresent)
 	return cli, down, nil
+}
+
+// protocolError is a failed handshake that says the upstream does not
+// speak MQTT 5, or seems not to.
+type protocolError struct {
+	msg string
+	// The upstream said so in a CONNACK: it will not change its mind
+	// soon, so the bridge backs off to ReconnectMax at once.
+	explicit bool
+}
+
+func (e *protocolError) Error() string { return e.msg }
+
+const mqtt5Only = "this bridge speaks MQTT 5 only; the upstream needs MQTT 5 enabled"
+
+// connackV311 names MQTT 3.1.1's CONNACK return codes.
+var connackV311 = [...]string{"connection accepted", "unacceptable protocol version", "identifier rejected", "server unavailable", "bad user name or password", "not authorized"}
+
+// handshakeError explains a failed MQTT handshake: ca is the CONNACK paho
+// parsed, if any; head the first bytes the upstream sent.
+func handshakeError(ca *paho.Connack, err error, head []byte) error {
+	switch {
+	case ca != nil && ca.ReasonCode == 0x84:
+		return &protocolError{msg: "upstream refused MQTT 5 (CONNACK reason 0x84: unsupported protocol version): " + mqtt5Only, explicit: true}
+	case ca != nil && ca.ReasonCode >= 0x80:
+		reason := ""
+		if ca.Properties != nil {
+			reason = ca.Properties.ReasonString
+		}
+		return fmt.Errorf("connect refused: reason %#x %s", ca.ReasonCode, reason)
+	case ca == nil && len(head) == headLen && head[0] == 0x20 && head[1] == 0x02:
+		// An MQTT 3.1.1 CONNACK: two bytes long, where an MQTT 5 one
+		// has a property length too. paho reads it as a truncated MQTT 5
+		// CONNACK and says EOF.
+		rc := head[3]
+		if rc == 0x01 {
+			return &protocolError{msg: "upstream refused MQTT 5 (CONNACK 0x01: unacceptable protocol version): " + mqtt5Only, explicit: true}
+		}
+		name := "unknown return code"
+		if int(rc) < len(connackV311) {
+			name = connackV311[rc]
+		}
+		return &protocolError{msg: fmt.Sprintf("upstream answered in MQTT 3.1.1 (CONNACK 0x%02x: %s): %s", rc, name, mqtt5Only), explicit: true}
+	case ca == nil && len(head) == 0 && (errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET)):
+		return &protocolError{msg: "upstream closed the connection after CONNECT without a CONNACK: it may not speak MQTT 5, which this bridge needs"}
+	}
+	return err
 }
 
 func (b *Bridge) forwardsQoS2() bool {
@@ -170,8 +214,11 @@ func (b *Bridge) backoff(attempt int) time.Duration {
 	if d > b.cfg.ReconnectMax || d <= 0 {
 		d = b.cfg.ReconnectMax
 	}
-	return d/2 + rand.N(d/2+1)
+	return jitter(d)
 }
+
+// jitter returns a random duration in [d/2, d].
+func jitter(d time.Duration) time.Duration { return d/2 + rand.N(d/2+1) }
 
 // watchdog ends a connection that is up but makes no progress: messages
 // in flight and no acknowledgement for AckTimeout. A half-open TCP link on
@@ -196,6 +243,7 @@ func (b *Bridge) watchdog(ctx context.Context, stop context.CancelCauseFunc) {
 }
 
 func (b *Bridge) setDown(err error) {
+	var pe *protocolError
 	b.mu.Lock()
 	changed := b.status.Connected || b.status.Since.IsZero()
 	if changed {
@@ -205,6 +253,9 @@ func (b *Bridge) setDown(err error) {
 	if err != nil {
 		b.status.LastError = err.Error()
 	}
+	// An upstream that does not speak MQTT 5 is a reason to fix, worth
+	// announcing in the middle of an outage too (once).
+	changed = changed || errors.As(err, &pe) && b.status.LastError != b.announcedErr
 	b.mu.Unlock()
 	if changed {
 		b.publishState()
@@ -231,6 +282,7 @@ func (b *Bridge) publishState() {
 	if b.status.Connected {
 		st.State = "online"
 	}
+	b.announcedErr = b.status.LastError
 	b.mu.Unlock()
 	payload, _ := json.Marshal(st)
 	if err := b.cfg.Local.Announce(StateTopic(b.cfg.Name), payload); err != nil {
