@@ -29,6 +29,9 @@ func (k *KV) key(key string) []byte { return append(append([]byte(nil), k.prefix
 
 // Set stores val under key.
 func (k *KV) Set(key string, val []byte) error {
+	if k.q.opts.Inspect {
+		return fmt.Errorf("queue: kv %s: set %q: %w", k.prefix, key, ErrReadOnly)
+	}
 	// Before: a sync starting meanwhile covers it. After: a sync that
 	// cleared the mark before the value was written did not.
 	k.q.files.willWrite(val)
@@ -42,6 +45,9 @@ func (k *KV) Set(key string, val []byte) error {
 
 // Delete removes key.
 func (k *KV) Delete(key string) error {
+	if k.q.opts.Inspect {
+		return fmt.Errorf("queue: kv %s: delete %q: %w", k.prefix, key, ErrReadOnly)
+	}
 	err := k.q.db.Update(func(txn *badger.Txn) error { return txn.Delete(k.key(key)) })
 	if err != nil {
 		return fmt.Errorf("queue: kv %s: delete %q: %w", k.prefix, key, err)

@@ -23,7 +23,9 @@
 //
 // Open survives what a power cut leaves (recovery.go): it sets aside files
 // that came back empty, and a database that still does not open is set
-// aside whole so that the queue starts, empty, and says so.
+// aside whole so that the queue starts, empty, and says so. Opened with
+// Options.Inspect, to be read by an operator's command, it changes
+// nothing in its directory (inspect.go).
 package queue
 
 import (
@@ -32,6 +34,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -101,9 +104,17 @@ type Options struct {
 	// that no consumer wanted) for this long; 0 deletes them at once.
 	KeepLocal time.Duration
 
-	// Inspect opens an existing database only to read it (a copy set
-	// aside in lost+found): nothing is set aside and no marker written, so
-	// a database that does not open is an error and stays as it was.
+	// Inspect opens an existing database only to read it (a stopped
+	// gateway's, or a copy set aside in lost+found), and nothing in its
+	// directory changes: Badger opens it read-only; there are no commits
+	// (appends and KV writes fail with ErrReadOnly; cursors,
+	// acknowledgements and purges stay in memory), no deletions, no
+	// value-log GC, nothing set aside and no marker written, and a
+	// database that does not open is an error. One that Badger must write
+	// to before it can be read (its memtable log, after a crash or a
+	// power cut; a log in the layout before batches) is copied to a
+	// temporary directory (os.TempDir) and the copy read, then removed by
+	// Close. See inspect.go.
 	Inspect bool
 
 	Logger *slog.Logger
@@ -172,6 +183,7 @@ type Queue struct {
 	lastSync      atomic.Int64  // when the last sync started, Unix nanoseconds
 
 	recovery Recovery // what Open set aside
+	scratch  string   // with Inspect, the temporary copy read instead of Dir, removed by Close
 	dirMu    sync.Mutex
 	dirMod   time.Time // the directory's mtime at its last fsync; guarded by dirMu
 }
@@ -215,15 +227,28 @@ func Open(opts Options) (*Queue, error) {
 	if opts.MinFree == 0 {
 		opts.MinFree = int64(d.MinFree)
 	}
-	db, rec, err := openDB(opts)
+	var db *badger.DB
+	var rec Recovery
+	var scratch string
+	var err error
+	if opts.Inspect {
+		db, scratch, err = openInspect(opts.Dir, opts)
+	} else {
+		db, rec, err = openDB(opts)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("queue: open %s: %w", opts.Dir, err)
+	}
+	dir := opts.Dir
+	if scratch != "" {
+		dir = scratch
 	}
 	q := &Queue{
 		db:        db,
 		syncGap:   pacing(opts.MaxSyncsPerSecond),
-		files:     newFileSyncer(opts.Dir),
+		files:     newFileSyncer(dir),
 		recovery:  rec,
+		scratch:   scratch,
 		opts:      opts,
 		log:       opts.Logger,
 		reqs:      make(chan *request, maxBatchMsgs),
@@ -238,17 +263,36 @@ func Open(opts Options) (*Queue, error) {
 	}
 	if err := q.load(); err != nil {
 		db.Close()
+		q.removeScratch()
 		return nil, fmt.Errorf("queue: open %s: %w", opts.Dir, err)
 	}
+	// With Inspect, a log to upgrade is a copy's (inspect.go).
 	if err := q.migrate(); err != nil {
 		q.files.close()
 		db.Close()
+		q.removeScratch()
 		return nil, fmt.Errorf("queue: open %s: upgrading the log: %w", opts.Dir, err)
 	}
 	q.assigned = q.next
+	if opts.Inspect {
+		// Nothing commits, nothing is collected.
+		close(q.stopped)
+		close(q.gcDone)
+		return q, nil
+	}
 	go q.commitLoop()
 	go q.gcLoop()
 	return q, nil
+}
+
+// removeScratch removes the temporary copy that Inspect read, if any.
+func (q *Queue) removeScratch() {
+	if q.scratch == "" {
+		return
+	}
+	if err := os.RemoveAll(q.scratch); err != nil {
+		q.log.Warn("queue: removing the temporary copy", "dir", q.scratch, "err", err)
+	}
 }
 
 func pacing(perSecond int) time.Duration {
@@ -343,6 +387,10 @@ func (q *Queue) AppendAsync(msgs []*Message, done func(error)) {
 		done(fmt.Errorf("queue: one append of %d messages, %d bytes, exceeds the limit of %d messages, %d bytes", len(msgs), size, maxBatchMsgs, maxBatchBytes))
 		return
 	}
+	if q.opts.Inspect {
+		done(ErrReadOnly)
+		return
+	}
 	q.intake.RLock()
 	defer q.intake.RUnlock()
 	if q.closed {
@@ -428,7 +476,9 @@ func (q *Queue) Close() error {
 	<-q.stopped
 	<-q.gcDone // GC must not touch the database once it is closed
 	q.files.close()
-	if err := q.db.Close(); err != nil {
+	err := q.db.Close()
+	q.removeScratch()
+	if err != nil {
 		return fmt.Errorf("queue: close %s: %w", q.opts.Dir, err)
 	}
 	return nil

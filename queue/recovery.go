@@ -52,10 +52,6 @@ type Recovery struct {
 // openDB opens Badger in opts.Dir, repairing what a power cut can leave.
 func openDB(opts Options) (*badger.DB, Recovery, error) {
 	var rec Recovery
-	if opts.Inspect {
-		db, err := tryOpen(opts)
-		return db, rec, err
-	}
 	lf := LostFound(opts.Dir)
 	if err := os.MkdirAll(lf, 0o750); err != nil {
 		return nil, rec, err
@@ -79,13 +75,13 @@ func openDB(opts Options) (*badger.DB, Recovery, error) {
 	for _, f := range files {
 		opts.Logger.Warn("queue: set aside a file a power cut left empty (it held nothing synced)", "file", f)
 	}
-	db, err := tryOpen(opts)
+	db, err := tryOpen(badgerOptions(opts.Dir, opts.Logger))
 	if err != nil && !environmental(err) && rec.DB == "" {
 		reason := err.Error()
 		if err := setAsideDB(opts.Dir, lf, reason, &rec, opts.Logger); err != nil {
 			return nil, rec, err
 		}
-		db, err = tryOpen(opts)
+		db, err = tryOpen(badgerOptions(opts.Dir, opts.Logger))
 	}
 	// Whatever the outcome, this start did not die in the open: only
 	// starts that did are counted.
@@ -99,13 +95,13 @@ func openDB(opts Options) (*badger.DB, Recovery, error) {
 }
 
 // tryOpen opens Badger, turning a panic during the open into an error.
-func tryOpen(opts Options) (db *badger.DB, err error) {
+func tryOpen(o badger.Options) (db *badger.DB, err error) {
 	defer func() {
 		if p := recover(); p != nil {
 			err = fmt.Errorf("badger panicked: %v", p)
 		}
 	}()
-	return badger.Open(badgerOptions(opts.Dir, opts.Logger))
+	return badger.Open(o)
 }
 
 // environmental reports errors that say nothing about the database's

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -218,8 +219,9 @@ func bytesStr(n int64) string {
 }
 
 // queueCmd is `ralph queue stats|peek [N]|purge --bridge NAME|acknowledge`.
-// It asks the running gateway, or opens the data dir itself when ralph is
-// stopped; with --dir, stats and peek read a database set aside instead.
+// It asks the running gateway, or opens the data dir itself when nothing
+// answers at the endpoint (ralph is stopped), read-only for stats and
+// peek; with --dir, stats and peek read a database set aside instead.
 func queueCmd(args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
 		fmt.Fprintln(stderr, "usage: ralph queue stats|peek [N] [--dir PATH]|purge --bridge NAME|acknowledge [--config FILE] [--addr HOST:PORT]")
@@ -253,9 +255,13 @@ func queueCmd(args []string, stdout, stderr io.Writer) int {
 	case "stats":
 		var st gateway.Status
 		if *dir == "" {
-			if err := t.do("GET", "/status", &st); err == nil {
+			err := t.do("GET", "/status", &st)
+			if err == nil {
 				enc.Encode(map[string]any{"queue": st.Queue, "bridges": st.Bridges})
 				return 0
+			}
+			if !isUnreachable(err) {
+				return answeredWithError(t, sub, err, stderr)
 			}
 		}
 		return offline(t, *dir, true, stderr, func(q *queue.Queue, _ map[string]*queue.Consumer) error {
@@ -275,9 +281,13 @@ func queueCmd(args []string, stdout, stderr io.Writer) int {
 		}
 		var msgs []gateway.PeekedMessage
 		if *dir == "" {
-			if err := t.do("GET", "/queue/peek?n="+strconv.Itoa(n), &msgs); err == nil {
+			err := t.do("GET", "/queue/peek?n="+strconv.Itoa(n), &msgs)
+			if err == nil {
 				enc.Encode(msgs)
 				return 0
+			}
+			if !isUnreachable(err) {
+				return answeredWithError(t, sub, err, stderr)
 			}
 		}
 		return offline(t, *dir, true, stderr, func(q *queue.Queue, _ map[string]*queue.Consumer) error {
@@ -358,21 +368,29 @@ func acknowledge(t target, stdout, stderr io.Writer) int {
 
 var errEndpointOff = errors.New("the HTTP endpoint is off (http.listen = \"\")")
 
-// isUnreachable tells "nobody answers there" (ralph is stopped, or has no
-// endpoint) from an answer that was an error.
+// isUnreachable tells "nobody answers there" (ralph is stopped: nothing
+// listens at the address, or its name does not resolve; or it has no
+// endpoint) from an answer that was an error, or no answer in time, from
+// something that listens: a running ralph, which holds the data dir.
 func isUnreachable(err error) bool {
-	return errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, errEndpointOff)
+	var dns *net.DNSError
+	return errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, errEndpointOff) ||
+		errors.As(err, &dns) && dns.IsNotFound
 }
 
-// keepAll is the KeepLocal with which reading a queue deletes nothing,
-// whichever consumers are registered.
-const keepAll = 100 * 365 * 24 * time.Hour
+// answeredWithError reports the error of a gateway that is there: its data
+// dir is not opened behind its back.
+func answeredWithError(t target, sub string, err error, stderr io.Writer) int {
+	fmt.Fprintf(stderr, "ralph queue %s: ralph at %s: %v (the data dir is read directly only when nothing answers there)\n", sub, t.addr, err)
+	return 1
+}
 
 // offline opens a queue database directly: the data dir's, only possible
 // while ralph is stopped since Badger locks its directory, or the one at
-// setAside (a copy in lost+found). With keep, nothing is deleted, not even
-// what no registered consumer holds.
-func offline(t target, setAside string, keep bool, stderr io.Writer, fn func(*queue.Queue, map[string]*queue.Consumer) error) int {
+// setAside (a copy in lost+found). With inspect (stats and peek) it is
+// opened read-only (queue.Options.Inspect): nothing in it changes, not a
+// cursor, not a deletion, not a file.
+func offline(t target, setAside string, inspect bool, stderr io.Writer, fn func(*queue.Queue, map[string]*queue.Consumer) error) int {
 	dir := filepath.Join(t.cfg.DataDir, "db")
 	if setAside != "" {
 		dir = setAside
@@ -385,10 +403,7 @@ func offline(t target, setAside string, keep bool, stderr io.Writer, fn func(*qu
 		}
 		return 1
 	}
-	opts := queue.Options{Dir: dir, MinFree: -1, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
-	if keep {
-		opts.KeepLocal = keepAll
-	}
+	opts := queue.Options{Dir: dir, MinFree: -1, Inspect: inspect, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
 	var q *queue.Queue
 	var err error
 	if setAside != "" {
@@ -406,7 +421,8 @@ func offline(t target, setAside string, keep bool, stderr io.Writer, fn func(*qu
 	}
 	defer q.Close()
 	// Register every configured bridge, and leave them registered until
-	// the queue closes: what no consumer holds would be deleted.
+	// the queue closes: what no consumer holds would be deleted (by purge;
+	// inspecting deletes nothing).
 	cons := make(map[string]*queue.Consumer)
 	for _, b := range t.cfg.Bridges {
 		if c, err := q.Consumer("bridge/"+b.Name, queue.ConsumerOptions{}); err == nil {
@@ -424,7 +440,6 @@ func offline(t target, setAside string, keep bool, stderr io.Writer, fn func(*qu
 // anything aside in turn: a copy that still does not open stays where the
 // operator found it.
 func openSetAside(opts queue.Options) (*queue.Queue, error) {
-	opts.Inspect = true
 	q, err := queue.Open(opts)
 	if err != nil {
 		return nil, fmt.Errorf("%s does not open either (%v): it is left as it was", opts.Dir, err)
