@@ -22,12 +22,15 @@ type tcpListener struct {
 	l        net.Listener
 	log      *slog.Logger
 	end      atomic.Bool
-	mu       sync.Mutex
 	err      atomic.Pointer[error] // why Serve gave up
+
+	mu    sync.Mutex
+	conns map[net.Conn]struct{} // accepted; their establish has not returned
+	wg    sync.WaitGroup        // one per conns entry
 }
 
 func newTCPListener(id, addr string, tc *tls.Config) *tcpListener {
-	return &tcpListener{id: id, addr: addr, tls: tc}
+	return &tcpListener{id: id, addr: addr, tls: tc, conns: make(map[net.Conn]struct{})}
 }
 
 func (t *tcpListener) ID() string { return t.id }
@@ -79,11 +82,22 @@ func (t *tcpListener) Serve(establish listeners.EstablishFn) {
 			continue
 		}
 		pause = 0
+		t.mu.Lock()
 		if t.end.Load() {
+			t.mu.Unlock()
 			conn.Close()
 			return
 		}
+		t.conns[conn] = struct{}{}
+		t.wg.Add(1)
+		t.mu.Unlock()
 		go func() {
+			defer t.wg.Done()
+			defer func() {
+				t.mu.Lock()
+				delete(t.conns, conn)
+				t.mu.Unlock()
+			}()
 			if err := establish(t.id, &corkConn{Conn: conn}); err != nil {
 				// Clients come and go; their reasons are not warnings.
 				t.log.Debug("client connection ended", "remote", conn.RemoteAddr().String(), "err", err)
@@ -92,14 +106,29 @@ func (t *tcpListener) Serve(establish listeners.EstablishFn) {
 	}
 }
 
+// Close disconnects the listener's clients, stops accepting and ends the
+// connections that are not clients yet (no CONNECT read), then waits for
+// every connection's goroutine. mochi's Close waits for its clients right
+// after this, on a WaitGroup each connection's goroutine adds itself to:
+// none may still be starting then.
 func (t *tcpListener) Close(closeClients listeners.CloseFn) {
 	t.mu.Lock()
-	defer t.mu.Unlock()
 	if t.end.CompareAndSwap(false, true) {
 		closeClients(t.id)
 	}
 	if t.l != nil {
 		t.l.Close()
+	}
+	for c := range t.conns {
+		c.Close()
+	}
+	t.mu.Unlock()
+	done := make(chan struct{})
+	go func() { t.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.log.Warn("connections still ending 5 s after the listener closed", "listener", t.id)
 	}
 }
 

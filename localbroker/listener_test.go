@@ -107,3 +107,36 @@ func TestAcceptSurvivesEMFILE(t *testing.T) {
 		t.Fatalf("NotServing after EMFILE = %q", got)
 	}
 }
+
+// TestCloseWithAConnectionBeforeCONNECT: Close ends a connection that has
+// sent nothing yet and waits for its goroutine, before mochi waits for its
+// clients (under -race, mochi's WaitGroup reported Add racing Wait).
+func TestCloseWithAConnectionBeforeCONNECT(t *testing.T) {
+	e := start(t)
+	c, err := net.Dial("tcp", e.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	tl := tcpOf(t, e)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		tl.mu.Lock()
+		n := len(tl.conns)
+		tl.mu.Unlock()
+		if n == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the listener holds %d connections, want 1", n)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if err := e.b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if n, err := c.Read(make([]byte, 1)); err != io.EOF {
+		t.Fatalf("the connection after Close: read %d, %v; want EOF", n, err)
+	}
+}
