@@ -30,7 +30,13 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	ralphBin = filepath.Join(dir, "ralph")
-	build := exec.Command("go", "build", "-o", ralphBin, ".")
+	args := []string{"build", "-o", ralphBin}
+	if raceBuild {
+		// The gateway itself is race-checked too: every ralph the tests
+		// start reports data races in its log (noRaces fails the test).
+		args = append(args, "-race")
+	}
+	build := exec.Command("go", append(args, ".")...)
 	build.Stderr = os.Stderr
 	if err := build.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "building ralph:", err)
@@ -63,6 +69,7 @@ func startRalph(t *testing.T, config, addr string) *proc {
 	t.Cleanup(func() {
 		p.cmd.Process.Kill()
 		<-p.done
+		noRaces(t, p.logs.String())
 		if t.Failed() {
 			t.Logf("ralph log:\n%s", p.logs)
 		}
@@ -82,6 +89,18 @@ func startRalph(t *testing.T, config, addr string) *proc {
 			t.Fatalf("ralph did not listen on %s:\n%s", addr, p.logs)
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// noRaces fails the test if a race-built ralph's log reports a data race.
+func noRaces(t *testing.T, log string) {
+	t.Helper()
+	if i := strings.Index(log, "WARNING: DATA RACE"); i >= 0 {
+		report := log[i:]
+		if j := strings.Index(report, "\n==================\n"); j >= 0 {
+			report = report[:j]
+		}
+		t.Errorf("ralph reported a data race:\n%s", report)
 	}
 }
 

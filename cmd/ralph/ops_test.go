@@ -207,7 +207,11 @@ func TestSystemdIntegration(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	defer func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+		noRaces(t, logs.String())
+	}()
 	l.SetReadDeadline(time.Now().Add(10 * time.Second))
 	buf := make([]byte, 64)
 	n, err := l.Read(buf)

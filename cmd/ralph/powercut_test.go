@@ -208,7 +208,7 @@ func (r *cutRig) spawn(queueKeys string) *proc {
 		r.t.Fatal(err)
 	}
 	go func() { p.cmd.Wait(); close(p.done) }()
-	r.t.Cleanup(func() { p.cmd.Process.Kill(); <-p.done })
+	r.t.Cleanup(func() { p.cmd.Process.Kill(); <-p.done; noRaces(r.t, p.logs.String()) })
 	r.p = p
 	return p
 }
