@@ -82,6 +82,9 @@ type BridgeStatus struct {
 	Reconnects uint64    `json:"reconnects"`
 	Downlinked uint64    `json:"downlinked"`
 	DeadLetter uint64    `json:"dead_lettered"`
+	// DownlinkDeadLetter: downlink messages whose rewritten local topic is
+	// invalid, put on the dead-letter topic instead.
+	DownlinkDeadLetter uint64 `json:"downlink_dead_lettered"`
 }
 
 // Status gathers the gateway's current state.
@@ -116,6 +119,7 @@ func (g *Gateway) Status() Status {
 			Name: rb.cfg.Name, Connected: s.Connected, URL: s.URL, Since: s.Since, LastError: s.LastError,
 			Queued: s.Backlog, Inflight: s.Inflight, Forwarded: s.Forwarded, Dropped: rb.cons.Dropped(),
 			Rejected: s.Rejected, Expired: s.Expired, Reconnects: s.Reconnects, Downlinked: s.Downlinked, DeadLetter: s.DeadLetter,
+			DownlinkDeadLetter: s.DownlinkDeadLetter,
 		})
 	}
 	g.mu.Lock()
@@ -325,6 +329,7 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 		counter("ralph_bridge_expired_total", "Messages whose MQTT expiry passed before forwarding.", float64(b.Expired), "bridge", b.Name)
 		counter("ralph_bridge_reconnects_total", "Upstream connections lost.", float64(b.Reconnects), "bridge", b.Name)
 		counter("ralph_bridge_dead_lettered_total", "Messages too large for the upstream, moved to the dead-letter topic.", float64(b.DeadLetter), "bridge", b.Name)
+		counter("ralph_bridge_downlink_dead_lettered_total", "Messages from the upstream whose rewritten local topic is invalid, moved to the dead-letter topic.", float64(b.DownlinkDeadLetter), "bridge", b.Name)
 		counter("ralph_bridge_downlinked_total", "Messages received from the upstream and published locally.", float64(b.Downlinked), "bridge", b.Name)
 	}
 	for _, sp := range st.Serial {
