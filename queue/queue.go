@@ -35,6 +35,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -85,9 +86,10 @@ type Options struct {
 	MaxBytes int64
 	OnFull   FullPolicy
 	// MinFree is the free space to leave on the data directory's
-	// filesystem: below it every append fails with ErrFull, whatever
-	// OnFull says, because Badger must not run out of space mid-write.
-	// 0 means the config's default; negative disables the check.
+	// filesystem: below it, or while it cannot be checked, every append
+	// fails with ErrFull, whatever OnFull says, because Badger must not
+	// run out of space mid-write. 0 means the config's default; negative
+	// disables the check.
 	MinFree int64
 	// MaxAge deletes messages older than this even if unacknowledged
 	// (counted per consumer); 0 keeps them until acknowledged.
@@ -169,7 +171,8 @@ type Queue struct {
 	next           uint64      // first seq not yet durable (readers may read below it)
 	oldest         uint64      // first seq not yet deleted
 	bytes          int64       // stored message bytes (keys and records)
-	diskLow        bool        // free space under MinFree at the last commit
+	diskLow        bool        // free space under MinFree at the last commit, or unknown
+	diskUnknown    string      // why the free space could not be checked at the last commit, if it could not
 	sinceReclaim   uint64      // messages deleted since the log was last empty and reclaimed
 	lastFullLog    time.Time
 	consumers      map[string]*Consumer
@@ -204,8 +207,8 @@ type Stats struct {
 	Head        uint64 // next sequence number
 	Oldest      uint64 // oldest sequence number still stored
 	Bytes       int64  // stored message bytes
-	DiskLow     bool   // free space was under MinFree at the last commit
-	LastError   string // the last commit or fsync failure, cleared by a success
+	DiskLow     bool   // free space was under MinFree at the last commit, or could not be checked
+	LastError   string // the last commit or fsync failure, cleared by a success; first, why the free space cannot be checked, while it cannot
 }
 
 type request struct {
@@ -449,6 +452,9 @@ func (q *Queue) Stats() Stats {
 	defer q.mu.Unlock()
 	s := q.stats
 	s.Head, s.Oldest, s.Bytes, s.DiskLow = q.next, q.oldest, q.bytes, q.diskLow
+	if q.diskUnknown != "" {
+		s.LastError = strings.TrimSuffix(q.diskUnknown+"; "+s.LastError, "; ")
+	}
 	return s
 }
 

@@ -2,6 +2,7 @@ package queue
 
 import (
 	"encoding/binary"
+	"io/fs"
 	"syscall"
 	"time"
 
@@ -179,24 +180,38 @@ const (
 )
 
 // checkDisk refreshes diskLow from the filesystem's free space and logs
-// the transitions.
+// the transitions. Free space that cannot be checked (statfs fails) counts
+// as less than MinFree: a guard that failed open would acknowledge
+// messages a full disk may not store. The failure is logged once, at warn,
+// until it changes or goes, and shows in Stats.LastError meanwhile.
 func (q *Queue) checkDisk() {
 	if q.opts.MinFree < 0 {
 		return
 	}
 	var st syscall.Statfs_t
-	if err := syscall.Statfs(q.opts.Dir, &st); err != nil {
-		return
+	var free int64
+	var why string // why the free space is unknown
+	err := syscall.Statfs(q.opts.Dir, &st)
+	if err != nil {
+		err = &fs.PathError{Op: "statfs", Path: q.opts.Dir, Err: err}
+		why = "cannot check the free space, so new messages are refused: " + err.Error()
+	} else {
+		free = int64(st.Bavail) * int64(st.Bsize)
 	}
-	free := int64(st.Bavail) * int64(st.Bsize)
-	low := free < q.opts.MinFree
+	low := err != nil || free < q.opts.MinFree
 	q.mu.Lock()
-	was := q.diskLow
-	q.diskLow = low
+	was, wasWhy := q.diskLow, q.diskUnknown
+	q.diskLow, q.diskUnknown = low, why
 	q.mu.Unlock()
 	switch {
-	case low && !was:
+	case why != "":
+		if why != wasWhy {
+			q.log.Warn("queue: cannot check the free space on the disk: refusing new messages", "dir", q.opts.Dir, "min_free", q.opts.MinFree, "err", err)
+		}
+	case low && (!was || wasWhy != ""):
 		q.log.Error("queue: disk nearly full: refusing new messages", "dir", q.opts.Dir, "free", free, "min_free", q.opts.MinFree)
+	case !low && wasWhy != "":
+		q.log.Info("queue: the free space can be checked again: accepting messages again", "dir", q.opts.Dir, "free", free)
 	case !low && was:
 		q.log.Info("queue: disk space back: accepting messages again", "dir", q.opts.Dir, "free", free)
 	}
