@@ -192,6 +192,7 @@ func (h *sessionHook) StoredClients() ([]storage.Client, error) {
 		var c storage.Client
 		if err := c.UnmarshalBinary(v); err != nil {
 			h.log.Warn("skipping an unreadable session", "client", k, "err", err)
+			h.clients.Unreadable()
 			return nil
 		}
 		out = append(out, c)
@@ -204,9 +205,13 @@ func (h *sessionHook) StoredSubscriptions() ([]storage.Subscription, error) {
 	var out []storage.Subscription
 	err := h.subs.Scan(func(k string, v []byte) error {
 		var s storage.Subscription
-		if s.UnmarshalBinary(v) == nil {
-			out = append(out, s)
+		if err := s.UnmarshalBinary(v); err != nil {
+			owner, _, _ := cut(k)
+			h.log.Warn("skipping an unreadable stored subscription", "client", owner, "key", k, "err", err)
+			h.subs.Unreadable()
+			return nil
 		}
+		out = append(out, s)
 		return nil
 	})
 	return out, err
@@ -218,10 +223,14 @@ func (h *sessionHook) StoredInflightMessages() ([]storage.Message, error) {
 	defer h.mu.Unlock()
 	err := h.inflight.Scan(func(k string, v []byte) error {
 		var m storage.Message
-		if m.UnmarshalBinary(v) == nil {
-			out = append(out, m)
-			h.stored[k] = true
+		if err := m.UnmarshalBinary(v); err != nil {
+			owner, _, _ := cut(k)
+			h.log.Warn("skipping an unreadable stored in-flight message", "client", owner, "key", k, "err", err)
+			h.inflight.Unreadable()
+			return nil
 		}
+		out = append(out, m)
+		h.stored[k] = true
 		return nil
 	})
 	return out, err

@@ -69,6 +69,7 @@ func (k *KV) Scan(fn func(key string, val []byte) error) error {
 			var fnErr error
 			if err := item.Value(func(v []byte) error { fnErr = fn(key, v); return nil }); err != nil {
 				k.q.log.Error("queue: skipping an unreadable value", "kv", string(k.prefix), "key", key, "err", err)
+				k.Unreadable()
 				continue
 			}
 			if fnErr != nil {
@@ -77,4 +78,13 @@ func (k *KV) Scan(fn func(key string, val []byte) error) error {
 		}
 		return nil
 	})
+}
+
+// Unreadable counts a value skipped because it could not be read, or
+// could not be decoded by its reader, with the queue's unreadable records
+// (Stats.Corrupt): state that is lost must show, not only in the log.
+func (k *KV) Unreadable() {
+	k.q.mu.Lock()
+	k.q.stats.Corrupt++
+	k.q.mu.Unlock()
 }

@@ -203,7 +203,7 @@ type Stats struct {
 	Rejected    uint64 // appends refused with ErrFull
 	Reclaims    uint64 // times the space of a drained backlog was given back
 	Failed      uint64 // appends that failed otherwise
-	Corrupt     uint64 // unreadable records skipped by readers
+	Corrupt     uint64 // unreadable records skipped by readers: messages, and KV values (KV.Unreadable)
 	Head        uint64 // next sequence number
 	Oldest      uint64 // oldest sequence number still stored
 	Bytes       int64  // stored message bytes
