@@ -1,28 +1,34 @@
-// Package bridge forwards messages from Ralph's queue to an upstream MQTT 5
-// broker: one Bridge per configured upstream, each reading the queue through
-// its own consumer, so a slow or absent upstream holds back nothing but its
-// own backlog.
+// Package bridge forwards messages from Ralph's queue to an upstream MQTT
+// broker, in MQTT 5 or MQTT 3.1.1: one Bridge per configured upstream,
+// each reading the queue through its own consumer, so a slow or absent
+// upstream holds back nothing but its own backlog.
 //
 // Messages are published in queue order with a window of unacknowledged
 // ones in flight. Only when the upstream acknowledges a message (PUBACK for
 // QoS 1, PUBCOMP for QoS 2, the write itself for QoS 0) is it acknowledged
-// in the queue. After a lost connection the upstream session, if it
-// survived, carries the in-flight messages; if it did not, the bridge
-// re-reads from its cursor. Delivery is at-least-once: duplicates are
-// bounded by the window.
+// in the queue. After a lost connection the session, if it carries them,
+// resends the in-flight messages; if it does not, the bridge re-reads from
+// its cursor. Delivery is at-least-once: duplicates are bounded by the
+// window.
 //
-// The bridge drives paho.golang's low-level client rather than autopaho,
-// whose Publish blocks per message: concurrent blocking publishes would
-// race each other onto the wire and break ordering. Here one goroutine
-// writes every PUBLISH in order (paho's asynchronous send) and a thin
-// wrapper around paho's session state reports each acknowledgement.
+// The bridge is the same for both versions; what differs is behind the
+// upstream interface (upstream.go). MQTT 5 drives paho.golang's low-level
+// client rather than autopaho, whose Publish blocks per message:
+// concurrent blocking publishes would race each other onto the wire and
+// break ordering. Here one goroutine writes every PUBLISH in order (paho's
+// asynchronous send) and a thin wrapper around paho's session state
+// reports each acknowledgement. MQTT 3.1.1 drives paho.mqtt.golang, whose
+// Publish hands a message to one writer in call order; its store, kept by
+// the bridge across connections, reports each acknowledgement and resends
+// what was in flight.
 package bridge
 
 // This file holds the exported types (Rule, SubRule, Local, Config, Stats,
 // Bridge), New, Stats and Run, the loop that connects, forwards and
 // reconnects. The connection is in connect.go, forwarding in forward.go,
-// the downlink in downlink.go, paho's session wrapper in session.go and
-// the write batching in conn.go.
+// the downlink in downlink.go, the protocols in upstream.go (the
+// interface), mqtt5.go with session.go and mqtt311.go with store311.go,
+// and the write batching in conn.go.
 import (
 	"context"
 	"crypto/tls"
@@ -33,9 +39,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/eclipse/paho.golang/paho"
-	"github.com/eclipse/paho.golang/paho/session/state"
 
 	"github.com/ralph-gateway/ralph/configs"
 	"github.com/ralph-gateway/ralph/queue"
@@ -84,6 +87,7 @@ const OriginPrefix = "$bridge/"
 // Config configures a Bridge.
 type Config struct {
 	Name           string
+	Protocol       string     // ProtocolMQTT5 ("" too) or ProtocolMQTT311
 	URLs           []*url.URL // tried in order; schemes mqtt, tcp, mqtts, ssl, tls
 	ClientID       string
 	Username       string
@@ -94,8 +98,8 @@ type Config struct {
 	ConnectTimeout time.Duration
 	ReconnectMin   time.Duration
 	ReconnectMax   time.Duration // also the backoff, at once, after an upstream refuses MQTT 5
-	SessionExpiry  time.Duration
-	MaxRate        int // messages per second forwarded at most; 0 for no cap
+	SessionExpiry  time.Duration // MQTT 5 only
+	MaxRate        int           // messages per second forwarded at most; 0 for no cap
 	Forward        []Rule
 	Subscribe      []SubRule
 	Local          Local         // downlink and link state go here; required with Subscribe
@@ -121,9 +125,14 @@ type Stats struct {
 	// topic (after a subscribe rule's rewrite) is not a valid topic name:
 	// moved to the dead-letter topic.
 	DownlinkDeadLetter uint64
-	Reconnects         uint64
-	Inflight           int
-	Backlog            uint64
+	// PropertiesDropped counts messages forwarded to an MQTT 3.1.1
+	// upstream without MQTT 5 properties they carried (user properties,
+	// message expiry, content type, response topic, correlation data,
+	// payload format), which 3.1.1 cannot carry.
+	PropertiesDropped uint64
+	Reconnects        uint64
+	Inflight          int
+	Backlog           uint64
 }
 
 // Bridge forwards queued messages to one upstream broker.
@@ -131,7 +140,7 @@ type Bridge struct {
 	cfg  Config
 	cons *queue.Consumer
 	log  *slog.Logger
-	sess *trackedSession
+	sess upstreamSession
 
 	// Owned by the Run goroutine.
 	buf    []*queue.Message // read from the queue, not yet handed to the upstream
@@ -144,9 +153,10 @@ type Bridge struct {
 	status       Stats
 	announcedErr string // the LastError the state topic last carried
 
-	forwarded, skipped, expired, rejected, downlinked, deadLetter, downlinkDeadLetter atomic.Uint64
-	maxPacket                                                                         atomic.Uint32 // the upstream's Maximum Packet Size; 0 for none
-	lastProgress                                                                      atomic.Int64  // unix nanos of the last ack, or of a send into an empty window
+	forwarded, skipped, expired, rejected, downlinked, deadLetter, downlinkDeadLetter, propertiesDropped atomic.Uint64
+
+	maxPacket    atomic.Uint32 // the upstream's Maximum Packet Size; 0 for none
+	lastProgress atomic.Int64  // unix nanos of the last ack, or of a send into an empty window
 }
 
 // New returns a bridge that reads through cons. Call Run to start it.
@@ -175,7 +185,7 @@ func New(cfg Config, cons *queue.Consumer) *Bridge {
 		window:  make(chan struct{}, cfg.MaxInflight),
 		abandon: make(chan struct{}),
 	}
-	b.sess = &trackedSession{State: state.NewInMemory(), b: b}
+	b.sess = newSession(b)
 	return b
 }
 
@@ -192,6 +202,7 @@ func (b *Bridge) Stats() Stats {
 	s.Downlinked = b.downlinked.Load()
 	s.DeadLetter = b.deadLetter.Load()
 	s.DownlinkDeadLetter = b.downlinkDeadLetter.Load()
+	s.PropertiesDropped = b.propertiesDropped.Load()
 	s.Backlog = b.cons.Backlog()
 	return s
 }
@@ -203,11 +214,11 @@ func (b *Bridge) Stats() Stats {
 func (b *Bridge) Run(ctx context.Context) {
 	defer b.release()
 	attempt := 0
-	refused := false              // an upstream refused MQTT 5 in this round of URLs
+	refused := false              // an upstream refused the protocol in this round of URLs
 	reported := map[string]bool{} // protocol failures warned about since the last connection
 	for i := 0; ctx.Err() == nil; {
 		u := b.cfg.URLs[i]
-		cli, down, err := b.connect(ctx, u)
+		up, down, err := b.connect(ctx, u)
 		if err != nil {
 			b.setDown(err)
 			if ctx.Err() != nil {
@@ -252,30 +263,30 @@ func (b *Bridge) Run(ctx context.Context) {
 		if b.cfg.AckTimeout > 0 {
 			go b.watchdog(fctx, stop)
 		}
-		err = b.forward(fctx, cli)
+		err = b.forward(fctx, up)
 		stop(nil)
 		if errors.Is(err, errBackToPrimary) && ctx.Err() == nil {
 			b.log.Info("going back to the first upstream URL", "from", u.Redacted(), "to", b.cfg.URLs[0].Redacted())
 			b.setDown(err)
-			cli.Disconnect(&paho.Disconnect{ReasonCode: 0})
+			up.disconnect()
 			i = 0
 			continue
 		}
 		if ctx.Err() != nil {
-			b.drain(cli, 2*time.Second)
+			b.drain(up, 2*time.Second)
 			if b.cfg.StateTopic != "" {
 				// A clean DISCONNECT discards the will: say it ourselves.
 				pctx, cancel := context.WithTimeout(context.Background(), time.Second)
-				cli.Publish(pctx, &paho.Publish{Topic: b.cfg.StateTopic, Payload: []byte("offline"), Retain: true})
+				up.publish(pctx, &queue.Message{Topic: b.cfg.StateTopic, Payload: []byte("offline"), Retain: true}, ticket{})
 				cancel()
 			}
-			cli.Disconnect(&paho.Disconnect{ReasonCode: 0})
+			up.disconnect()
 			b.setDown(errors.New("shut down"))
 			return
 		}
 		b.log.Warn("upstream connection lost", "url", u.Redacted(), "err", err)
 		b.setDown(err)
-		cli.Disconnect(&paho.Disconnect{ReasonCode: 0})
+		up.disconnect()
 		b.mu.Lock()
 		b.status.Reconnects++
 		b.mu.Unlock()
@@ -287,11 +298,11 @@ func (b *Bridge) Run(ctx context.Context) {
 
 // release ends what a stopped bridge would leave behind: the goroutine per
 // message in flight that waits for its acknowledgement (see
-// trackedSession), which would keep the Bridge alive with it, and paho's
+// trackedSession), which would keep the Bridge alive with it, and the
 // session state with its copies of those messages.
 func (b *Bridge) release() {
 	b.resetWindow()
-	b.sess.Close()
+	b.sess.close()
 }
 
 var (

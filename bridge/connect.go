@@ -1,10 +1,11 @@
 package bridge
 
-// This file holds the upstream connection: dialing (TCP or TLS), the MQTT
-// handshake with its session resumption, will and birth message, the
-// backoff between failed rounds of URLs, what a failed handshake means
-// (handshakeError: an upstream that does not speak MQTT 5), the watchdog
-// that ends a stuck connection, and the link state (setDown,
+// This file holds the upstream connection as the bridge sees it, for
+// every protocol: dialing (TCP or TLS), the handshake (the protocol's, in
+// mqtt5.go or mqtt311.go) with the choice of resuming the session, the
+// subscriptions, reading again from the cursor when the messages in flight
+// were lost, the birth message, the backoff between failed rounds of URLs,
+// the watchdog that ends a stuck connection, and the link state (setDown,
 // publishState, StateTopic).
 // Failing over across URLs and going back to the first is Run's loop, in
 // bridge.go.
@@ -14,42 +15,27 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"net"
 	"net/url"
-	"syscall"
 	"time"
 
-	"github.com/eclipse/paho.golang/paho"
+	"github.com/ralph-gateway/ralph/queue"
 )
 
 // connect dials u and performs the MQTT handshake. The returned context is
 // cancelled when the connection goes down.
-func (b *Bridge) connect(ctx context.Context, u *url.URL) (*paho.Client, context.Context, error) {
+func (b *Bridge) connect(ctx context.Context, u *url.URL) (upstream, context.Context, error) {
 	dctx, cancel := context.WithTimeout(ctx, b.cfg.ConnectTimeout)
 	defer cancel()
-	conn, err := b.dial(dctx, u)
-	if err != nil {
-		return nil, nil, err
+	dial := func(ctx context.Context) (*flushConn, error) {
+		conn, err := b.dial(ctx, u)
+		if err == nil {
+			b.conn = conn // the forwarding loop flushes it
+		}
+		return conn, err
 	}
-	b.conn = conn.(*flushConn)
 	down, setDown := context.WithCancelCause(ctx)
-	cli := paho.NewClient(paho.ClientConfig{
-		ClientID:      b.cfg.ClientID,
-		Conn:          conn,
-		Session:       b.sess,
-		OnClientError: func(err error) { setDown(err) },
-		OnServerDisconnect: func(d *paho.Disconnect) {
-			setDown(fmt.Errorf("server disconnected: reason %#x %s", d.ReasonCode, reasonString(d)))
-		},
-		// Downlink messages are acknowledged upstream only once stored.
-		EnableManualAcknowledgment: true,
-		OnPublishReceived: []func(paho.PublishReceived) (bool, error){func(pr paho.PublishReceived) (bool, error) {
-			return b.downlink(down, setDown, pr)
-		}},
-	})
-	expiry := uint32(min(b.cfg.SessionExpiry/time.Second, 1<<32-1))
 	b.mu.Lock()
 	first := b.status.URL == ""
 	b.mu.Unlock()
@@ -59,43 +45,26 @@ func (b *Bridge) connect(ctx context.Context, u *url.URL) (*paho.Client, context
 	// state for packet ids a new session would reuse (and would silently
 	// drop those messages as duplicates).
 	clean := first && b.forwardsQoS2()
-	var will *paho.WillMessage
-	if b.cfg.StateTopic != "" {
-		will = &paho.WillMessage{Topic: b.cfg.StateTopic, Payload: []byte("offline"), QoS: 1, Retain: true}
-	}
-	ca, err := cli.Connect(dctx, &paho.Connect{
-		WillMessage:  will,
-		ClientID:     b.cfg.ClientID,
-		KeepAlive:    uint16(min(b.cfg.KeepAlive/time.Second, 65535)),
-		CleanStart:   clean,
-		Properties:   &paho.ConnectProperties{SessionExpiryInterval: &expiry},
-		Username:     b.cfg.Username,
-		UsernameFlag: b.cfg.Username != "",
-		Password:     b.cfg.Password,
-		PasswordFlag: b.cfg.Password != nil,
-	})
+	c, err := b.sess.connect(dctx, connectParams{clean: clean, down: down, setDown: setDown, dial: dial})
 	if err != nil {
-		conn.Close()
 		setDown(err)
-		return nil, nil, handshakeError(ca, err, b.conn.firstBytes())
+		return nil, nil, err
 	}
+	up := c.up
 	go func() {
 		select {
-		case <-cli.Done():
+		case <-up.done():
 			setDown(errors.New("connection closed"))
 		case <-down.Done():
 		}
 	}()
-	if err := b.subscribe(dctx, cli); err != nil {
+	if err := b.subscribe(dctx, up); err != nil {
 		setDown(err)
-		cli.Disconnect(&paho.Disconnect{ReasonCode: 0})
+		up.disconnect()
 		return nil, nil, err
 	}
-	b.maxPacket.Store(0)
-	if ca.Properties != nil && ca.Properties.MaximumPacketSize != nil {
-		b.maxPacket.Store(*ca.Properties.MaximumPacketSize)
-	}
-	if !ca.SessionPresent {
+	b.maxPacket.Store(c.maxPacket)
+	if !c.resumed {
 		// Whatever was in flight went with the old session: read it again.
 		b.resetWindow()
 		b.cons.Rewind()
@@ -103,8 +72,8 @@ func (b *Bridge) connect(ctx context.Context, u *url.URL) (*paho.Client, context
 	}
 	if b.cfg.StateTopic != "" {
 		// QoS 0: a QoS 1 publish here would be taken for a queued message
-		// by the session wrapper. The will (QoS 1) covers the other side.
-		if _, err := cli.Publish(dctx, &paho.Publish{Topic: b.cfg.StateTopic, Payload: []byte("online"), Retain: true}); err != nil {
+		// by the session. The will (QoS 1) covers the other side.
+		if _, err := up.publish(dctx, &queue.Message{Topic: b.cfg.StateTopic, Payload: []byte("online"), Retain: true}, ticket{}); err != nil {
 			b.log.Warn("publishing the upstream state topic", "topic", b.cfg.StateTopic, "err", err)
 		}
 	}
@@ -112,12 +81,20 @@ func (b *Bridge) connect(ctx context.Context, u *url.URL) (*paho.Client, context
 	b.status.Connected, b.status.URL, b.status.Since, b.status.LastError = true, u.Redacted(), time.Now(), ""
 	b.mu.Unlock()
 	b.publishState()
-	b.log.Info("upstream connected", "url", u.Redacted(), "session_present", ca.SessionPresent)
-	return cli, down, nil
+	b.log.Info("upstream connected", "url", u.Redacted(), "protocol", b.protocol(), "session_present", c.sessionPresent)
+	return up, down, nil
+}
+
+// protocol is the MQTT version the bridge speaks, as configured.
+func (b *Bridge) protocol() string {
+	if b.cfg.Protocol == "" {
+		return ProtocolMQTT5
+	}
+	return b.cfg.Protocol
 }
 
 // protocolError is a failed handshake that says the upstream does not
-// speak MQTT 5, or seems not to.
+// speak the bridge's version of MQTT, or seems not to.
 type protocolError struct {
 	msg string
 	// The upstream said so in a CONNACK: it will not change its mind
@@ -126,42 +103,6 @@ type protocolError struct {
 }
 
 func (e *protocolError) Error() string { return e.msg }
-
-const mqtt5Only = "this bridge speaks MQTT 5 only; the upstream needs MQTT 5 enabled"
-
-// connackV311 names MQTT 3.1.1's CONNACK return codes.
-var connackV311 = [...]string{"connection accepted", "unacceptable protocol version", "identifier rejected", "server unavailable", "bad user name or password", "not authorized"}
-
-// handshakeError explains a failed MQTT handshake: ca is the CONNACK paho
-// parsed, if any; head the first bytes the upstream sent.
-func handshakeError(ca *paho.Connack, err error, head []byte) error {
-	switch {
-	case ca != nil && ca.ReasonCode == 0x84:
-		return &protocolError{msg: "upstream refused MQTT 5 (CONNACK reason 0x84: unsupported protocol version): " + mqtt5Only, explicit: true}
-	case ca != nil && ca.ReasonCode >= 0x80:
-		reason := ""
-		if ca.Properties != nil {
-			reason = ca.Properties.ReasonString
-		}
-		return fmt.Errorf("connect refused: reason %#x %s", ca.ReasonCode, reason)
-	case ca == nil && len(head) == headLen && head[0] == 0x20 && head[1] == 0x02:
-		// An MQTT 3.1.1 CONNACK: two bytes long, where an MQTT 5 one
-		// has a property length too. paho reads it as a truncated MQTT 5
-		// CONNACK and says EOF.
-		rc := head[3]
-		if rc == 0x01 {
-			return &protocolError{msg: "upstream refused MQTT 5 (CONNACK 0x01: unacceptable protocol version): " + mqtt5Only, explicit: true}
-		}
-		name := "unknown return code"
-		if int(rc) < len(connackV311) {
-			name = connackV311[rc]
-		}
-		return &protocolError{msg: fmt.Sprintf("upstream answered in MQTT 3.1.1 (CONNACK 0x%02x: %s): %s", rc, name, mqtt5Only), explicit: true}
-	case ca == nil && len(head) == 0 && (errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET)):
-		return &protocolError{msg: "upstream closed the connection after CONNECT without a CONNACK: it may not speak MQTT 5, which this bridge needs"}
-	}
-	return err
-}
 
 func (b *Bridge) forwardsQoS2() bool {
 	for _, r := range b.cfg.Forward {
@@ -172,14 +113,7 @@ func (b *Bridge) forwardsQoS2() bool {
 	return false
 }
 
-func reasonString(d *paho.Disconnect) string {
-	if d.Properties != nil {
-		return d.Properties.ReasonString
-	}
-	return ""
-}
-
-func (b *Bridge) dial(ctx context.Context, u *url.URL) (net.Conn, error) {
+func (b *Bridge) dial(ctx context.Context, u *url.URL) (*flushConn, error) {
 	switch u.Scheme {
 	case "mqtt", "tcp":
 		var d net.Dialer

@@ -4,14 +4,13 @@ package bridge
 // loop with its window of messages in flight, pacing to MaxRate, routing
 // by the forward rules, dead letters for messages too large for the
 // upstream, and the completion of each message when the upstream answers.
+// It is the same for every protocol: a message goes out through the
+// connection's upstream (upstream.go).
 import (
 	"context"
 	"fmt"
 	"strings"
 	"time"
-
-	"github.com/eclipse/paho.golang/packets"
-	"github.com/eclipse/paho.golang/paho"
 
 	"github.com/ralph-gateway/ralph/internal/topic"
 	"github.com/ralph-gateway/ralph/queue"
@@ -23,7 +22,7 @@ const readBatch = 256
 
 // forward publishes queued messages in order until the connection or ctx
 // ends.
-func (b *Bridge) forward(ctx context.Context, cli *paho.Client) error {
+func (b *Bridge) forward(ctx context.Context, up upstream) error {
 	for {
 		if len(b.buf) == 0 {
 			b.conn.Flush() // about to wait for the queue
@@ -63,7 +62,7 @@ func (b *Bridge) forward(ctx context.Context, cli *paho.Client) error {
 			}
 		}
 		if pub.QoS == 0 {
-			_, err := cli.Publish(ctx, pub)
+			_, err := up.publish(ctx, pub, ticket{})
 			<-window
 			if err != nil {
 				return err
@@ -76,9 +75,8 @@ func (b *Bridge) forward(ctx context.Context, cli *paho.Client) error {
 		if len(window) == 1 { // the window was empty: the clock starts now
 			b.lastProgress.Store(time.Now().UnixNano())
 		}
-		b.sess.handOver(m.Seq, window, abandon)
-		_, err := cli.PublishWithOptions(ctx, pub, paho.PublishOptions{Method: paho.PublishMethod_AsyncSend})
-		if b.sess.handedOver() {
+		inFlight, err := up.publish(ctx, pub, ticket{seq: m.Seq, window: window, abandon: abandon})
+		if inFlight {
 			b.buf = b.buf[1:] // in the session now; its ack will come
 		} else {
 			<-window
@@ -114,8 +112,9 @@ func (b *Bridge) pace(ctx context.Context) error {
 }
 
 // route applies the forward rules: the first that matches wins. It returns
-// nil for a message that is not to be forwarded.
-func (b *Bridge) route(m *queue.Message) *paho.Publish {
+// the message as it goes upstream (its topic, QoS and remaining expiry),
+// or nil for a message that is not to be forwarded.
+func (b *Bridge) route(m *queue.Message) *queue.Message {
 	if strings.HasPrefix(m.Origin, OriginPrefix) {
 		b.skipped.Add(1) // came down from a bridge: never back up
 		return nil
@@ -124,41 +123,21 @@ func (b *Bridge) route(m *queue.Message) *paho.Publish {
 		if !topic.Match(r.Filter, m.Topic) {
 			continue
 		}
-		remaining := uint32(0)
+		out := *m
+		out.Topic, out.QoS = r.Remote(m.Topic), r.QoS
 		if m.ExpiryInterval > 0 {
 			elapsed := time.Since(m.Arrived)
 			if m.Expired(time.Now()) {
 				b.expired.Add(1)
 				return nil
 			}
-			remaining = m.ExpiryInterval - uint32(elapsed/time.Second)
+			out.ExpiryInterval = m.ExpiryInterval - uint32(elapsed/time.Second)
 		}
-		p := &paho.Publish{
-			Topic:   r.Remote(m.Topic),
-			QoS:     r.QoS,
-			Retain:  m.Retain,
-			Payload: m.Payload,
-			Properties: &paho.PublishProperties{
-				ContentType:     m.ContentType,
-				ResponseTopic:   m.ResponseTopic,
-				CorrelationData: m.CorrelationData,
-			},
-		}
-		if p.Topic == "" {
+		if out.Topic == "" {
 			b.skipped.Add(1)
 			return nil
 		}
-		if m.PayloadFormat != 0 {
-			pf := m.PayloadFormat
-			p.Properties.PayloadFormat = &pf
-		}
-		if remaining > 0 {
-			p.Properties.MessageExpiry = &remaining
-		}
-		for _, u := range m.UserProperties {
-			p.Properties.User.Add(u.Key, u.Value)
-		}
-		return p
+		return &out
 	}
 	b.skipped.Add(1)
 	return nil
@@ -175,16 +154,14 @@ func DeadLetterTopic(name string) string { return "$SYS/ralph/bridges/" + name +
 
 // tooLarge reports whether pub's PUBLISH packet would exceed max bytes,
 // counted generously (fixed header, length, packet id, properties).
-func tooLarge(pub *paho.Publish, max uint32) bool {
+func tooLarge(pub *queue.Message, max uint32) bool {
 	if max == 0 {
 		return false
 	}
 	n := 16 + len(pub.Topic) + len(pub.Payload)
-	if p := pub.Properties; p != nil {
-		n += 8 + len(p.ContentType) + len(p.ResponseTopic) + len(p.CorrelationData)
-		for _, u := range p.User {
-			n += 5 + len(u.Key) + len(u.Value)
-		}
+	n += 8 + len(pub.ContentType) + len(pub.ResponseTopic) + len(pub.CorrelationData)
+	for _, u := range pub.UserProperties {
+		n += 5 + len(u.Key) + len(u.Value)
 	}
 	return n > int(max)
 }
@@ -205,29 +182,21 @@ func (b *Bridge) deadLetterMsg(ctx context.Context, m *queue.Message) error {
 	return b.cfg.Local.Publish(pctx, &dl)
 }
 
-// completed handles the upstream's final answer for a message.
-func (b *Bridge) completed(seq uint64, cp packets.ControlPacket) {
-	var code byte
-	switch p := cp.Content.(type) {
-	case *packets.Puback:
-		code = p.ReasonCode
-	case *packets.Pubcomp:
-		code = p.ReasonCode
-	case *packets.Pubrec:
-		code = p.ReasonCode
-	default:
-		return // the client shut down before an answer: resent later
-	}
+// answered handles the upstream's final answer for a message in flight:
+// its reason code (always 0 in MQTT 3.1.1, whose acknowledgements have
+// none).
+func (b *Bridge) answered(t ticket, code byte) {
+	<-t.window
 	b.lastProgress.Store(time.Now().UnixNano())
 	if code >= 0x80 {
 		// Retrying a message the upstream refuses would block everything
 		// behind it; count it and move on.
 		b.rejected.Add(1)
-		b.log.Warn("upstream refused a message", "seq", seq, "reason", fmt.Sprintf("%#x", code))
+		b.log.Warn("upstream refused a message", "seq", t.seq, "reason", fmt.Sprintf("%#x", code))
 	} else {
 		b.forwarded.Add(1)
 	}
-	b.cons.Ack(seq)
+	b.cons.Ack(t.seq)
 }
 
 func (b *Bridge) current() (chan struct{}, chan struct{}) {
@@ -246,7 +215,7 @@ func (b *Bridge) resetWindow() {
 }
 
 // drain waits up to d for in-flight messages to be acknowledged.
-func (b *Bridge) drain(cli *paho.Client, d time.Duration) {
+func (b *Bridge) drain(up upstream, d time.Duration) {
 	deadline := time.Now().Add(d)
 	for time.Now().Before(deadline) {
 		window, _ := b.current()
@@ -254,7 +223,7 @@ func (b *Bridge) drain(cli *paho.Client, d time.Duration) {
 			return
 		}
 		select {
-		case <-cli.Done():
+		case <-up.done():
 			return
 		case <-time.After(10 * time.Millisecond):
 		}

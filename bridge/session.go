@@ -1,8 +1,8 @@
 package bridge
 
-// This file holds trackedSession, the wrapper around paho's in-memory
-// session state that reports each forwarded PUBLISH's final
-// acknowledgement to the bridge.
+// This file holds trackedSession, the MQTT 5 session: paho.golang's
+// in-memory session state, kept across connections, plus a report of
+// each forwarded PUBLISH's final acknowledgement to the bridge.
 import (
 	"context"
 	"sync"
@@ -21,16 +21,18 @@ type trackedSession struct {
 
 	// Set by the forwarding goroutine around each asynchronous publish; the
 	// session's AddToSession runs on that same goroutine.
-	mu      sync.Mutex
-	seq     uint64
-	window  chan struct{}
-	abandon chan struct{}
-	added   bool
+	mu    sync.Mutex
+	t     ticket
+	added bool
 }
 
-func (s *trackedSession) handOver(seq uint64, window, abandon chan struct{}) {
+func newSession5(b *Bridge) *trackedSession {
+	return &trackedSession{State: state.NewInMemory(), b: b}
+}
+
+func (s *trackedSession) handOver(t ticket) {
 	s.mu.Lock()
-	s.seq, s.window, s.abandon, s.added = seq, window, abandon, false
+	s.t, s.added = t, false
 	s.mu.Unlock()
 }
 
@@ -39,6 +41,8 @@ func (s *trackedSession) handedOver() bool {
 	defer s.mu.Unlock()
 	return s.added
 }
+
+func (s *trackedSession) close() { s.State.Close() }
 
 func (s *trackedSession) AddToSession(ctx context.Context, p session.Packet, resp chan<- packets.ControlPacket) error {
 	if p.Type() != packets.PUBLISH {
@@ -49,19 +53,27 @@ func (s *trackedSession) AddToSession(ctx context.Context, p session.Packet, res
 		return err
 	}
 	s.mu.Lock()
-	seq, window, abandon := s.seq, s.window, s.abandon
+	t := s.t
 	s.added = true
 	s.mu.Unlock()
 	go func() {
 		select {
 		case cp := <-done:
-			<-window
-			s.b.completed(seq, cp)
+			switch a := cp.Content.(type) {
+			case *packets.Puback:
+				s.b.answered(t, a.ReasonCode)
+			case *packets.Pubcomp:
+				s.b.answered(t, a.ReasonCode)
+			case *packets.Pubrec: // a refusal (0x80 and up) ends a QoS 2 flow at PUBREC
+				s.b.answered(t, a.ReasonCode)
+			default: // the client shut down before an answer: resent later
+				<-t.window
+			}
 			select {
 			case resp <- cp:
 			default:
 			}
-		case <-abandon:
+		case <-t.abandon:
 		}
 	}()
 	return nil
