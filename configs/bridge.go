@@ -1,6 +1,7 @@
 package configs
 
-// Validation of [[bridge]]: URLs, authentication, TLS and topic rules.
+// Validation of [[bridge]]: protocol, URLs, authentication, TLS and topic
+// rules.
 
 import (
 	"crypto/tls"
@@ -18,6 +19,9 @@ import (
 func (p *configParser) validateBridge(b *Bridge, bp keyPath, firstName map[string]int) error {
 	has := func(k string) bool { _, ok := lookup(p.tree, bp.key(k)); return ok }
 	if err := p.validateName(bp, b.Name, "bridge", firstName); err != nil {
+		return err
+	}
+	if err := p.oneOf(bp.key("protocol"), b.Protocol, "5", "3.1.1"); err != nil {
 		return err
 	}
 	if !has("urls") {

@@ -189,11 +189,16 @@ type Queue struct {
 	KeepLocal Duration `toml:"keep_local"`
 }
 
-// Bridge is one upstream MQTT 5 broker that local messages are
-// forwarded to.
+// Bridge is one upstream MQTT broker that local messages are forwarded
+// to (and downlink messages come from).
 type Bridge struct {
 	// Name identifies the bridge: 1 to 64 of A-Z a-z 0-9 _ -, unique.
 	Name string `toml:"name"`
+	// Protocol is the MQTT version spoken upstream: "5" (default) or
+	// "3.1.1", for brokers without MQTT 5. 3.1.1 cannot carry MQTT 5
+	// properties (user properties, message expiry, content type, ...):
+	// they are dropped, and counted.
+	Protocol string `toml:"protocol"`
 	// URLs of the upstream broker, tried in order. Schemes mqtt:// and tcp://
 	// are plain TCP, mqtts://, ssl:// and tls:// are TLS. A missing port is
 	// filled in (1883 plain, 8883 TLS).
@@ -211,7 +216,8 @@ type Bridge struct {
 	ReconnectMin   Duration `toml:"reconnect_min"`   // default 1s, > 0
 	ReconnectMax   Duration `toml:"reconnect_max"`   // default 60s, >= reconnect_min
 	// SessionExpiry is the upstream MQTT 5 session expiry interval, default
-	// 1h, 0 .. 4294967295s, whole seconds.
+	// 1h, 0 .. 4294967295s, whole seconds. MQTT 3.1.1 has none: the
+	// upstream's own settings decide how long it keeps the session.
 	SessionExpiry Duration `toml:"session_expiry"`
 	// Username and Password authenticate to the upstream broker;
 	// PasswordFile reads the password from a file (its first line) so

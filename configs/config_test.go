@@ -110,6 +110,7 @@ func TestParseConfigMinimal(t *testing.T) {
 	want.Broker.Listen = []string{"127.0.0.1:18830"}
 	want.Bridges = []Bridge{{
 		Name:           "up",
+		Protocol:       "5",
 		URLs:           []string{"mqtt://127.0.0.1:18840"},
 		ClientID:       "ralph-edge-1",
 		MaxInflight:    32,
@@ -175,7 +176,7 @@ func TestParseConfigBridgeDefaults(t *testing.T) {
 		t.Errorf("bridge a defaults not filled in: %+v", a)
 	}
 	wantB := Bridge{
-		Name: "b", URLs: []string{"mqtt://h:1883"}, ClientID: b.ClientID, MaxInflight: 1,
+		Name: "b", Protocol: "5", URLs: []string{"mqtt://h:1883"}, ClientID: b.ClientID, MaxInflight: 1,
 		KeepAlive: Duration{time.Second}, ConnectTimeout: Duration{time.Millisecond},
 		ReconnectMin: Duration{5 * time.Second}, ReconnectMax: Duration{5 * time.Second},
 		SessionExpiry: Duration{0}, PrimaryRetry: Duration{5 * time.Minute}, AckTimeout: Duration{time.Minute},

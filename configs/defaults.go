@@ -55,6 +55,7 @@ func DefaultBridge(name string) Bridge {
 		id = "ralph-" + host + "-" + name
 	}
 	return Bridge{
+		Protocol:       "5",
 		ClientID:       sanitizeClientID(id),
 		MaxInflight:    32,
 		KeepAlive:      Duration{30 * time.Second},

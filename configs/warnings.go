@@ -11,7 +11,8 @@ import (
 // Warnings lists what in cfg is valid but probably not meant: a serial
 // port whose ACL lets its board publish nothing under its topic prefix
 // (every publish would be refused, easy to miss until data is missing
-// upstream).
+// upstream), and a bridge speaking MQTT 3.1.1 that forwards messages,
+// whose MQTT 5 properties it drops.
 func (cfg *Config) Warnings() []string {
 	var out []string
 	for _, sc := range cfg.Serial {
@@ -28,6 +29,11 @@ func (cfg *Config) Warnings() []string {
 		}
 		if !allowed {
 			out = append(out, fmt.Sprintf("serial port %s: %s allows no publish under %q: the board's publishes will be refused", sc.Name, who, sc.TopicPrefix))
+		}
+	}
+	for _, b := range cfg.Bridges {
+		if b.Protocol == "3.1.1" && len(b.Forward) > 0 {
+			out = append(out, fmt.Sprintf("bridge %s speaks MQTT 3.1.1: user properties, message expiry and content type of forwarded messages are dropped (counted as properties_dropped)", b.Name))
 		}
 	}
 	return out

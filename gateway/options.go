@@ -67,6 +67,7 @@ func users(cfg []configs.User) []localbroker.User {
 func bridgeConfig(bc configs.Bridge, log *slog.Logger) (bridge.Config, error) {
 	c := bridge.Config{
 		Name:           bc.Name,
+		Protocol:       bc.Protocol,
 		ClientID:       bc.ClientID,
 		MaxInflight:    bc.MaxInflight,
 		KeepAlive:      bc.KeepAlive.Duration,
