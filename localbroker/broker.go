@@ -178,6 +178,9 @@ func New(opts Options) (*Broker, error) {
 	}
 	b.SetUsers(opts.Users, opts.Anonymous, opts.AllowAnonymous)
 	b.inline = srv.NewClient(nil, "local", "ralph-inline", true)
+	if err := srv.AddHook(&acksHook{}, nil); err != nil {
+		return nil, fmt.Errorf("localbroker: %w", err)
+	}
 	if err := srv.AddHook(&authHook{b: b}, nil); err != nil {
 		return nil, fmt.Errorf("localbroker: %w", err)
 	}
