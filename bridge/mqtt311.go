@@ -61,7 +61,7 @@ func (s *session311) handshake(ctx context.Context, p connectParams, clean bool)
 	if err != nil {
 		return nil, false, err
 	}
-	u := &upstream311{s: s, closed: make(chan struct{})}
+	u := &upstream311{s: s, store: s.store.view(), closed: make(chan struct{})}
 	opts := mqtt.NewClientOptions().
 		// The client dials nothing: it is handed the bridge's connection
 		// (TLS and write batching included). Its broker list is required
@@ -75,7 +75,7 @@ func (s *session311) handshake(ctx context.Context, p connectParams, clean bool)
 		SetConnectRetry(false).
 		SetKeepAlive(b.cfg.KeepAlive).
 		SetConnectTimeout(b.cfg.ConnectTimeout).
-		SetStore(s.store).
+		SetStore(u.store).
 		SetOrderMatters(true).
 		SetAutoAckDisabled(true). // a downlink message is acknowledged once stored
 		SetDefaultPublishHandler(func(_ mqtt.Client, m mqtt.Message) { s.downlink(p, m) }).
@@ -125,6 +125,7 @@ func connectError311(rc byte, err error, ctx context.Context) error {
 // upstream311 is a connection of paho.mqtt.golang's client.
 type upstream311 struct {
 	s      *session311
+	store  *storeView
 	cli    mqtt.Client
 	closed chan struct{}
 	once   sync.Once
@@ -137,19 +138,41 @@ func (u *upstream311) publish(ctx context.Context, m *queue.Message, t ticket) (
 		u.s.b.propertiesDropped.Add(1)
 	}
 	if m.QoS == 0 {
-		return false, wait311(ctx, u.cli.Publish(m.Topic, 0, m.Retain, m.Payload))
+		tok, err := u.send(ctx, m)
+		if err != nil {
+			return false, err
+		}
+		return false, wait311(ctx, tok)
 	}
 	// Publish returns once its writer has taken the PUBLISH, in call
 	// order; its token is not waited for: the store reports the PUBACK or
 	// PUBCOMP, after a resend on a later connection too.
-	u.s.store.handOver(t)
-	tok := u.cli.Publish(m.Topic, m.QoS, m.Retain, m.Payload)
-	inFlight := u.s.store.handedOver()
+	u.store.handOver(t)
+	tok, err := u.send(ctx, m)
+	if err != nil {
+		return u.store.withdraw(), err
+	}
+	inFlight := u.store.handedOver()
 	select {
 	case <-tok.Done():
 		return inFlight, tok.Error() // refused at once (not connected), or answered already
 	default:
 		return inFlight, nil
+	}
+}
+
+// send calls Publish on a goroutine of its own and waits for it or for
+// ctx, which ends with the connection: a Publish that was waiting for the
+// client's writer when the connection died waits out a 30 s timeout
+// (paho.mqtt.golang's), which must not hold up the reconnection.
+func (u *upstream311) send(ctx context.Context, m *queue.Message) (mqtt.Token, error) {
+	res := make(chan mqtt.Token, 1)
+	go func() { res <- u.cli.Publish(m.Topic, m.QoS, m.Retain, m.Payload) }()
+	select {
+	case tok := <-res:
+		return tok, nil
+	case <-ctx.Done():
+		return nil, context.Cause(ctx)
 	}
 }
 
