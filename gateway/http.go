@@ -85,6 +85,11 @@ type BridgeStatus struct {
 	// DownlinkDeadLetter: downlink messages whose rewritten local topic is
 	// invalid, put on the dead-letter topic instead.
 	DownlinkDeadLetter uint64 `json:"downlink_dead_lettered"`
+	// Protocol is the MQTT version spoken upstream ("5", "3.1.1");
+	// PropertiesDropped the messages forwarded over MQTT 3.1.1 without
+	// the MQTT 5 properties they carried.
+	Protocol          string `json:"protocol"`
+	PropertiesDropped uint64 `json:"properties_dropped"`
 }
 
 // Status gathers the gateway's current state.
@@ -119,7 +124,7 @@ func (g *Gateway) Status() Status {
 			Name: rb.cfg.Name, Connected: s.Connected, URL: s.URL, Since: s.Since, LastError: s.LastError,
 			Queued: s.Backlog, Inflight: s.Inflight, Forwarded: s.Forwarded, Dropped: rb.cons.Dropped(),
 			Rejected: s.Rejected, Expired: s.Expired, Reconnects: s.Reconnects, Downlinked: s.Downlinked, DeadLetter: s.DeadLetter,
-			DownlinkDeadLetter: s.DownlinkDeadLetter,
+			DownlinkDeadLetter: s.DownlinkDeadLetter, Protocol: rb.cfg.Protocol, PropertiesDropped: s.PropertiesDropped,
 		})
 	}
 	g.mu.Lock()
@@ -330,6 +335,7 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 		counter("ralph_bridge_reconnects_total", "Upstream connections lost.", float64(b.Reconnects), "bridge", b.Name)
 		counter("ralph_bridge_dead_lettered_total", "Messages too large for the upstream, moved to the dead-letter topic.", float64(b.DeadLetter), "bridge", b.Name)
 		counter("ralph_bridge_downlink_dead_lettered_total", "Messages from the upstream whose rewritten local topic is invalid, moved to the dead-letter topic.", float64(b.DownlinkDeadLetter), "bridge", b.Name)
+		counter("ralph_bridge_properties_dropped_total", "Messages forwarded over MQTT 3.1.1 without the MQTT 5 properties they carried.", float64(b.PropertiesDropped), "bridge", b.Name)
 		counter("ralph_bridge_downlinked_total", "Messages received from the upstream and published locally.", float64(b.Downlinked), "bridge", b.Name)
 	}
 	for _, sp := range st.Serial {
