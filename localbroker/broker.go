@@ -109,8 +109,13 @@ type Broker struct {
 	released chan struct{}
 	pending  sync.WaitGroup // appends not yet released
 
-	mu       sync.Mutex
-	inflight map[*mqtt.Client]int     // QoS>0 publishes handed to the queue, not yet released
+	mu sync.Mutex
+	// inflight counts what each connection has unacknowledged against
+	// Ralph's receive maximum: QoS 1 publishes until their PUBACK (they
+	// are handed to the queue and not yet released), QoS 2 publishes until
+	// their PUBREL (awaitRel holds their packet ids) or their refusal.
+	inflight map[*mqtt.Client]int
+	awaitRel map[*mqtt.Client]map[uint16]bool
 	qos2     map[qos2Key]*mqtt.Client // QoS 2 publishes being stored → newest connection to ack
 	closed   bool
 
@@ -172,6 +177,7 @@ func New(opts Options) (*Broker, error) {
 		release:  make(chan *release, 4096),
 		released: make(chan struct{}),
 		inflight: make(map[*mqtt.Client]int),
+		awaitRel: make(map[*mqtt.Client]map[uint16]bool),
 		qos2:     make(map[qos2Key]*mqtt.Client),
 		loopback: make(map[string]bool),
 		certUser: make(map[string]bool),
@@ -367,7 +373,42 @@ type ingestHook struct {
 
 func (h *ingestHook) ID() string { return "ralph-ingest" }
 
-func (h *ingestHook) Provides(b byte) bool { return b == mqtt.OnPublish || b == mqtt.OnWill }
+func (h *ingestHook) Provides(b byte) bool {
+	return b == mqtt.OnPublish || b == mqtt.OnWill || b == mqtt.OnPacketProcessed || b == mqtt.OnDisconnect
+}
+
+// OnPacketProcessed ends the count of a QoS 2 publish against the receive
+// maximum at its PUBREL (mochi has answered it with PUBCOMP by now).
+func (h *ingestHook) OnPacketProcessed(cl *mqtt.Client, pk packets.Packet, _ error) {
+	if pk.FixedHeader.Type == packets.Pubrel {
+		h.b.mu.Lock()
+		h.b.releasedQoS2(cl, pk.PacketID)
+		h.b.mu.Unlock()
+	}
+}
+
+// OnDisconnect forgets a connection's counts: its QoS 2 publishes awaiting
+// PUBREL will not get one on this connection.
+func (h *ingestHook) OnDisconnect(cl *mqtt.Client, _ error, _ bool) {
+	h.b.mu.Lock()
+	delete(h.b.inflight, cl)
+	delete(h.b.awaitRel, cl)
+	h.b.mu.Unlock()
+}
+
+// releasedQoS2 ends the count of QoS 2 publish id of cl, if it is counted.
+// b.mu is held.
+func (b *Broker) releasedQoS2(cl *mqtt.Client, id uint16) {
+	if ids := b.awaitRel[cl]; ids[id] {
+		delete(ids, id)
+		if len(ids) == 0 {
+			delete(b.awaitRel, cl)
+		}
+		if b.inflight[cl]--; b.inflight[cl] <= 0 {
+			delete(b.inflight, cl)
+		}
+	}
+}
 
 // OnWill stores a will as it is sent: mochi delivers wills to local
 // subscribers without the publish path, and a will is a message like any
@@ -426,8 +467,9 @@ func (b *Broker) ingest(cl *mqtt.Client, pk packets.Packet) (packets.Packet, err
 	b.mu.Lock()
 	if b.inflight[cl] >= b.recvMx {
 		b.mu.Unlock()
-		// mochi counts a client's quota only when the packet is re-injected,
-		// after the commit; enforce it here too [MQTT-3.3.4-9].
+		// Counted as it is read, so that a client sending more than the
+		// receive maximum without waiting is caught whatever the disk's
+		// speed [MQTT-3.3.4-9]; mochi's own count is off (quotasOff).
 		b.overRecvMx.Add(1)
 		b.log.Warn("client exceeded its receive maximum", "client", cl.ID, "limit", b.recvMx)
 		b.srv.DisconnectClient(cl, packets.ErrReceiveMaximum)
@@ -444,6 +486,10 @@ func (b *Broker) ingest(cl *mqtt.Client, pk packets.Packet) (packets.Packet, err
 			return pk, packets.ErrRejectPacket
 		}
 		b.qos2[k] = cl
+		if b.awaitRel[cl] == nil {
+			b.awaitRel[cl] = make(map[uint16]bool)
+		}
+		b.awaitRel[cl][pk.PacketID] = true
 	}
 	b.inflight[cl]++
 	b.mu.Unlock()
@@ -504,8 +550,13 @@ func (b *Broker) releaseLoop() {
 func (b *Broker) releaseOne(r *release) {
 	cl, pk := r.cl, r.pk
 	b.mu.Lock()
-	if b.inflight[cl]--; b.inflight[cl] <= 0 {
-		delete(b.inflight, cl)
+	switch {
+	case pk.FixedHeader.Qos == 1:
+		if b.inflight[cl]--; b.inflight[cl] <= 0 {
+			delete(b.inflight, cl)
+		}
+	case r.err != nil:
+		b.releasedQoS2(cl, pk.PacketID) // refused: no PUBREL will follow
 	}
 	if pk.FixedHeader.Qos == 2 {
 		k := qos2Key{cl.ID, pk.PacketID}

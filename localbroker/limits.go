@@ -1,6 +1,7 @@
 package localbroker
 
 import (
+	"math"
 	"strings"
 	"time"
 
@@ -34,7 +35,7 @@ func (b *Broker) refuseTopic(cl *mqtt.Client, pk packets.Packet) {
 // limitsHook applies the keepalive cap when a client connects: a longer
 // keepalive, or none, is cut to MaxKeepAlive (MQTT 5 clients are told in
 // the CONNACK's Server Keep Alive), so that a vanished device is noticed.
-// It also turns off mochi's send quota (see noSendQuota).
+// It also turns off mochi's quotas (see quotasOff).
 type limitsHook struct {
 	mqtt.HookBase
 	b *Broker
@@ -46,22 +47,36 @@ func (h *limitsHook) Provides(b byte) bool {
 	return b == mqtt.OnConnect || b == mqtt.OnSessionEstablished
 }
 
-// noSendQuota turns off mochi's (2.7.9) flow control of deliveries by the
-// client's Receive Maximum. It is broken two ways: a message it held back
-// is dropped from the session once sent (so it is neither resent nor kept
-// across a reconnect), and the code that sends held-back messages takes a
-// read lock twice (Inflight.NextImmediate → GetAll), which deadlocks the
-// client's connection, and with it Ralph's release loop, when another
-// goroutine wants the write lock in between. With no quota that code never
-// runs; the price is that a client's Receive Maximum is not enforced on
-// what it is sent. It must be applied after the session is inherited,
-// which resets the quota.
-func noSendQuota(cl *mqtt.Client) { cl.State.Inflight.ResetSendQuota(0) }
+// quotasOff turns off mochi's (2.7.9) flow control, both ways.
+//
+// Its send quota, by the client's Receive Maximum, is broken two ways: a
+// message it held back is dropped from the session once sent (so it is
+// neither resent nor kept across a reconnect), and the code that sends
+// held-back messages takes a read lock twice (Inflight.NextImmediate →
+// GetAll), which deadlocks the client's connection, and with it Ralph's
+// release loop, when another goroutine wants the write lock in between.
+// With no quota that code never runs; the price is that a client's
+// Receive Maximum is not enforced on what it is sent.
+//
+// Its receive quota counts a publish only when Ralph re-injects it, after
+// the commit, so that a client sending more than Ralph's receive maximum
+// of QoS 2 publishes without waiting is caught or not depending on how
+// fast the disk is; and a subscriber's PUBREC for a QoS 2 delivery takes
+// from it, so that one with many deliveries awaiting PUBCOMP could be
+// disconnected for publishing within its limit, after its message was
+// stored. Ralph counts in ingest instead, as the packets are read.
+//
+// It must be applied after the session is inherited, which resets the
+// quotas.
+func quotasOff(cl *mqtt.Client) {
+	cl.State.Inflight.ResetSendQuota(0)
+	cl.State.Inflight.ResetReceiveQuota(math.MaxInt32)
+}
 
-func (h *limitsHook) OnSessionEstablished(cl *mqtt.Client, _ packets.Packet) { noSendQuota(cl) }
+func (h *limitsHook) OnSessionEstablished(cl *mqtt.Client, _ packets.Packet) { quotasOff(cl) }
 
 func (h *limitsHook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
-	noSendQuota(cl)
+	quotasOff(cl)
 	max := uint16(min(h.b.limits.MaxKeepAlive/time.Second, 65535))
 	if ka := cl.State.Keepalive; ka == 0 || ka > max {
 		cl.State.Keepalive = max
