@@ -117,7 +117,11 @@ type Broker struct {
 	inflight map[*mqtt.Client]int
 	awaitRel map[*mqtt.Client]map[uint16]bool
 	qos2     map[qos2Key]*mqtt.Client // QoS 2 publishes being stored → newest connection to ack
-	closed   bool
+	closed   bool                     // Close was called
+	// draining: Close is waiting for what was handed to the queue; ingest
+	// hands over nothing more. Set once mochi's Close has returned, so that
+	// the wills of the clients it disconnects are still stored.
+	draining bool
 
 	stored, storeFailed, orphaned, duplicates, disconnected, overRecvMx, authFailed, denied, badTopic atomic.Uint64
 }
@@ -261,6 +265,13 @@ func (b *Broker) Close() error {
 	b.closed = true
 	b.mu.Unlock()
 	err := b.srv.Close()
+	// mochi's Close has waited for the clients it knew of; one it did not
+	// (a connection made meanwhile) may still publish. Every append is
+	// added to pending under mu while not draining, so that Wait covers it,
+	// and none is made after.
+	b.mu.Lock()
+	b.draining = true
+	b.mu.Unlock()
 	b.pending.Wait()
 	close(b.release)
 	<-b.released
@@ -422,14 +433,23 @@ func (h *ingestHook) OnWill(cl *mqtt.Client, will mqtt.Will) (mqtt.Will, error) 
 	for _, u := range will.User {
 		m.UserProperties = append(m.UserProperties, queue.UserProperty{Key: u.Key, Value: u.Val})
 	}
-	b.storeBehind(m, "will")
+	if !b.storeBehind(m, "will") {
+		b.log.Warn("will delivered locally but not stored: the broker is closing", "client", cl.ID, "topic", m.Topic)
+	}
 	return will, nil
 }
 
 // storeBehind appends a message that mochi delivers without waiting (QoS
-// 0, wills): the outcome is only counted, and logged if it failed.
-func (b *Broker) storeBehind(m *queue.Message, what string) {
+// 0, wills): the outcome is only counted, and logged if it failed. It
+// returns false, having done nothing, once Close drains.
+func (b *Broker) storeBehind(m *queue.Message, what string) bool {
+	b.mu.Lock()
+	if b.draining {
+		b.mu.Unlock()
+		return false
+	}
 	b.pending.Add(1)
+	b.mu.Unlock()
 	b.q.AppendAsync([]*queue.Message{m}, func(err error) {
 		defer b.pending.Done()
 		if err != nil {
@@ -439,6 +459,7 @@ func (b *Broker) storeBehind(m *queue.Message, what string) {
 		}
 		b.stored.Add(1)
 	})
+	return true
 }
 
 func (h *ingestHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
@@ -460,11 +481,19 @@ func (b *Broker) ingest(cl *mqtt.Client, pk packets.Packet) (packets.Packet, err
 	}
 	m := toMessage(cl, pk)
 	if pk.FixedHeader.Qos == 0 {
-		b.storeBehind(m, "QoS 0 publish")
+		if !b.storeBehind(m, "QoS 0 publish") {
+			return pk, packets.ErrRejectPacket // closing: dropped
+		}
 		return pk, nil
 	}
 
 	b.mu.Lock()
+	if b.draining {
+		b.mu.Unlock()
+		// Too late to store it: the client keeps it and resends it.
+		b.srv.DisconnectClient(cl, packets.ErrServerShuttingDown)
+		return pk, packets.ErrRejectPacket
+	}
 	if b.inflight[cl] >= b.recvMx {
 		b.mu.Unlock()
 		// Counted as it is read, so that a client sending more than the
@@ -492,6 +521,7 @@ func (b *Broker) ingest(cl *mqtt.Client, pk packets.Packet) (packets.Packet, err
 		b.awaitRel[cl][pk.PacketID] = true
 	}
 	b.inflight[cl]++
+	b.pending.Add(1) // under mu, with draining false: Close waits for it
 	b.mu.Unlock()
 
 	// The topic is resolved now; a later re-mapping of the alias by the same
@@ -500,7 +530,6 @@ func (b *Broker) ingest(cl *mqtt.Client, pk packets.Packet) (packets.Packet, err
 	out.Properties.TopicAlias = 0
 	out.Properties.TopicAliasFlag = false
 	out.Connect.ClientIdentifier = releaseMark
-	b.pending.Add(1)
 	b.q.AppendAsync([]*queue.Message{m}, func(err error) {
 		// On the committer's goroutine: hand over and return.
 		b.release <- &release{cl: cl, pk: out, err: err}

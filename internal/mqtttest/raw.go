@@ -67,6 +67,13 @@ func New(t testing.TB, addr string, version byte) *Raw {
 	return &Raw{t: t, conn: c, r: bufio.NewReader(c), Version: version}
 }
 
+// Wrap makes a Raw of a connection the test opened itself (an in-process
+// one, say), without any MQTT handshake.
+func Wrap(t testing.TB, c net.Conn, version byte) *Raw {
+	t.Cleanup(func() { c.Close() })
+	return &Raw{t: t, conn: c, r: bufio.NewReader(c), Version: version}
+}
+
 func connect(t testing.TB, addr, clientID string, version byte, clean bool, user, pass string) (*Raw, packets.Packet) {
 	t.Helper()
 	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
