@@ -9,7 +9,6 @@ package bridge
 // acknowledgements are the store's, in store311.go.
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"net/url"
@@ -119,7 +118,13 @@ func connectError311(rc byte, err error, ctx context.Context) error {
 	case ctx.Err() != nil:
 		return fmt.Errorf("MQTT 3.1.1 handshake: %w", context.Cause(ctx))
 	}
-	return fmt.Errorf("MQTT 3.1.1 handshake: %w", errors.Unwrap(err))
+	// paho.mqtt.golang wraps the cause after its own "network Error".
+	if multi, ok := err.(interface{ Unwrap() []error }); ok {
+		if errs := multi.Unwrap(); len(errs) > 0 {
+			err = errs[len(errs)-1]
+		}
+	}
+	return fmt.Errorf("MQTT 3.1.1 handshake: %w", err)
 }
 
 // upstream311 is a connection of paho.mqtt.golang's client.

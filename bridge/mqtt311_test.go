@@ -15,6 +15,7 @@ import (
 	"net/url"
 	"runtime"
 	"runtime/pprof"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -449,5 +450,19 @@ func TestMQTT311StopWithMessagesInFlight(t *testing.T) {
 			t.Fatalf("%d goroutines left behind by a stopped bridge; every goroutine:\n%s", runtime.NumGoroutine()-baseline, stacks.String())
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// TestMQTT311HandshakeClosed: an upstream that closes the connection
+// after CONNECT without a CONNACK is reported with the cause, and
+// retried.
+func TestMQTT311HandshakeClosed(t *testing.T) {
+	hook := new(closeOnConnect)
+	addr := startMochiWith(t, func(*mqtt.Options) {}, hook)
+	r := startBridge(t, addr, []Rule{{Filter: "#", QoS: 1}}, v311)
+	waitFor(t, "two connection attempts", func() bool { return hook.connects.Load() >= 2 })
+	// EOF, or a reset if the close crossed something in flight.
+	if e := r.b.Stats().LastError; e != "MQTT 3.1.1 handshake: EOF" && !strings.HasSuffix(e, "connection reset by peer") {
+		t.Fatalf("last error %q, want %q", e, "MQTT 3.1.1 handshake: EOF")
 	}
 }
