@@ -151,7 +151,7 @@ func (g *Gateway) unhealthyWith(setAside []queue.SetAside, setAsideErr error) []
 		why = append(why, "broker not accepting connections on "+l)
 	}
 	qs := g.q.Stats()
-	if qs.DiskLow {
+	if qs.DiskLow && !qs.DiskUnknown { // else LastError says why
 		why = append(why, fmt.Sprintf("disk nearly full: less than min_free (%s) free on %s", g.cfg.Queue.MinFree, g.cfg.DataDir))
 	}
 	if qs.LastError != "" {
@@ -297,7 +297,7 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 	counter("ralph_queue_commits_total", "Group commits that stored messages.", float64(qs.Commits))
 	counter("ralph_queue_syncs_total", "Sync calls (fsyncs) of the queue.", float64(st.Storage.Syncs))
 	counter("ralph_queue_sync_rounds_total", "Times the queue made its writes durable (one or a few sync calls each; at most max_syncs_per_second a second under a paced load).", float64(qs.SyncRounds))
-	counter("ralph_queue_unreadable_total", "Stored messages skipped because a power cut left them unreadable (never acknowledged).", float64(qs.Corrupt))
+	counter("ralph_queue_unreadable_total", "Stored records skipped because they could not be read: messages a power cut left half-written (never acknowledged), and session state.", float64(qs.Corrupt))
 	counter("ralph_queue_deleted_total", "Messages deleted after every bridge had them.", float64(qs.Deleted))
 	counter("ralph_queue_dropped_total", "Messages deleted before every bridge had them.", float64(qs.DroppedFull), "reason", "full")
 	counter("ralph_queue_dropped_total", "Messages deleted before every bridge had them.", float64(qs.Expired), "reason", "max_age")

@@ -208,6 +208,7 @@ type Stats struct {
 	Oldest      uint64 // oldest sequence number still stored
 	Bytes       int64  // stored message bytes
 	DiskLow     bool   // free space was under MinFree at the last commit, or could not be checked
+	DiskUnknown bool   // it could not be checked (DiskLow is set, LastError says why)
 	LastError   string // the last commit or fsync failure, cleared by a success; first, why the free space cannot be checked, while it cannot
 }
 
@@ -332,9 +333,9 @@ func (q *Queue) load() error {
 			}
 			q.next = max(q.next, b.last+1)
 		}
-		if q.next == 0 {
-			q.next, q.oldest = 1, 1 // seq 0 means "none" to callers
-		}
+		// Seq 0 means "none" to callers: numbering starts at 1, and keyOldest
+		// is written only once something is deleted.
+		q.next, q.oldest = max(q.next, 1), max(q.oldest, 1)
 		return nil
 	})
 }
@@ -451,8 +452,8 @@ func (q *Queue) Stats() Stats {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	s := q.stats
-	s.Head, s.Oldest, s.Bytes, s.DiskLow = q.next, q.oldest, q.bytes, q.diskLow
-	if q.diskUnknown != "" {
+	s.Head, s.Oldest, s.Bytes, s.DiskLow, s.DiskUnknown = q.next, q.oldest, q.bytes, q.diskLow, q.diskUnknown != ""
+	if s.DiskUnknown {
 		s.LastError = strings.TrimSuffix(q.diskUnknown+"; "+s.LastError, "; ")
 	}
 	return s

@@ -615,3 +615,26 @@ func TestPacingStateBounded(t *testing.T) {
 		finished.Store(r) // acknowledged before the next append
 	}
 }
+
+// TestStatsAfterReopen: a queue that never deleted anything counts the
+// same messages after a reopen as before.
+func TestStatsAfterReopen(t *testing.T) {
+	dir := t.TempDir()
+	q := openTest(t, dir)
+	if _, err := q.Consumer("up", ConsumerOptions{}); err != nil { // holds the messages
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		if err := q.Append(context.Background(), msg("t", fmt.Sprint(i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before := q.Stats()
+	q.Close()
+	q = openTest(t, dir)
+	defer q.Close()
+	after := q.Stats()
+	if before.Oldest != 1 || before.Head != 4 || after.Oldest != before.Oldest || after.Head != before.Head {
+		t.Fatalf("oldest, head: %d, %d before the reopen, %d, %d after; want 1, 4 both times", before.Oldest, before.Head, after.Oldest, after.Head)
+	}
+}

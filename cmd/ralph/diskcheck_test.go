@@ -37,6 +37,9 @@ func TestDiskCheckFailure(t *testing.T) {
 	if code != 503 || !strings.Contains(body, "cannot check the free space") || !strings.Contains(body, want) {
 		t.Fatalf("/healthz with statfs failing: %d %s; want 503 and %q", code, body, want)
 	}
+	if strings.Contains(body, "disk nearly full") {
+		t.Fatalf("/healthz with statfs failing says the disk is nearly full, which nobody knows: %s", body)
+	}
 	out, code := ralphCmd(t, "status", "--addr", s.httpAddr)
 	if code != 1 || !strings.Contains(out, "health: UNHEALTHY") || !strings.Contains(out, want) {
 		t.Fatalf("ralph status with statfs failing: exit %d, want 1 and %q:\n%s", code, want, out)
