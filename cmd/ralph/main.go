@@ -228,8 +228,8 @@ func runGateway(args []string, stderr io.Writer) int {
 			}
 			log.Info("SIGHUP: reloading", "config", path)
 			if l := logLevel(next.Log); l != level.Level() {
-				level.Set(l)
 				log.Info("reload: log level applied", "level", next.Log.Level)
+				level.Set(l)
 			}
 			g.Reload(next)
 		}
