@@ -159,7 +159,7 @@ func reasonString(d *paho.Disconnect) string {
 	return ""
 }
 
-const mqtt5Only = "this bridge speaks MQTT 5 only; the upstream needs MQTT 5 enabled"
+const mqtt5Only = `this bridge speaks MQTT 5: set protocol = "3.1.1" on it for an MQTT 3.1.1 upstream, or enable MQTT 5 there`
 
 // connackV311 names MQTT 3.1.1's CONNACK return codes.
 var connackV311 = [...]string{"connection accepted", "unacceptable protocol version", "identifier rejected", "server unavailable", "bad user name or password", "not authorized"}
@@ -186,7 +186,7 @@ func handshakeError(ca *paho.Connack, err error, head []byte) error {
 		}
 		return &protocolError{msg: fmt.Sprintf("upstream answered in MQTT 3.1.1 (CONNACK 0x%02x: %s): %s", rc, returnCode311(rc), mqtt5Only), explicit: true}
 	case ca == nil && len(head) == 0 && (errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET)):
-		return &protocolError{msg: "upstream closed the connection after CONNECT without a CONNACK: it may not speak MQTT 5, which this bridge needs"}
+		return &protocolError{msg: `upstream closed the connection after CONNECT without a CONNACK: it may not speak MQTT 5 (set protocol = "3.1.1" on the bridge for an MQTT 3.1.1 upstream)`}
 	}
 	return err
 }

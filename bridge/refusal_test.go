@@ -145,9 +145,9 @@ func (r *refusalRig) checkOneWarning(t *testing.T, want string, lo, hi time.Dura
 }
 
 const (
-	refusedV311 = "upstream refused MQTT 5 (CONNACK 0x01: unacceptable protocol version): this bridge speaks MQTT 5 only; the upstream needs MQTT 5 enabled"
-	refusedV5   = "upstream refused MQTT 5 (CONNACK reason 0x84: unsupported protocol version): this bridge speaks MQTT 5 only; the upstream needs MQTT 5 enabled"
-	closedEOF   = "upstream closed the connection after CONNECT without a CONNACK: it may not speak MQTT 5, which this bridge needs"
+	refusedV311 = `upstream refused MQTT 5 (CONNACK 0x01: unacceptable protocol version): this bridge speaks MQTT 5: set protocol = "3.1.1" on it for an MQTT 3.1.1 upstream, or enable MQTT 5 there`
+	refusedV5   = `upstream refused MQTT 5 (CONNACK reason 0x84: unsupported protocol version): this bridge speaks MQTT 5: set protocol = "3.1.1" on it for an MQTT 3.1.1 upstream, or enable MQTT 5 there`
+	closedEOF   = `upstream closed the connection after CONNECT without a CONNACK: it may not speak MQTT 5 (set protocol = "3.1.1" on the bridge for an MQTT 3.1.1 upstream)`
 )
 
 // TestUpstreamRefusesMQTT5: NATS's MQTT gateway, which speaks MQTT 3.1.1
