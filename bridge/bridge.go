@@ -86,12 +86,17 @@ const OriginPrefix = "$bridge/"
 
 // Config configures a Bridge.
 type Config struct {
-	Name           string
-	Protocol       string     // ProtocolMQTT5 ("" too) or ProtocolMQTT311
-	URLs           []*url.URL // tried in order; schemes mqtt, tcp, mqtts, ssl, tls
-	ClientID       string
-	Username       string
-	Password       []byte      // nil: no password
+	Name     string
+	Protocol string     // ProtocolMQTT5 ("" too) or ProtocolMQTT311
+	URLs     []*url.URL // tried in order; schemes mqtt, tcp, mqtts, ssl, tls
+	ClientID string
+	Username string
+	Password []byte // nil: no password
+	// Credentials, when set, makes the username and password for each
+	// connection instead, and says until when the upstream accepts them
+	// (an Azure IoT Hub SAS token, say: AzureIoTHub): the bridge
+	// reconnects with new ones after nine tenths of that time.
+	Credentials    Credentials
 	TLS            *tls.Config // for TLS URLs; nil means system roots
 	MaxInflight    int
 	KeepAlive      time.Duration
@@ -143,9 +148,10 @@ type Bridge struct {
 	sess upstreamSession
 
 	// Owned by the Run goroutine.
-	buf    []*queue.Message // read from the queue, not yet handed to the upstream
-	conn   *flushConn       // the current upstream connection
-	nextAt time.Time        // with MaxRate, when the next message may go
+	buf     []*queue.Message // read from the queue, not yet handed to the upstream
+	conn    *flushConn       // the current upstream connection
+	nextAt  time.Time        // with MaxRate, when the next message may go
+	renewAt time.Time        // with Credentials, when to reconnect with new ones
 
 	mu           sync.Mutex
 	window       chan struct{} // one token per message in flight
@@ -263,8 +269,19 @@ func (b *Bridge) Run(ctx context.Context) {
 		if b.cfg.AckTimeout > 0 {
 			go b.watchdog(fctx, stop)
 		}
+		if !b.renewAt.IsZero() {
+			t := time.AfterFunc(time.Until(b.renewAt), func() { stop(errRenewCredentials) })
+			context.AfterFunc(fctx, func() { t.Stop() })
+		}
 		err = b.forward(fctx, up)
 		stop(nil)
+		if errors.Is(err, errRenewCredentials) && ctx.Err() == nil {
+			// Planned: let what is in flight be acknowledged first.
+			b.log.Info("reconnecting with new credentials before the current ones expire", "url", u.Redacted())
+			b.drain(up, 2*time.Second)
+			up.disconnect()
+			continue
+		}
 		if errors.Is(err, errBackToPrimary) && ctx.Err() == nil {
 			b.log.Info("going back to the first upstream URL", "from", u.Redacted(), "to", b.cfg.URLs[0].Redacted())
 			b.setDown(err)
@@ -306,8 +323,9 @@ func (b *Bridge) release() {
 }
 
 var (
-	errBackToPrimary = errors.New("primary_retry elapsed on a secondary upstream")
-	errStuck         = errors.New("connected, but nothing acknowledged for ack_timeout while messages wait: reconnecting")
+	errBackToPrimary    = errors.New("primary_retry elapsed on a secondary upstream")
+	errRenewCredentials = errors.New("the upstream credentials expire soon")
+	errStuck            = errors.New("connected, but nothing acknowledged for ack_timeout while messages wait: reconnecting")
 )
 
 func sleep(ctx context.Context, d time.Duration) bool {

@@ -45,7 +45,16 @@ func (b *Bridge) connect(ctx context.Context, u *url.URL) (upstream, context.Con
 	// state for packet ids a new session would reuse (and would silently
 	// drop those messages as duplicates).
 	clean := first && b.forwardsQoS2()
-	c, err := b.sess.connect(dctx, connectParams{clean: clean, down: down, setDown: setDown, dial: dial})
+	p := connectParams{clean: clean, down: down, setDown: setDown, dial: dial, username: b.cfg.Username, password: b.cfg.Password}
+	b.renewAt = time.Time{}
+	if b.cfg.Credentials != nil {
+		now := time.Now()
+		var expires time.Time
+		p.username, p.password, expires = b.cfg.Credentials(u.Hostname(), now)
+		// Renew well before the upstream drops the connection.
+		b.renewAt = now.Add(expires.Sub(now) * 9 / 10)
+	}
+	c, err := b.sess.connect(dctx, p)
 	if err != nil {
 		setDown(err)
 		return nil, nil, err

@@ -84,11 +84,11 @@ func (s *session311) handshake(ctx context.Context, p connectParams, clean bool)
 				p.setDown(err)
 			}
 		})
-	if b.cfg.Username != "" {
-		opts.SetUsername(b.cfg.Username)
+	if p.username != "" {
+		opts.SetUsername(p.username)
 	}
-	if b.cfg.Password != nil {
-		opts.SetPassword(string(b.cfg.Password))
+	if p.password != nil {
+		opts.SetPassword(string(p.password))
 	}
 	if b.cfg.StateTopic != "" {
 		opts.SetBinaryWill(b.cfg.StateTopic, []byte("offline"), 1, true)

@@ -51,10 +51,10 @@ func (s *trackedSession) connect(ctx context.Context, p connectParams) (connecte
 		KeepAlive:    uint16(min(b.cfg.KeepAlive/time.Second, 65535)),
 		CleanStart:   p.clean,
 		Properties:   &paho.ConnectProperties{SessionExpiryInterval: &expiry},
-		Username:     b.cfg.Username,
-		UsernameFlag: b.cfg.Username != "",
-		Password:     b.cfg.Password,
-		PasswordFlag: b.cfg.Password != nil,
+		Username:     p.username,
+		UsernameFlag: p.username != "",
+		Password:     p.password,
+		PasswordFlag: p.password != nil,
 	})
 	if err != nil {
 		conn.Close()

@@ -37,6 +37,10 @@ type connectParams struct {
 	setDown context.CancelCauseFunc // ends the connection, with why
 	// dial opens a connection to the URL being tried (TCP or TLS).
 	dial func(context.Context) (*flushConn, error)
+	// The credentials for this connection (Config.Credentials may make
+	// new ones for each).
+	username string
+	password []byte // nil: none
 }
 
 // connected is the outcome of a handshake.
