@@ -49,6 +49,7 @@ type sasHub struct {
 	refused []string
 	kicked  int
 	got     []string // payloads received
+	topics  []string // received on another topic than the events one
 }
 
 func (h *sasHub) ID() string { return "sas" }
@@ -100,8 +101,9 @@ func (h *sasHub) cut() {
 
 // TestAzureIoTHubRenewal: a bridge with AzureIoTHub credentials valid for
 // 3 s forwards for 8 s, reconnecting with a fresh token each time before
-// the hub would cut it: every message arrives, in order, and the hub
-// never has to cut the connection.
+// the hub would cut it: every message arrives, in order, on the one
+// device-to-cloud topic (Rule.Topic), and the hub never has to cut the
+// connection.
 func TestAzureIoTHubRenewal(t *testing.T) {
 	key := []byte("0123456789abcdef0123456789abcdef")
 	h := &sasHub{t: t, key: key, device: "dev1", tokens: map[string]bool{}, expires: map[string]time.Time{}}
@@ -113,6 +115,9 @@ func TestAzureIoTHubRenewal(t *testing.T) {
 	err := h.srv.Subscribe(events+"#", 1, func(_ *mqtt.Client, _ packets.Subscription, pk packets.Packet) {
 		h.mu.Lock()
 		h.got = append(h.got, string(pk.Payload))
+		if pk.TopicName != events {
+			h.topics = append(h.topics, pk.TopicName)
+		}
 		h.mu.Unlock()
 	})
 	if err != nil {
@@ -141,7 +146,7 @@ func TestAzureIoTHubRenewal(t *testing.T) {
 	}()
 	defer func() { close(stopCut); <-cutDone }()
 
-	r := startBridge(t, l.Address(), []Rule{{Filter: "sensors/#", RemotePrefix: events, QoS: 1}}, func(c *Config) {
+	r := startBridge(t, l.Address(), []Rule{{Filter: "sensors/#", Topic: events, QoS: 1}}, func(c *Config) {
 		c.Protocol, c.ClientID = ProtocolMQTT311, "dev1"
 		c.Credentials = AzureIoTHub("dev1", key, 3*time.Second)
 	})
@@ -153,11 +158,14 @@ func TestAzureIoTHubRenewal(t *testing.T) {
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		h.mu.Lock()
-		got, tokens, kicked, refused := slices.Clone(h.got), len(h.tokens), h.kicked, slices.Clone(h.refused)
+		got, tokens, kicked, refused, topics := slices.Clone(h.got), len(h.tokens), h.kicked, slices.Clone(h.refused), slices.Clone(h.topics)
 		h.mu.Unlock()
 		if len(got) >= len(want) {
 			if !slices.Equal(dedupe(got), want) {
 				t.Fatalf("the hub got %d messages, not the %d published in order:\n%v", len(got), len(want), got)
+			}
+			if len(topics) > 0 {
+				t.Fatalf("messages on other topics than %s: %q", events, topics)
 			}
 			if tokens < 3 || kicked != 0 || len(refused) != 0 {
 				t.Fatalf("%d tokens accepted (want 3 or more), %d connections cut for an expired token, refused %q (want none)", tokens, kicked, refused)

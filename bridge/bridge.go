@@ -49,11 +49,15 @@ type Rule struct {
 	Filter       string // local topic filter
 	StripPrefix  string // removed from the local topic when present
 	RemotePrefix string // then prepended
+	Topic        string // or, if set, the upstream topic of every message the rule selects
 	QoS          byte   // upstream QoS
 }
 
 // Remote returns the upstream topic for a local one.
 func (r Rule) Remote(local string) string {
+	if r.Topic != "" {
+		return r.Topic
+	}
 	return r.RemotePrefix + strings.TrimPrefix(local, r.StripPrefix)
 }
 

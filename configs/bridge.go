@@ -6,6 +6,7 @@ package configs
 import (
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"net"
@@ -14,6 +15,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/ralph-gateway/ralph/internal/topic"
 )
 
 func (p *configParser) validateBridge(b *Bridge, bp keyPath, firstName map[string]int) error {
@@ -97,6 +100,12 @@ func (p *configParser) validateBridge(b *Bridge, bp keyPath, firstName map[strin
 // validateBridgeAuth checks credentials and TLS files now, so that a bad
 // path or PEM is reported with its line rather than at the first connect.
 func (p *configParser) validateBridgeAuth(b *Bridge, bp keyPath, has func(string) bool) error {
+	if err := p.oneOf(bp.key("auth"), b.Auth, "password", "azure-sas"); err != nil {
+		return err
+	}
+	if err := p.validateSAS(b, bp, has); err != nil {
+		return err
+	}
 	if has("password") && has("password_file") {
 		return p.errorf(bp.key("password_file"), "set password or password_file, not both")
 	}
@@ -140,6 +149,57 @@ func (p *configParser) validateBridgeAuth(b *Bridge, bp keyPath, has func(string
 		}
 	}
 	return nil
+}
+
+// validateSAS checks the keys of auth = "azure-sas", and that they are
+// not used without it.
+func (p *configParser) validateSAS(b *Bridge, bp keyPath, has func(string) bool) error {
+	const sas = `auth = "azure-sas"`
+	if b.Auth != "azure-sas" {
+		for _, k := range []string{"sas_key_file", "sas_ttl"} {
+			if has(k) {
+				return p.errorf(bp.key(k), "applies to %s only", sas)
+			}
+		}
+		return nil
+	}
+	for _, k := range []string{"username", "password", "password_file"} {
+		if has(k) {
+			return p.errorf(bp.key(k), "not with %s: the username is <hub>/<device>/?api-version=…, the password a SAS token Ralph makes", sas)
+		}
+	}
+	if !has("client_id") {
+		return p.errorf(bp.key("client_id"), "required with %s: the IoT Hub device id", sas)
+	}
+	if !has("sas_key_file") {
+		return p.errorf(bp.key("sas_key_file"), "required with %s: a file holding the device's key (base64, as the portal shows it)", sas)
+	}
+	if _, err := ReadSASKey(b.SASKeyFile); err != nil {
+		return p.errorf(bp.key("sas_key_file"), "%v", err)
+	}
+	if d := b.SASTTL.Duration; d < time.Second || d > 365*24*time.Hour {
+		return p.errorf(bp.key("sas_ttl"), "%s is out of range (allowed 1s .. 8760h)", formatDuration(d))
+	}
+	for _, u := range b.URLs {
+		if !isTLSURL(u) {
+			return p.errorf(bp.key("urls"), "%s needs TLS, and %q is not mqtts://, ssl:// or tls:// (IoT Hub listens on mqtts://<hub>.azure-devices.net:8883)", sas, u)
+		}
+	}
+	return nil
+}
+
+// ReadSASKey returns the key in a SAS key file: the first line, decoded
+// from base64.
+func ReadSASKey(path string) ([]byte, error) {
+	line, err := ReadPasswordFile(path)
+	if err != nil {
+		return nil, err
+	}
+	key, err := base64.StdEncoding.DecodeString(strings.TrimSpace(line))
+	if err != nil || len(key) == 0 {
+		return nil, fmt.Errorf("%s does not hold a base64 key on its first line", path)
+	}
+	return key, nil
 }
 
 // ReadPasswordFile returns the first line of a password file.
@@ -216,6 +276,16 @@ func normalizeBrokerURL(s string) (string, error) {
 }
 
 func (p *configParser) validateForward(r *ForwardRule, rp keyPath) error {
+	if r.RemoteTopic != "" {
+		for _, k := range []struct{ key, v string }{{"strip_prefix", r.StripPrefix}, {"remote_prefix", r.RemotePrefix}} {
+			if k.v != "" {
+				return p.errorf(rp.key(k.key), "set remote_topic or %s, not both", k.key)
+			}
+		}
+		if err := topic.ValidateName(r.RemoteTopic); err != nil {
+			return p.errorf(rp.key("remote_topic"), "%v", err)
+		}
+	}
 	return p.validateRule(rp, "local", r.Local, "sensors/#", r.QoS,
 		[2]string{"strip_prefix", r.StripPrefix}, [2]string{"remote_prefix", r.RemotePrefix})
 }

@@ -235,6 +235,14 @@ type Bridge struct {
 	ServerName         string `toml:"server_name"`
 	InsecureSkipVerify bool   `toml:"insecure_skip_verify"`
 	// StateTopic is an upstream topic where the bridge publishes a
+	// Auth is how the bridge logs in: "password" (the keys above, or no
+	// credentials) or "azure-sas", as an Azure IoT Hub device whose id is
+	// ClientID: the username is <hub host>/<device>/?api-version=…, and the
+	// password a SAS token signed with the device's key (base64, the first
+	// line of SASKeyFile), valid for SASTTL and renewed before it expires.
+	Auth       string   `toml:"auth"`
+	SASKeyFile string   `toml:"sas_key_file"`
+	SASTTL     Duration `toml:"sas_ttl"`
 	// retained "online" when it connects and leaves "offline" as its will,
 	// like Mosquitto's bridge notifications. Default "" (none).
 	StateTopic string `toml:"state_topic"`
@@ -270,5 +278,9 @@ type ForwardRule struct {
 	Local        string `toml:"local"`         // required MQTT topic filter
 	StripPrefix  string `toml:"strip_prefix"`  // optional
 	RemotePrefix string `toml:"remote_prefix"` // optional
-	QoS          int    `toml:"qos"`           // 0, 1 or 2; default 1
+	// RemoteTopic, instead of the two above, is the one upstream topic of
+	// every message the rule selects (Azure IoT Hub's device-to-cloud
+	// topic devices/<device>/messages/events/, say).
+	RemoteTopic string `toml:"remote_topic"`
+	QoS         int    `toml:"qos"` // 0, 1 or 2; default 1
 }

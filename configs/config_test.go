@@ -121,6 +121,8 @@ func TestParseConfigMinimal(t *testing.T) {
 		SessionExpiry:  Duration{time.Hour},
 		PrimaryRetry:   Duration{5 * time.Minute},
 		AckTimeout:     Duration{time.Minute},
+		Auth:           "password",
+		SASTTL:         Duration{time.Hour},
 		Forward:        []ForwardRule{{Local: "sensors/#", RemotePrefix: "edge/", QoS: 1}},
 	}}
 	if !reflect.DeepEqual(cfg, want) {
@@ -180,6 +182,7 @@ func TestParseConfigBridgeDefaults(t *testing.T) {
 		KeepAlive: Duration{time.Second}, ConnectTimeout: Duration{time.Millisecond},
 		ReconnectMin: Duration{5 * time.Second}, ReconnectMax: Duration{5 * time.Second},
 		SessionExpiry: Duration{0}, PrimaryRetry: Duration{5 * time.Minute}, AckTimeout: Duration{time.Minute},
+		Auth: "password", SASTTL: Duration{time.Hour},
 		Forward: []ForwardRule{{Local: "d", QoS: 1}, {Local: "e", QoS: 0}},
 	}
 	if !reflect.DeepEqual(b, wantB) {

@@ -65,6 +65,8 @@ func DefaultBridge(name string) Bridge {
 		SessionExpiry:  Duration{time.Hour},
 		PrimaryRetry:   Duration{5 * time.Minute},
 		AckTimeout:     Duration{time.Minute},
+		Auth:           "password",
+		SASTTL:         Duration{time.Hour},
 	}
 }
 

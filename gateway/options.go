@@ -102,8 +102,16 @@ func bridgeConfig(bc configs.Bridge, log *slog.Logger) (bridge.Config, error) {
 			Filter:       f.Local,
 			StripPrefix:  f.StripPrefix,
 			RemotePrefix: f.RemotePrefix,
+			Topic:        f.RemoteTopic,
 			QoS:          byte(f.QoS),
 		})
+	}
+	if bc.Auth == "azure-sas" {
+		key, err := configs.ReadSASKey(bc.SASKeyFile)
+		if err != nil {
+			return c, err
+		}
+		c.Credentials = bridge.AzureIoTHub(bc.ClientID, key, bc.SASTTL.Duration)
 	}
 	c.Username = bc.Username
 	if bc.Password != "" {
