@@ -141,6 +141,7 @@ type corkConn struct {
 	mu     sync.Mutex
 	corked bool
 	buf    []byte
+	linger // how it closes: see linger.go
 }
 
 // corkLimit bounds what a corked connection holds before writing anyway.
@@ -190,13 +191,13 @@ func (c *corkConn) flushLocked() error {
 }
 
 // Close sends what is buffered first: mochi writes a DISCONNECT and then
-// closes, possibly while corked.
+// closes, possibly while corked. Then it closes gracefully (linger.go).
 func (c *corkConn) Close() error {
 	c.mu.Lock()
 	c.corked = false
 	c.flushLocked()
 	c.mu.Unlock()
-	return c.Conn.Close()
+	return c.closeGracefully(c.Conn)
 }
 
 // transient reports whether an accept error may pass by itself.

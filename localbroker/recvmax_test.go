@@ -2,6 +2,7 @@ package localbroker
 
 import (
 	"fmt"
+	"io"
 	"testing"
 	"time"
 
@@ -90,5 +91,27 @@ func TestQoS2CountReleased(t *testing.T) {
 	expectDisconnect(t, pub, packets.ErrReceiveMaximum.Code)
 	if s := e.b.Stats(); s.OverReceiveMx != 1 {
 		t.Fatalf("OverReceiveMx %d, want 1", s.OverReceiveMx)
+	}
+}
+
+// TestDisconnectLingers: after the broker's DISCONNECT (here 0x93), what
+// the client still sends (PUBRELs for the PUBRECs before it, say, as the
+// interoperability suite's client does) is read and dropped rather than
+// answered with a reset, which made the client's writes fail and could
+// lose the DISCONNECT unread; the client reads the end of the stream.
+func TestDisconnectLingers(t *testing.T) {
+	e := start(t, func(o *Options) { o.ReceiveMaximum = 1 })
+	pub := mqtttest.Dial(t, e.addr, "pub", 5)
+	pub.Publish(1, 2, "t", []byte("x"))
+	expectAck(t, pub, packets.Pubrec, 1, 0, 2)
+	pub.Publish(2, 2, "t", []byte("x"))
+	expectDisconnect(t, pub, packets.ErrReceiveMaximum.Code)
+	if _, err := pub.TryRead(5 * time.Second); err != io.EOF {
+		t.Fatalf("after the DISCONNECT: %v, want EOF", err)
+	}
+	for i := range 200 {
+		if err := pub.TryWrite(pubrel(1)); err != nil {
+			t.Fatalf("write %d after the broker's DISCONNECT: %v", i+1, err)
+		}
 	}
 }
