@@ -97,11 +97,11 @@ func (p *configParser) validateBroker(b *Broker) error {
 		if _, err := bcrypt.Cost([]byte(u.PasswordHash)); err != nil && u.PasswordHash != "" {
 			return p.errorf(up.key("password_hash"), `not a bcrypt hash (%v): make one with "ralph passwd"`, err)
 		}
-		if err := p.validateACL(up, u.Publish, u.Subscribe); err != nil {
+		if err := p.validateACL(up, ACL{Publish: u.Publish, Subscribe: u.Subscribe, PublishDeny: u.PublishDeny, SubscribeDeny: u.SubscribeDeny}); err != nil {
 			return err
 		}
 	}
-	if err := p.validateACL(bp.key("anonymous"), b.Anonymous.Publish, b.Anonymous.Subscribe); err != nil {
+	if err := p.validateACL(bp.key("anonymous"), b.Anonymous); err != nil {
 		return err
 	}
 	if s := b.MaxPacketSize; s < kiB || s > 256*miB {

@@ -154,13 +154,23 @@ type User struct {
 	PasswordHash string   `toml:"password_hash"` // bcrypt, from "ralph passwd"; none: certificate login only (cert_username)
 	Publish      []string `toml:"publish"`       // topic filters it may publish to; %u username, %c client id; default ["#"]
 	Subscribe    []string `toml:"subscribe"`     // filters it may subscribe within; default ["#", "$SYS/#"]
+	// PublishDeny and SubscribeDeny are evaluated before the two above and
+	// win: see ACL. Default [] (nothing denied).
+	PublishDeny   []string `toml:"publish_deny"`
+	SubscribeDeny []string `toml:"subscribe_deny"`
 }
 
 // ACL lists topic filters (%u and %c substituted) a client may
-// publish to and subscribe within.
+// publish to and subscribe within, and deny lists evaluated first, which
+// win: a publish to a topic a publish_deny filter matches is refused, as
+// is a subscription to a filter a subscribe_deny filter covers (one that
+// could match only denied topics), and a message on a topic a
+// subscribe_deny filter matches is delivered to no subscription.
 type ACL struct {
-	Publish   []string `toml:"publish"`
-	Subscribe []string `toml:"subscribe"`
+	Publish       []string `toml:"publish"`
+	Subscribe     []string `toml:"subscribe"`
+	PublishDeny   []string `toml:"publish_deny"`
+	SubscribeDeny []string `toml:"subscribe_deny"`
 }
 
 // Queue configures the durable store-and-forward queue.

@@ -24,7 +24,7 @@ func TestDefaultConfig(t *testing.T) {
 			AllowAnonymous: false,
 			MaxPacketSize:  256 * 1024,
 			ReceiveMaximum: 256,
-			Anonymous:      ACL{Publish: []string{"#"}, Subscribe: []string{"#", "$SYS/#"}},
+			Anonymous:      ACL{Publish: []string{"#"}, Subscribe: []string{"#", "$SYS/#"}, PublishDeny: []string{}, SubscribeDeny: []string{}},
 			MaxClients:     10000, MaxKeepAlive: Duration{time.Hour}, MaxTopicLength: 1024, MaxTopicLevels: 32,
 			MaxMessageExpiry: Duration{720 * time.Hour},
 		},

@@ -93,9 +93,17 @@ func DefaultSerial(name string) Serial {
 func StatusTopic(prefix string) string { return prefix + "$status" }
 
 // defaultACL is that of anonymous clients and of users without one of
-// their own: everything, including reading Ralph's own $SYS topics. A
-// function, so that each config gets slices of its own.
-func defaultACL() ACL { return ACL{Publish: []string{"#"}, Subscribe: []string{"#", "$SYS/#"}} }
+// their own: everything, including reading Ralph's own $SYS topics, and
+// nothing denied. A function, so that each config gets slices of its own.
+func defaultACL() ACL {
+	return ACL{Publish: []string{"#"}, Subscribe: []string{"#", "$SYS/#"}, PublishDeny: []string{}, SubscribeDeny: []string{}}
+}
+
+// defaultUser is the ACL part of a [[broker.users]] entry's defaults.
+func defaultUser() User {
+	acl := defaultACL()
+	return User{Publish: acl.Publish, Subscribe: acl.Subscribe, PublishDeny: acl.PublishDeny, SubscribeDeny: acl.SubscribeDeny}
+}
 
 // Limits of values, for validation.
 const (
@@ -112,8 +120,7 @@ func (p *configParser) fillDefaults(cfg *Config) {
 	bp := keyPath{}.key("broker")
 	p.fillAbsent(&cfg.Broker.Anonymous, defaultACL(), bp.key("anonymous"))
 	for i := range cfg.Broker.Users {
-		acl := defaultACL()
-		p.fillAbsent(&cfg.Broker.Users[i], User{Publish: acl.Publish, Subscribe: acl.Subscribe}, bp.key("users").index(i))
+		p.fillAbsent(&cfg.Broker.Users[i], defaultUser(), bp.key("users").index(i))
 	}
 	for i := range cfg.Bridges {
 		b := &cfg.Bridges[i]

@@ -75,7 +75,7 @@ func defaultOf(table string) (any, bool) {
 		"log":              def.Log,
 		"broker":           def.Broker,
 		"broker.anonymous": acl,
-		"broker.users":     User{Publish: acl.Publish, Subscribe: acl.Subscribe},
+		"broker.users":     defaultUser(),
 		"broker.tls":       TLSListener{},
 		"broker.websocket": WebSocketListener{},
 		"queue":            def.Queue,

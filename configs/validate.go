@@ -139,11 +139,11 @@ func validName(s string) bool {
 	return true
 }
 
-func (p *configParser) validateACL(at keyPath, publish, subscribe []string) error {
+func (p *configParser) validateACL(at keyPath, acl ACL) error {
 	for _, l := range []struct {
 		key     string
 		filters []string
-	}{{"publish", publish}, {"subscribe", subscribe}} {
+	}{{"publish", acl.Publish}, {"subscribe", acl.Subscribe}, {"publish_deny", acl.PublishDeny}, {"subscribe_deny", acl.SubscribeDeny}} {
 		for j, f := range l.filters {
 			g := topic.Expand(f, "u", "c")
 			if err := topic.ValidateFilter(g); err != nil {

@@ -16,16 +16,19 @@ import (
 func (cfg *Config) Warnings() []string {
 	var out []string
 	for _, sc := range cfg.Serial {
-		acl, who := cfg.Broker.Anonymous.Publish, "the anonymous ACL"
+		acl, deny, who := cfg.Broker.Anonymous.Publish, cfg.Broker.Anonymous.PublishDeny, "the anonymous ACL"
 		for _, u := range cfg.Broker.Users {
 			if sc.User != "" && u.Name == sc.User {
-				acl, who = u.Publish, "user "+u.Name+"'s ACL"
+				acl, deny, who = u.Publish, u.PublishDeny, "user "+u.Name+"'s ACL"
 			}
 		}
 		allowed := false
 		for _, f := range acl {
 			f = topic.Expand(f, sc.User, sc.ClientID())
 			allowed = allowed || topic.Overlap(f, sc.TopicPrefix+"#")
+		}
+		for _, f := range deny { // one that denies the whole prefix
+			allowed = allowed && !topic.Covers(topic.Expand(f, sc.User, sc.ClientID()), sc.TopicPrefix+"#")
 		}
 		if !allowed {
 			out = append(out, fmt.Sprintf("serial port %s: %s allows no publish under %q: the board's publishes will be refused", sc.Name, who, sc.TopicPrefix))

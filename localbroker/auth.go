@@ -22,8 +22,42 @@ type User struct {
 // ACL lists the topic filters a client may publish and subscribe to; %u
 // stands for its username and %c for its client id. Empty lists allow
 // nothing; ["#"] allows everything (but $ topics).
+//
+// The deny lists are evaluated first and win over the allow lists: a
+// publish to a topic a PublishDeny filter matches is refused; a
+// subscription to a filter a SubscribeDeny filter covers (every topic it
+// could match is denied) is refused, and a message on a topic a
+// SubscribeDeny filter matches is delivered to no subscription of the
+// client, whatever its filter (so "#" may be subscribed to, and brings
+// everything but the denied topics).
 type ACL struct {
-	Publish, Subscribe []string
+	Publish, Subscribe         []string
+	PublishDeny, SubscribeDeny []string
+}
+
+// mayPublish reports whether the ACL lets cl publish to topic name t.
+func (a ACL) mayPublish(t string, cl *mqtt.Client) bool {
+	for _, f := range a.PublishDeny {
+		if topic.Match(expand(f, cl), t) {
+			return false
+		}
+	}
+	return allows(a.Publish, t, cl)
+}
+
+// maySubscribe reports whether the ACL lets cl subscribe to filter t, or
+// receive a message on topic name t.
+func (a ACL) maySubscribe(t string, cl *mqtt.Client) bool {
+	for _, f := range a.SubscribeDeny {
+		if topic.Covers(expand(f, cl), t) {
+			return false
+		}
+	}
+	return allows(a.Subscribe, t, cl)
+}
+
+func expand(f string, cl *mqtt.Client) string {
+	return topic.Expand(f, string(cl.Properties.Username), cl.ID)
 }
 
 // access is who may connect and what they may do.
@@ -56,7 +90,7 @@ func (b *Broker) SetUsers(users []User, anonymous ACL, allowAnonymous bool) {
 // filter, which must stay within one of them).
 func allows(filters []string, t string, cl *mqtt.Client) bool {
 	for _, f := range filters {
-		if topic.Covers(topic.Expand(f, string(cl.Properties.Username), cl.ID), t) {
+		if topic.Covers(expand(f, cl), t) {
 			return true
 		}
 	}
@@ -144,7 +178,7 @@ func (h *authHook) OnACLCheck(cl *mqtt.Client, t string, write bool) bool {
 			t = filter
 		}
 	}
-	return h.b.topicWithinLimits(cl, t) && allows(h.b.aclFor(cl).Subscribe, t, cl)
+	return h.b.topicWithinLimits(cl, t) && h.b.aclFor(cl).maySubscribe(t, cl)
 }
 
 func (b *Broker) aclFor(cl *mqtt.Client) ACL {

@@ -167,6 +167,9 @@ func New(opts Options) (*Broker, error) {
 	caps.MaximumClientWritesPending = 8192
 	caps.MaximumClients = int64(opts.Limits.MaxClients)
 	caps.MaximumMessageExpiryInterval = int64(opts.Limits.MaxMessageExpiry / time.Second)
+	// A refused subscription gets 0x80 on MQTT 5 too, as on 3.1.1 (and as
+	// the Eclipse interoperability suite expects), rather than 0x87.
+	caps.Compatibilities.ObscureNotAuthorized = true
 	srv := mqtt.New(&mqtt.Options{
 		Capabilities:           caps,
 		Logger:                 slog.New(warnOnly{opts.Logger.Handler()}),
@@ -426,7 +429,7 @@ func (b *Broker) releasedQoS2(cl *mqtt.Client, id uint16) {
 // other — stored and forwarded by the bridges.
 func (h *ingestHook) OnWill(cl *mqtt.Client, will mqtt.Will) (mqtt.Will, error) {
 	b := h.b
-	if !allows(b.aclFor(cl).Publish, will.TopicName, cl) {
+	if !b.aclFor(cl).mayPublish(will.TopicName, cl) {
 		return will, nil // mochi checked the will's topic at connect; not ours to store
 	}
 	m := &queue.Message{Topic: will.TopicName, Payload: will.Payload, QoS: will.Qos, Retain: will.Retain, Origin: cl.ID, Arrived: time.Now()}
@@ -475,7 +478,7 @@ func (b *Broker) ingest(cl *mqtt.Client, pk packets.Packet) (packets.Packet, err
 		b.refuseTopic(cl, pk)
 		return pk, packets.ErrRejectPacket
 	}
-	if !cl.Net.Inline && !allows(b.aclFor(cl).Publish, pk.TopicName, cl) {
+	if !cl.Net.Inline && !b.aclFor(cl).mayPublish(pk.TopicName, cl) {
 		b.deny(cl, pk)
 		return pk, packets.ErrRejectPacket
 	}
