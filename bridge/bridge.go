@@ -115,7 +115,18 @@ type Config struct {
 	StateTopic     string        // upstream topic for a retained "online" birth and "offline" will; "" for none
 	PrimaryRetry   time.Duration // connected to a later URL this long, go back to the first; 0 never
 	AckTimeout     time.Duration // messages in flight with no acknowledgement this long: reconnect; 0 never
-	Logger         *slog.Logger
+	// Proxy, when set, is an HTTP proxy that every connection goes
+	// through, whatever the URL's scheme: CONNECT to the URL's host and
+	// port, with Basic credentials when Proxy has a user.
+	Proxy *url.URL
+	// MaxQoS is the highest QoS the upstream takes: forward and subscribe
+	// rules with a higher one use it instead (AWS IoT Core has no QoS 2).
+	// 0 for no cap.
+	MaxQoS byte
+	// Limits are the upstream's limits on a message: one over them is
+	// moved to the dead-letter topic rather than sent (DeadLetterTopic).
+	Limits Limits
+	Logger *slog.Logger
 }
 
 // Stats describe a bridge's state and counters.
@@ -129,7 +140,7 @@ type Stats struct {
 	Expired    uint64 // MQTT 5 message expiry passed before forwarding
 	Rejected   uint64 // refused by the upstream with an error reason code
 	Downlinked uint64 // received from the upstream and published locally
-	DeadLetter uint64 // too large for the upstream: moved to the dead-letter topic
+	DeadLetter uint64 // too large for the upstream, or over its Limits: moved to the dead-letter topic
 	// DownlinkDeadLetter counts messages from the upstream whose local
 	// topic (after a subscribe rule's rewrite) is not a valid topic name:
 	// moved to the dead-letter topic.
@@ -187,6 +198,17 @@ func New(cfg Config, cons *queue.Consumer) *Bridge {
 	}
 	if cfg.ReconnectMax < cfg.ReconnectMin {
 		cfg.ReconnectMax = max(cfg.ReconnectMin, d.ReconnectMax.Duration)
+	}
+	if q := cfg.MaxQoS; q > 0 {
+		// Copies: the caller's rules stay as they are.
+		cfg.Forward = append([]Rule(nil), cfg.Forward...)
+		for i := range cfg.Forward {
+			cfg.Forward[i].QoS = min(cfg.Forward[i].QoS, q)
+		}
+		cfg.Subscribe = append([]SubRule(nil), cfg.Subscribe...)
+		for i := range cfg.Subscribe {
+			cfg.Subscribe[i].QoS = min(cfg.Subscribe[i].QoS, q)
+		}
 	}
 	b := &Bridge{
 		cfg:     cfg,

@@ -1,7 +1,7 @@
 package bridge
 
 // This file holds the upstream connection as the bridge sees it, for
-// every protocol: dialing (TCP or TLS), the handshake (the protocol's, in
+// every protocol: dialing (transport.go), the handshake (the protocol's, in
 // mqtt5.go or mqtt311.go) with the choice of resuming the session, the
 // subscriptions, reading again from the cursor when the messages in flight
 // were lost, the birth message, the backoff between failed rounds of URLs,
@@ -11,12 +11,9 @@ package bridge
 // bridge.go.
 import (
 	"context"
-	"crypto/tls"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"math/rand/v2"
-	"net"
 	"net/url"
 	"time"
 
@@ -90,7 +87,11 @@ func (b *Bridge) connect(ctx context.Context, u *url.URL) (upstream, context.Con
 	b.status.Connected, b.status.URL, b.status.Since, b.status.LastError = true, u.Redacted(), time.Now(), ""
 	b.mu.Unlock()
 	b.publishState()
-	b.log.Info("upstream connected", "url", u.Redacted(), "protocol", b.protocol(), "session_present", c.sessionPresent)
+	attrs := []any{"url", u.Redacted(), "protocol", b.protocol(), "session_present", c.sessionPresent}
+	if b.cfg.Proxy != nil {
+		attrs = append(attrs, "proxy", b.cfg.Proxy.Host) // not its credentials
+	}
+	b.log.Info("upstream connected", attrs...)
 	return up, down, nil
 }
 
@@ -120,34 +121,6 @@ func (b *Bridge) forwardsQoS2() bool {
 		}
 	}
 	return false
-}
-
-func (b *Bridge) dial(ctx context.Context, u *url.URL) (*flushConn, error) {
-	switch u.Scheme {
-	case "mqtt", "tcp":
-		var d net.Dialer
-		c, err := d.DialContext(ctx, "tcp", u.Host)
-		if err != nil {
-			return nil, err
-		}
-		return newFlushConn(c), nil
-	case "mqtts", "ssl", "tls":
-		cfg := b.cfg.TLS
-		if cfg == nil {
-			cfg = &tls.Config{MinVersion: tls.VersionTLS12}
-		}
-		cfg = cfg.Clone()
-		if cfg.ServerName == "" {
-			cfg.ServerName = u.Hostname()
-		}
-		d := tls.Dialer{Config: cfg}
-		c, err := d.DialContext(ctx, "tcp", u.Host)
-		if err != nil {
-			return nil, err
-		}
-		return newFlushConn(c), nil // its lock serialises paho's writers, as tls.Conn needs
-	}
-	return nil, fmt.Errorf("unsupported URL scheme %q", u.Scheme)
 }
 
 // backoff is exponential with jitter: a random duration in [d/2, d] where d

@@ -2,8 +2,8 @@ package bridge
 
 // This file holds forwarding from the queue to the upstream: the ordered
 // loop with its window of messages in flight, pacing to MaxRate, routing
-// by the forward rules, dead letters for messages too large for the
-// upstream, and the completion of each message when the upstream answers.
+// by the forward rules, dead letters for messages the upstream cannot take
+// (limits.go), and the completion of each message when the upstream answers.
 // It is the same for every protocol: a message goes out through the
 // connection's upstream (upstream.go).
 import (
@@ -36,11 +36,13 @@ func (b *Bridge) forward(ctx context.Context, up upstream) error {
 		}
 		m := b.buf[0]
 		pub := b.route(m)
-		if pub != nil && tooLarge(pub, b.maxPacket.Load()) {
-			if err := b.deadLetterMsg(ctx, m); err != nil {
-				return err
+		if pub != nil {
+			if reason := b.cfg.Limits.unfit(pub, b.maxPacket.Load()); reason != "" {
+				if err := b.deadLetterMsg(ctx, m, reason); err != nil {
+					return err
+				}
+				pub = nil
 			}
-			pub = nil
 		}
 		if pub == nil {
 			b.cons.Ack(m.Seq)
@@ -144,8 +146,9 @@ func (b *Bridge) route(m *queue.Message) *queue.Message {
 }
 
 // DeadLetterTopic is the local topic where a bridge puts messages its
-// upstream cannot take (larger than its Maximum Packet Size), with the
-// original topic and the reason as user properties. Retrying them would
+// upstream cannot take (larger than its Maximum Packet Size, or over the
+// configured Limits), with the original topic and the reason as user
+// properties. Retrying them would
 // block everything queued behind them forever. Downlink messages whose
 // local topic (after the subscribe rule's rewrite) is invalid go there
 // too, with the upstream topic, the rule's filter ("rule", which only
@@ -166,8 +169,9 @@ func tooLarge(pub *queue.Message, max uint32) bool {
 	return n > int(max)
 }
 
-func (b *Bridge) deadLetterMsg(ctx context.Context, m *queue.Message) error {
-	reason := fmt.Sprintf("larger than the upstream's maximum packet size of %d bytes", b.maxPacket.Load())
+// deadLetterMsg moves m, which cannot go upstream for reason, to the
+// dead-letter topic.
+func (b *Bridge) deadLetterMsg(ctx context.Context, m *queue.Message, reason string) error {
 	b.log.Warn("message dead-lettered", "topic", m.Topic, "bytes", len(m.Payload), "reason", reason, "dead_letter_topic", DeadLetterTopic(b.cfg.Name))
 	b.deadLetter.Add(1)
 	if b.cfg.Local == nil {
