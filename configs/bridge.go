@@ -1,7 +1,7 @@
 package configs
 
 // Validation of [[bridge]]: protocol, URLs, authentication, TLS and topic
-// rules.
+// rules; ALPN, the proxy and the upstream limits are in upstream.go.
 
 import (
 	"crypto/tls"
@@ -23,6 +23,9 @@ func (p *configParser) validateBridge(b *Bridge, bp keyPath, firstName map[strin
 	has := func(k string) bool { _, ok := lookup(p.tree, bp.key(k)); return ok }
 	if err := p.validateName(bp, b.Name, "bridge", firstName); err != nil {
 		return err
+	}
+	if isWebSocketWord(b.Protocol) {
+		return p.errorf(bp.key("protocol"), `%q is not one of 5, 3.1.1 (protocol is the MQTT version: for MQTT over WebSocket, give ws:// or wss:// URLs)`, truncate(b.Protocol))
 	}
 	if err := p.oneOf(bp.key("protocol"), b.Protocol, "5", "3.1.1"); err != nil {
 		return err
@@ -81,6 +84,12 @@ func (p *configParser) validateBridge(b *Bridge, bp keyPath, firstName map[strin
 	if err := p.validateBridgeAuth(b, bp, has); err != nil {
 		return err
 	}
+	if err := p.validateTransport(b, bp); err != nil {
+		return err
+	}
+	if err := p.validateLimits(b, bp, has); err != nil {
+		return err
+	}
 	if len(b.Forward) == 0 && len(b.Subscribe) == 0 {
 		return p.errorf(bp.key("forward"), "at least one [[bridge.forward]] or [[bridge.subscribe]] rule is required")
 	}
@@ -94,7 +103,7 @@ func (p *configParser) validateBridge(b *Bridge, bp keyPath, firstName map[strin
 			return err
 		}
 	}
-	return nil
+	return p.validateRuleLimits(b, bp)
 }
 
 // validateBridgeAuth checks credentials and TLS files now, so that a bad
@@ -217,7 +226,7 @@ func ReadPasswordFile(path string) (string, error) {
 }
 
 func isTLSURL(u string) bool {
-	for _, s := range []string{"mqtts://", "ssl://", "tls://"} {
+	for _, s := range []string{"mqtts://", "ssl://", "tls://", "wss://"} {
 		if strings.HasPrefix(strings.ToLower(u), s) {
 			return true
 		}
@@ -247,6 +256,10 @@ func normalizeBrokerURL(s string) (string, error) {
 		port = "1883"
 	case "mqtts", "ssl", "tls":
 		port = "8883"
+	case "ws":
+		port = "80"
+	case "wss":
+		port = "443"
 	default:
 		return "", fmt.Errorf("unsupported scheme %q in %q (%s)", truncate(u.Scheme), ts, use)
 	}
@@ -255,7 +268,7 @@ func normalizeBrokerURL(s string) (string, error) {
 		return "", fmt.Errorf("user information is not supported in %q", ts)
 	case u.Hostname() == "":
 		return "", fmt.Errorf("missing host in %q (e.g. \"mqtts://mqtt.example.com:8883\")", ts)
-	case u.Path != "" && u.Path != "/":
+	case u.Path != "" && u.Path != "/" && !isWebSocket(u.Scheme): // a WebSocket's path is its endpoint
 		return "", fmt.Errorf("unexpected path %q in %q (a broker URL has none)", truncate(u.Path), ts)
 	case u.RawQuery != "" || u.ForceQuery:
 		return "", fmt.Errorf("unexpected query in %q (a broker URL has none)", ts)

@@ -210,8 +210,9 @@ type Bridge struct {
 	// they are dropped, and counted.
 	Protocol string `toml:"protocol"`
 	// URLs of the upstream broker, tried in order. Schemes mqtt:// and tcp://
-	// are plain TCP, mqtts://, ssl:// and tls:// are TLS. A missing port is
-	// filled in (1883 plain, 8883 TLS).
+	// are plain TCP, mqtts://, ssl:// and tls:// are TLS, ws:// and wss://
+	// MQTT over WebSocket (over TLS), which may have a path ("/mqtt"). A
+	// missing port is filled in (1883 plain, 8883 TLS, 80 ws, 443 wss).
 	URLs []string `toml:"urls"`
 	// ClientID defaults to "ralph-<hostname>-<name>".
 	ClientID string `toml:"client_id"`
@@ -262,6 +263,32 @@ type Bridge struct {
 	// AckTimeout: messages in flight and no acknowledgement for this long
 	// means a stuck link: reconnect. Default 60s; "0s" never.
 	AckTimeout Duration `toml:"ack_timeout"`
+	// ALPN lists the protocols the TLS handshake offers (on mqtts:// and
+	// wss:// URLs only), of which the server must agree to one: AWS IoT
+	// Core on port 443 wants ["x-amzn-mqtt-ca"]. Not set by default (no
+	// ALPN).
+	ALPN []string `toml:"alpn"`
+	// Proxy is an HTTP proxy, "http://[user:password@]host[:port]" (port
+	// 80 if none is given), that every connection of the bridge goes
+	// through, whatever the URL's scheme: a CONNECT tunnel, with Basic
+	// credentials when the proxy URL has a user. Default "" (none).
+	Proxy string `toml:"proxy"`
+	// Upstream limits, checked before a message is published: a message
+	// over one is not sent but moved to the local dead-letter topic with
+	// the reason. Limits is a preset of them: "aws-iot-core" (AWS IoT
+	// Core's quotas) is MaxPayload 128KB, MaxTopicLevels 8, MaxTopicLength
+	// 256 and MaxQoS 1; a key set in the file wins over its preset. The
+	// topic counts as it goes upstream, without the prefix
+	// $aws/rules/<rule>/ of AWS IoT Basic Ingest. Defaults: "" (no
+	// preset), and 0 (no limit) for the three limits.
+	Limits         string `toml:"limits"`
+	MaxPayload     Size   `toml:"max_payload"`      // bytes of payload, at most 256MiB
+	MaxTopicLevels int    `toml:"max_topic_levels"` // levels (slashes + 1) of the upstream topic, at most 65535
+	MaxTopicLength int    `toml:"max_topic_length"` // bytes of the upstream topic, at most 65535
+	// MaxQoS, 1 or 2, caps the QoS of every forward and subscribe rule: a
+	// QoS 2 rule forwards and subscribes at 1 with max_qos = 1 (AWS IoT
+	// Core has no QoS 2). Not set (0) by default: each rule's qos holds.
+	MaxQoS int `toml:"max_qos"`
 	// Forward lists which local topics are forwarded; at least one.
 	Forward []ForwardRule `toml:"forward"`
 	// Subscribe lists which upstream topics come down to local devices.

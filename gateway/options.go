@@ -2,8 +2,8 @@ package gateway
 
 // Translation of configs types into other packages' options: the broker's
 // TLS and WebSocket listeners and its users, and a bridge's bridge.Config
-// (URLs, topic rules, credentials, TLS). A serial port's options are set
-// in newPort (parts.go).
+// (URLs, topic rules, credentials, TLS and ALPN, the proxy, the upstream
+// limits). A serial port's options are set in newPort (parts.go).
 
 import (
 	"crypto/tls"
@@ -79,7 +79,16 @@ func bridgeConfig(bc configs.Bridge, log *slog.Logger) (bridge.Config, error) {
 		StateTopic:     bc.StateTopic,
 		PrimaryRetry:   bc.PrimaryRetry.Duration,
 		AckTimeout:     bc.AckTimeout.Duration,
+		MaxQoS:         byte(bc.MaxQoS),
+		Limits:         bridge.Limits{MaxPayload: int(bc.MaxPayload), MaxTopicLevels: bc.MaxTopicLevels, MaxTopicLength: bc.MaxTopicLength},
 		Logger:         log.With("component", "bridge"),
+	}
+	if bc.Proxy != "" {
+		u, err := url.Parse(bc.Proxy)
+		if err != nil {
+			panic(fmt.Sprintf("gateway: proxy URL passed validation but does not parse: %v", err))
+		}
+		c.Proxy = u
 	}
 	for _, s := range bc.URLs {
 		u, err := url.Parse(s)
@@ -145,6 +154,7 @@ func bridgeConfig(bc configs.Bridge, log *slog.Logger) (bridge.Config, error) {
 	if bc.InsecureSkipVerify {
 		log.Warn("bridge: TLS certificate verification is OFF (insecure_skip_verify = true): anyone on the path can read and alter this link", "bridge", bc.Name)
 	}
+	tc.NextProtos = bc.ALPN
 	c.TLS = tc
 	return c, nil
 }
