@@ -236,6 +236,14 @@ type Bridge struct {
 	Username     string `toml:"username"`
 	Password     string `toml:"password"`
 	PasswordFile string `toml:"password_file"`
+	// Auth is how the bridge logs in: "password" (the keys above, or no
+	// credentials) or "azure-sas", as an Azure IoT Hub device whose id is
+	// ClientID: the username is <hub host>/<device>/?api-version=…, and the
+	// password a SAS token signed with the device's key (base64, the first
+	// line of SASKeyFile), valid for SASTTL and renewed before it expires.
+	Auth       string   `toml:"auth"`
+	SASKeyFile string   `toml:"sas_key_file"`
+	SASTTL     Duration `toml:"sas_ttl"`
 	// TLS settings for mqtts:// URLs. CAFile (PEM) replaces the system
 	// roots; CertFile and KeyFile (PEM) are a client certificate for
 	// mutual TLS; ServerName overrides the name the server's certificate
@@ -246,14 +254,6 @@ type Bridge struct {
 	ServerName         string `toml:"server_name"`
 	InsecureSkipVerify bool   `toml:"insecure_skip_verify"`
 	// StateTopic is an upstream topic where the bridge publishes a
-	// Auth is how the bridge logs in: "password" (the keys above, or no
-	// credentials) or "azure-sas", as an Azure IoT Hub device whose id is
-	// ClientID: the username is <hub host>/<device>/?api-version=…, and the
-	// password a SAS token signed with the device's key (base64, the first
-	// line of SASKeyFile), valid for SASTTL and renewed before it expires.
-	Auth       string   `toml:"auth"`
-	SASKeyFile string   `toml:"sas_key_file"`
-	SASTTL     Duration `toml:"sas_ttl"`
 	// retained "online" when it connects and leaves "offline" as its will,
 	// like Mosquitto's bridge notifications. Default "" (none).
 	StateTopic string `toml:"state_topic"`
