@@ -45,7 +45,7 @@ func TestDeadLetter(t *testing.T) {
 		return b.DeadLetter == 1 && b.Forwarded == 2 && b.Queued == 0
 	})
 	out, _ := ralphCmd(t, "status", "--config", s.config)
-	if want := "  dead-lettered: 1 too large for the upstream, 0 downlink with an invalid local topic\n"; !strings.Contains(out, want) {
+	if want := "  dead-lettered: 1 over the upstream's packet size or limits, 0 downlink with an invalid local topic\n"; !strings.Contains(out, want) {
 		t.Errorf("ralph status does not say %q:\n%s", want, out)
 	}
 	p.stop()

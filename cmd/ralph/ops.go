@@ -160,7 +160,7 @@ func printStatus(w io.Writer, st gateway.Status) {
 			fmt.Fprintf(w, "  last error: %s\n", b.LastError)
 		}
 		if b.DeadLetter+b.DownlinkDeadLetter > 0 {
-			fmt.Fprintf(w, "  dead-lettered: %d too large for the upstream, %d downlink with an invalid local topic\n", b.DeadLetter, b.DownlinkDeadLetter)
+			fmt.Fprintf(w, "  dead-lettered: %d over the upstream's packet size or limits, %d downlink with an invalid local topic\n", b.DeadLetter, b.DownlinkDeadLetter)
 		}
 		if b.PropertiesDropped > 0 {
 			fmt.Fprintf(w, "  MQTT %s: %d messages forwarded without their MQTT 5 properties\n", b.Protocol, b.PropertiesDropped)
