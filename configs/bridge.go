@@ -135,7 +135,7 @@ func (p *configParser) validateBridgeAuth(b *Bridge, bp keyPath, has func(string
 		set bool
 	}{{"ca_file", b.CAFile != ""}, {"cert_file", b.CertFile != ""}, {"key_file", b.KeyFile != ""}, {"server_name", b.ServerName != ""}, {"insecure_skip_verify", b.InsecureSkipVerify}} {
 		if k.set && !tlsURL {
-			return p.errorf(bp.key(k.key), "applies to TLS only, and no URL of this bridge is mqtts://, ssl:// or tls://")
+			return p.errorf(bp.key(k.key), "applies to TLS only, and no URL of this bridge is mqtts://, ssl://, tls:// or wss://")
 		}
 	}
 	if b.CAFile != "" {
@@ -237,7 +237,7 @@ func isTLSURL(u string) bool {
 // normalizeBrokerURL checks an upstream broker URL and adds the default
 // port when it has none.
 func normalizeBrokerURL(s string) (string, error) {
-	const use = "use mqtt://, tcp://, mqtts:// or ssl://"
+	const use = "use mqtt://, tcp://, mqtts://, ssl://, ws:// or wss://"
 	ts := truncate(s)
 	if !strings.Contains(s, "://") {
 		return "", fmt.Errorf("%q has no scheme (%s, e.g. \"mqtts://mqtt.example.com:8883\")", ts, use)

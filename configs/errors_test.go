@@ -131,7 +131,7 @@ func TestParseConfigErrors(t *testing.T) {
 		{"missing password_file", doc(`[[bridge]]`, `name = "a"`, `urls = ["mqtt://x"]`, `username = "u"`, `password_file = "/nonexistent/pw"`, `[[bridge.forward]]`, `local = "#"`),
 			`ralph.toml:5: bridge[0].password_file: open /nonexistent/pw: no such file or directory`},
 		{"ca_file without TLS", doc(`[[bridge]]`, `name = "a"`, `urls = ["mqtt://x"]`, `ca_file = "/etc/ssl/x.pem"`, `[[bridge.forward]]`, `local = "#"`),
-			`ralph.toml:4: bridge[0].ca_file: applies to TLS only, and no URL of this bridge is mqtts://, ssl:// or tls://`},
+			`ralph.toml:4: bridge[0].ca_file: applies to TLS only, and no URL of this bridge is mqtts://, ssl://, tls:// or wss://`},
 		{"missing ca_file", doc(`[[bridge]]`, `name = "a"`, `urls = ["mqtts://x"]`, `ca_file = "/nonexistent/ca.pem"`, `[[bridge.forward]]`, `local = "#"`),
 			`ralph.toml:4: bridge[0].ca_file: open /nonexistent/ca.pem: no such file or directory`},
 		{"cert without key", doc(`[[bridge]]`, `name = "a"`, `urls = ["mqtts://x"]`, `cert_file = "/x.pem"`, `[[bridge.forward]]`, `local = "#"`),
@@ -171,11 +171,11 @@ func TestParseConfigErrors(t *testing.T) {
 			`]`,
 			`[[bridge.forward]]`,
 			`local = "a"`),
-			`ralph.toml:5: bridge[0].urls[1]: unsupported scheme "http" in "http://x:1883" (use mqtt://, tcp://, mqtts:// or ssl://)`},
+			`ralph.toml:5: bridge[0].urls[1]: unsupported scheme "http" in "http://x:1883" (use mqtt://, tcp://, mqtts://, ssl://, ws:// or wss://)`},
 		{"URL without host", afterOKBridge(`[[bridge]]`, `name = "b"`, `urls = ["mqtt://:1883"]`),
 			`ralph.toml:7: bridge[1].urls[0]: missing host in "mqtt://:1883" (e.g. "mqtts://mqtt.example.com:8883")`},
 		{"URL without scheme", doc(`[[bridge]]`, `name = "b"`, `urls = ["mqtt.example.com:8883"]`),
-			`ralph.toml:3: bridge[0].urls[0]: "mqtt.example.com:8883" has no scheme (use mqtt://, tcp://, mqtts:// or ssl://, e.g. "mqtts://mqtt.example.com:8883")`},
+			`ralph.toml:3: bridge[0].urls[0]: "mqtt.example.com:8883" has no scheme (use mqtt://, tcp://, mqtts://, ssl://, ws:// or wss://, e.g. "mqtts://mqtt.example.com:8883")`},
 		{"URL with path", doc(`[[bridge]]`, `name = "b"`, `urls = ["mqtt://h/topic"]`),
 			`ralph.toml:3: bridge[0].urls[0]: unexpected path "/topic" in "mqtt://h/topic" (a broker URL has none)`},
 		{"URL with query", doc(`[[bridge]]`, `name = "b"`, `urls = ["mqtt://h?x=1"]`),
@@ -244,7 +244,7 @@ func TestParseConfigErrors(t *testing.T) {
 
 		// Inline tables and dotted keys are located too.
 		{"inline bridge", doc(`# comment`, `bridge = [{name = "a", urls = ["ftp://x"], forward = [{local = "a"}]}]`),
-			`ralph.toml:2: bridge[0].urls[0]: unsupported scheme "ftp" in "ftp://x" (use mqtt://, tcp://, mqtts:// or ssl://)`},
+			`ralph.toml:2: bridge[0].urls[0]: unsupported scheme "ftp" in "ftp://x" (use mqtt://, tcp://, mqtts://, ssl://, ws:// or wss://)`},
 		{"inline table over lines", doc(`bridge = [`, `  {name = "a", urls = ["mqtt://x"], forward = [{local = "a"}]},`, `  {name = "b", urls = ["mqtt://x"], forward = [{local = "a"}, {local = "#/a"}]},`, `]`),
 			`ralph.toml:3: bridge[1].forward[1].local: topic filter "#/a": # must be the last level`},
 		{"dotted key in table", doc(`[[bridge]]`, `name = "a"`, `urls = ["mqtt://x"]`, `forward = [{local = "a"}]`, `queue.durability = "x"`),
@@ -256,7 +256,7 @@ func TestParseConfigErrors(t *testing.T) {
 		{"byte order mark", "\xef\xbb\xbf[log]\nformat = \"xml\"\n",
 			`ralph.toml:2: log.format: "xml" is not one of text, json`},
 		{"URL scheme in capitals", doc(`[[bridge]]`, `name = "b"`, `urls = ["HTTP://h"]`),
-			`ralph.toml:3: bridge[0].urls[0]: unsupported scheme "http" in "HTTP://h" (use mqtt://, tcp://, mqtts:// or ssl://)`},
+			`ralph.toml:3: bridge[0].urls[0]: unsupported scheme "http" in "HTTP://h" (use mqtt://, tcp://, mqtts://, ssl://, ws:// or wss://)`},
 
 		// Serial ports.
 		{"user without a password", doc(`[[broker.users]]`, `name = "a"`),

@@ -78,7 +78,7 @@ func TestUpstreamErrors(t *testing.T) {
 	for _, tt := range []struct{ name, toml, want string }{
 		// URLs and the protocol.
 		{"unknown scheme", upstreamBridge("quic://h"),
-			`ralph.toml:3: bridge[0].urls[0]: unsupported scheme "quic" in "quic://h" (use mqtt://, tcp://, mqtts:// or ssl://)`},
+			`ralph.toml:3: bridge[0].urls[0]: unsupported scheme "quic" in "quic://h" (use mqtt://, tcp://, mqtts://, ssl://, ws:// or wss://)`},
 		{"ws with a query", upstreamBridge("ws://h/mqtt?token=1"),
 			`ralph.toml:3: bridge[0].urls[0]: unexpected query in "ws://h/mqtt?token=1" (a broker URL has none)`},
 		{"ws with a bad port", upstreamBridge("wss://h:99999/mqtt"),
@@ -100,7 +100,7 @@ func TestUpstreamErrors(t *testing.T) {
 		{"alpn a string", upstreamBridge("mqtts://h", `alpn = "x-amzn-mqtt-ca"`),
 			`ralph.toml:4: bridge[0].alpn: expected an array of strings, got string "x-amzn-mqtt-ca"`},
 		{"ca_file with only wss", upstreamBridge("ws://h", `ca_file = "/etc/ssl/x.pem"`),
-			`ralph.toml:4: bridge[0].ca_file: applies to TLS only, and no URL of this bridge is mqtts://, ssl:// or tls://`},
+			`ralph.toml:4: bridge[0].ca_file: applies to TLS only, and no URL of this bridge is mqtts://, ssl://, tls:// or wss://`},
 
 		// The proxy.
 		{"proxy without scheme", upstreamBridge("mqtt://h", `proxy = "proxy.corp:3128"`),

@@ -154,7 +154,7 @@ func TestCheckUpstreamErrors(t *testing.T) {
 		return "[[bridge]]\nname = \"up\"\nurls = [\"" + url + "\"]\n" + strings.Join(keys, "\n") + "\n[[bridge.forward]]\nlocal = \"#\"\n"
 	}
 	for _, tt := range []struct{ name, config, want string }{
-		{"unknown scheme", bridge("websocket://h/mqtt"), `:3: bridge[0].urls[0]: unsupported scheme "websocket" in "websocket://h/mqtt" (use mqtt://, tcp://, mqtts:// or ssl://)`},
+		{"unknown scheme", bridge("websocket://h/mqtt"), `:3: bridge[0].urls[0]: unsupported scheme "websocket" in "websocket://h/mqtt" (use mqtt://, tcp://, mqtts://, ssl://, ws:// or wss://)`},
 		{"protocol websocket", bridge("mqtt://h", `protocol = "websocket"`), `:4: bridge[0].protocol: "websocket" is not one of 5, 3.1.1 (protocol is the MQTT version: for MQTT over WebSocket, give ws:// or wss:// URLs)`},
 		{"alpn without TLS", bridge("ws://h/mqtt", `alpn = ["x-amzn-mqtt-ca"]`), `:4: bridge[0].alpn: applies to TLS only, and no URL of this bridge is mqtts://, ssl://, tls:// or wss://`},
 		{"proxy that does not parse", bridge("mqtts://h", `proxy = "http://u:secret@proxy corp:3128"`), `:4: bridge[0].proxy: invalid proxy URL "http://xxxxx@proxy corp:3128": invalid character " " in host name (use "http://host:port" or "http://user:password@host:port")`},
