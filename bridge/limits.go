@@ -19,6 +19,11 @@ type Limits struct {
 	MaxPayload     int // bytes of payload
 	MaxTopicLevels int // levels of the upstream topic (slashes + 1)
 	MaxTopicLength int // bytes of the upstream topic
+	// TopicBytes are bytes an upstream topic must not hold: nats-server's
+	// MQTT gateway closes the connection on a topic with "." or " " (they
+	// mean something in a NATS subject), so such a message, resent after
+	// every reconnect, would stop the bridge for good.
+	TopicBytes string
 }
 
 // BasicIngestPrefix starts AWS IoT Core's Basic Ingest topics,
@@ -33,6 +38,9 @@ const BasicIngestPrefix = "$aws/rules/"
 func (l Limits) unfit(pub *queue.Message, maxPacket uint32) string {
 	if l.MaxPayload > 0 && len(pub.Payload) > l.MaxPayload {
 		return fmt.Sprintf("payload of %d bytes is over max_payload (%s)", len(pub.Payload), formatBytes(l.MaxPayload))
+	}
+	if i := strings.IndexAny(pub.Topic, l.TopicBytes); l.TopicBytes != "" && i >= 0 {
+		return fmt.Sprintf("topic %q holds %q, which the upstream cannot carry", pub.Topic, pub.Topic[i:i+1])
 	}
 	t := pub.Topic
 	if rest, ok := strings.CutPrefix(t, BasicIngestPrefix); ok {

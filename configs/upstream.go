@@ -21,17 +21,27 @@ type limitPreset struct {
 	MaxTopicLevels int
 	MaxTopicLength int
 	MaxQoS         int
-	MaxClientID    int // a longer client_id is an error
-	MaxRate        int // publishes a second a connection may make (for a warning)
+	MaxClientID    int    // a longer client_id is an error
+	MaxRate        int    // publishes a second a connection may make (for a warning)
+	TopicBytes     string // bytes a topic must not hold (see Bridge.TopicBytes)
 }
 
 // limitPresets are the values of limits. "aws-iot-core" is AWS IoT Core's
 // message broker quotas: a payload of 128 KB, a topic of at most 7
 // slashes and 256 bytes (not counting a Basic Ingest prefix), no QoS 2, a
 // client id of at most 128 bytes, 100 publishes a second per connection.
+//
+// "nats" is nats-server's MQTT gateway (2.9): no QoS 2, and no "." or " "
+// in a topic (NATS subjects use them); it closes the connection on either,
+// so a message that breaks them must go to the dead-letter topic instead.
 var limitPresets = map[string]limitPreset{
 	"aws-iot-core": {MaxPayload: 128 * 1000, MaxTopicLevels: 8, MaxTopicLength: 256, MaxQoS: 1, MaxClientID: 128, MaxRate: 100},
+	"nats":         {MaxQoS: 1, TopicBytes: ". "},
 }
+
+// TopicBytes are the bytes the bridge's limits preset forbids in an
+// upstream topic ("" for none).
+func (b Bridge) TopicBytes() string { return limitPresets[b.Limits].TopicBytes }
 
 // Limits of the keys' values.
 const (
@@ -142,7 +152,7 @@ func (p *configParser) validateLimits(b *Bridge, bp keyPath, has func(string) bo
 	if b.Limits != "" {
 		preset, ok := limitPresets[b.Limits]
 		if !ok {
-			return p.errorf(bp.key("limits"), `%q is not a preset (the one there is: "aws-iot-core"; or leave limits out and set max_payload, max_topic_levels, max_topic_length, max_qos)`, truncate(b.Limits))
+			return p.errorf(bp.key("limits"), `%q is not a preset (those there are: "aws-iot-core", "nats"; or leave limits out and set max_payload, max_topic_levels, max_topic_length, max_qos)`, truncate(b.Limits))
 		}
 		for _, k := range []struct {
 			key string
@@ -189,6 +199,17 @@ func (p *configParser) validateRuleLimits(b *Bridge, bp keyPath) error {
 		}
 		if n := len(r.Remote); b.MaxTopicLength > 0 && n > b.MaxTopicLength {
 			return p.errorf(at, "topic filter %q is %d bytes, longer than max_topic_length (%d)", truncate(r.Remote), n, b.MaxTopicLength)
+		}
+		if c := b.TopicBytes(); c != "" && strings.ContainsAny(r.Remote, c) {
+			return p.errorf(at, "topic filter %q holds one of %q, which limits = %q forbids", truncate(r.Remote), c, b.Limits)
+		}
+	}
+	for i, r := range b.Forward {
+		rp := bp.key("forward").index(i)
+		for _, k := range []struct{ key, v string }{{"remote_prefix", r.RemotePrefix}, {"remote_topic", r.RemoteTopic}} {
+			if c := b.TopicBytes(); c != "" && strings.ContainsAny(k.v, c) {
+				return p.errorf(rp.key(k.key), "%q holds one of %q, which limits = %q forbids", truncate(k.v), c, b.Limits)
+			}
 		}
 	}
 	return nil

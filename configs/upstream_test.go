@@ -128,7 +128,7 @@ func TestUpstreamErrors(t *testing.T) {
 
 		// Limits.
 		{"unknown preset", upstreamBridge("mqtt://h", `limits = "aws"`),
-			`ralph.toml:4: bridge[0].limits: "aws" is not a preset (the one there is: "aws-iot-core"; or leave limits out and set max_payload, max_topic_levels, max_topic_length, max_qos)`},
+			`ralph.toml:4: bridge[0].limits: "aws" is not a preset (those there are: "aws-iot-core", "nats"; or leave limits out and set max_payload, max_topic_levels, max_topic_length, max_qos)`},
 		{"max_payload too large", upstreamBridge("mqtt://h", `max_payload = "1GiB"`),
 			`ralph.toml:4: bridge[0].max_payload: 1GiB is out of range (allowed 0 (no limit) .. 256MiB)`},
 		{"max_payload not a size", upstreamBridge("mqtt://h", `max_payload = "128 kilobytes"`),
@@ -181,6 +181,31 @@ func TestLimitsWarning(t *testing.T) {
 		}
 		if got := cfg.Warnings(); !reflect.DeepEqual(got, want) {
 			t.Errorf("%s: warnings %q, want %q", tt.rate, got, want)
+		}
+	}
+}
+
+// TestLimitsNATS: limits = "nats" caps QoS at 1 and forbids "." and " "
+// in the topics the bridge sends and subscribes to.
+func TestLimitsNATS(t *testing.T) {
+	cfg, err := Parse("ralph.toml", []byte(upstreamBridge("mqtt://h", `protocol = "3.1.1"`, `limits = "nats"`)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b := cfg.Bridges[0]; b.MaxQoS != 1 || b.TopicBytes() != ". " {
+		t.Errorf("limits = nats: max_qos %d, topic bytes %q", b.MaxQoS, b.TopicBytes())
+	}
+	if got := (Bridge{}).TopicBytes(); got != "" {
+		t.Errorf("without a preset, topic bytes %q are forbidden", got)
+	}
+	for _, tt := range []struct{ toml, want string }{
+		{doc(`[[bridge]]`, `name = "up"`, `urls = ["mqtt://h"]`, `limits = "nats"`, `[[bridge.subscribe]]`, `remote = "site.cmd/#"`),
+			`ralph.toml:6: bridge[0].subscribe[0].remote: topic filter "site.cmd/#" holds one of ". ", which limits = "nats" forbids`},
+		{doc(`[[bridge]]`, `name = "up"`, `urls = ["mqtt://h"]`, `limits = "nats"`, `[[bridge.forward]]`, `local = "a/#"`, `remote_prefix = "my site/"`),
+			`ralph.toml:7: bridge[0].forward[0].remote_prefix: "my site/" holds one of ". ", which limits = "nats" forbids`},
+	} {
+		if _, err := Parse("ralph.toml", []byte(tt.toml)); err == nil || err.Error() != tt.want {
+			t.Errorf("%s:\ngot  %v\nwant %s", tt.toml, err, tt.want)
 		}
 	}
 }

@@ -80,7 +80,7 @@ func bridgeConfig(bc configs.Bridge, log *slog.Logger) (bridge.Config, error) {
 		PrimaryRetry:   bc.PrimaryRetry.Duration,
 		AckTimeout:     bc.AckTimeout.Duration,
 		MaxQoS:         byte(bc.MaxQoS),
-		Limits:         bridge.Limits{MaxPayload: int(bc.MaxPayload), MaxTopicLevels: bc.MaxTopicLevels, MaxTopicLength: bc.MaxTopicLength},
+		Limits:         bridge.Limits{MaxPayload: int(bc.MaxPayload), MaxTopicLevels: bc.MaxTopicLevels, MaxTopicLength: bc.MaxTopicLength, TopicBytes: bc.TopicBytes()},
 		Logger:         log.With("component", "bridge"),
 	}
 	if bc.Proxy != "" {
