@@ -153,3 +153,35 @@ func TestACLDenySubscribe(t *testing.T) {
 		})
 	}
 }
+
+// TestRefusedSubscriptionCode: a subscription the ACL refuses gets 0x80
+// on MQTT 5 over the network (as on 3.1.1, and as the interoperability
+// suite expects), but 0x87 (not authorized) in process, where a serial
+// port tells its board "denied" by it.
+func TestRefusedSubscriptionCode(t *testing.T) {
+	e := start(t, func(o *Options) { o.Anonymous.SubscribeDeny = []string{"no/#"} })
+	subscribe := func(c *mqtttest.Raw) byte {
+		c.Write(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Subscribe, Qos: 1}, PacketID: 1,
+			Filters: packets.Subscriptions{{Filter: "no/x", Qos: 1}, {Filter: "yes", Qos: 1}}})
+		sa := c.Read(5 * time.Second)
+		if sa.FixedHeader.Type != packets.Suback || len(sa.ReasonCodes) != 2 || sa.ReasonCodes[1] != 1 {
+			t.Fatalf("got type %d codes %v", sa.FixedHeader.Type, sa.ReasonCodes)
+		}
+		return sa.ReasonCodes[0]
+	}
+	if got := subscribe(mqtttest.Dial(t, e.addr, "net", 5)); got != packets.ErrUnspecifiedError.Code {
+		t.Errorf("over TCP: %#x, want 0x80", got)
+	}
+	in := mqtttest.Wrap(t, e.b.Dial(), 5)
+	in.Write(packets.Packet{
+		FixedHeader:     packets.FixedHeader{Type: packets.Connect},
+		ProtocolVersion: 5,
+		Connect:         packets.ConnectParams{ProtocolName: []byte("MQTT"), Clean: true, Keepalive: 60, ClientIdentifier: "serial-x"},
+	})
+	if pk := in.Read(5 * time.Second); pk.FixedHeader.Type != packets.Connack || pk.ReasonCode != 0 {
+		t.Fatalf("in-process connect: type %d reason %#x", pk.FixedHeader.Type, pk.ReasonCode)
+	}
+	if got := subscribe(in); got != packets.ErrNotAuthorized.Code {
+		t.Errorf("in process: %#x, want 0x87", got)
+	}
+}

@@ -167,9 +167,6 @@ func New(opts Options) (*Broker, error) {
 	caps.MaximumClientWritesPending = 8192
 	caps.MaximumClients = int64(opts.Limits.MaxClients)
 	caps.MaximumMessageExpiryInterval = int64(opts.Limits.MaxMessageExpiry / time.Second)
-	// A refused subscription gets 0x80 on MQTT 5 too, as on 3.1.1 (and as
-	// the Eclipse interoperability suite expects), rather than 0x87.
-	caps.Compatibilities.ObscureNotAuthorized = true
 	srv := mqtt.New(&mqtt.Options{
 		Capabilities:           caps,
 		Logger:                 slog.New(warnOnly{opts.Logger.Handler()}),
