@@ -97,6 +97,7 @@ type Broker struct {
 	q      *queue.Queue
 	log    *slog.Logger
 	inline *mqtt.Client // delivers messages whose publisher has gone
+	flow   *flowControl // holds back deliveries beyond a client's Receive Maximum
 	recvMx int
 	limits Limits
 
@@ -171,6 +172,13 @@ func New(opts Options) (*Broker, error) {
 		Capabilities:           caps,
 		Logger:                 slog.New(warnOnly{opts.Logger.Handler()}),
 		SysTopicResendInterval: 10, // its $SYS refresh reads MemStats: not every second
+		// Every packet is written as it comes. mochi otherwise gathers a
+		// client's writes while more are queued for it and sends them with
+		// its next write; a delivery the flow control holds back is no
+		// write (flow.go), so the one before it would wait for whatever
+		// comes next. Measured: the same delivery rate, about 1 µs more
+		// system time a delivery.
+		ClientNetWriteBufferSize: 1,
 	})
 	b := &Broker{
 		srv:      srv,
@@ -203,7 +211,17 @@ func New(opts Options) (*Broker, error) {
 	if err := srv.AddHook(&retainedHook{kv: opts.Queue.KV("retained"), log: opts.Logger}, nil); err != nil {
 		return nil, fmt.Errorf("localbroker: %w", err)
 	}
-	if err := srv.AddHook(newSessionHook(opts.Queue, opts.Logger), nil); err != nil {
+	sess := newSessionHook(opts.Queue, opts.Logger)
+	sess.flow = newFlowControl(opts.Queue, sess, opts.Logger, int(caps.MaximumInflight), caps.MaximumMessageExpiryInterval)
+	sess.flow.srv = srv
+	b.flow = sess.flow
+	if err := sess.flow.load(); err != nil {
+		return nil, fmt.Errorf("localbroker: loading held messages: %w", err)
+	}
+	if err := srv.AddHook(sess, nil); err != nil {
+		return nil, fmt.Errorf("localbroker: %w", err)
+	}
+	if err := srv.AddHook(&flowHook{f: sess.flow}, nil); err != nil {
 		return nil, fmt.Errorf("localbroker: %w", err)
 	}
 	all := opts.Listeners

@@ -318,7 +318,8 @@ func TestQueueFullRefusesWithQuotaExceeded(t *testing.T) {
 // than two QoS 1 messages. mochi 2.7.9 holds the rest back and, once it
 // sends one, forgets it: the client's acks then free no quota and the
 // remaining messages are stuck (its code for them could also deadlock).
-// Ralph turns that flow control off; every message must arrive.
+// Ralph turns that flow control off and holds them back itself (flow.go,
+// flow_test.go); every message must arrive, in order.
 func TestSmallReceiveMaximum(t *testing.T) {
 	e := start(t)
 	c := mqtttest.New(t, e.addr, 5)

@@ -55,8 +55,8 @@ func (h *limitsHook) Provides(b byte) bool {
 // held-back messages takes a read lock twice (Inflight.NextImmediate →
 // GetAll), which deadlocks the client's connection, and with it Ralph's
 // release loop, when another goroutine wants the write lock in between.
-// With no quota that code never runs; the price is that a client's
-// Receive Maximum is not enforced on what it is sent.
+// With no quota that code never runs; Ralph holds back what a client's
+// Receive Maximum does not let out itself (flow.go).
 //
 // Its receive quota counts a publish only when Ralph re-injects it, after
 // the commit, so that a client sending more than Ralph's receive maximum

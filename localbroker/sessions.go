@@ -25,6 +25,8 @@ type sessionHook struct {
 
 	mu     sync.Mutex
 	stored map[string]bool // in-flight keys written, so completions of others cost nothing
+
+	flow *flowControl // holds back what a client's Receive Maximum does not let out (flow.go)
 }
 
 func newSessionHook(q *queue.Queue, log *slog.Logger) *sessionHook {
@@ -89,12 +91,17 @@ func (h *sessionHook) OnDisconnect(cl *mqtt.Client, _ error, expire bool) {
 	h.updateClient(cl)
 	if expire && !errors.Is(cl.StopCause(), packets.ErrSessionTakenOver) {
 		h.forget(cl.ID)
+	} else if h.flow != nil {
+		h.flow.disconnected(cl)
 	}
 }
 
 func (h *sessionHook) OnClientExpired(cl *mqtt.Client) { h.forget(cl.ID) }
 
 func (h *sessionHook) forget(id string) {
+	if h.flow != nil {
+		h.flow.forget(id)
+	}
 	h.clients.Delete(id)
 	h.mu.Lock()
 	for k := range h.stored {
@@ -153,28 +160,36 @@ func (h *sessionHook) OnUnsubscribed(cl *mqtt.Client, pk packets.Packet) {
 
 // OnQosPublish records a message in flight to a client, and a QoS 2
 // publish from one awaiting its PUBREL. The PUBACK of an inbound QoS 1
-// message is complete the moment it is written: not worth two writes.
-func (h *sessionHook) OnQosPublish(cl *mqtt.Client, pk packets.Packet, sent int64, _ int) {
+// message is complete the moment it is written: not worth two writes. A
+// delivery the flow control holds at once is stored by it instead.
+func (h *sessionHook) OnQosPublish(cl *mqtt.Client, pk packets.Packet, _ int64, _ int) {
 	if cl.Net.Inline || pk.FixedHeader.Type == packets.Puback {
 		return
 	}
-	props := pk.Properties.Copy(false)
+	if h.flow != nil && h.flow.published(cl, pk) {
+		return
+	}
+	h.storeInflight(cl, pk)
+}
+
+func (h *sessionHook) storeInflight(cl *mqtt.Client, pk packets.Packet) {
+	k := inflightKey(cl, pk.PacketID)
 	h.mu.Lock()
-	h.stored[inflightKey(cl, pk.PacketID)] = true
+	h.stored[k] = true
 	h.mu.Unlock()
-	h.set(h.inflight, inflightKey(cl, pk.PacketID), &storage.Message{
-		ID: inflightKey(cl, pk.PacketID), T: storage.InflightKey, Client: cl.ID, Origin: pk.Origin, PacketID: pk.PacketID,
-		FixedHeader: pk.FixedHeader, TopicName: pk.TopicName, Payload: pk.Payload, Sent: sent, Created: pk.Created,
-		Properties: storage.MessageProperties{
-			PayloadFormat: props.PayloadFormat, PayloadFormatFlag: props.PayloadFormatFlag, MessageExpiryInterval: props.MessageExpiryInterval,
-			ContentType: props.ContentType, ResponseTopic: props.ResponseTopic, CorrelationData: props.CorrelationData,
-			SubscriptionIdentifier: props.SubscriptionIdentifier, User: props.User,
-		},
-	})
+	h.set(h.inflight, k, messageRecord(cl.ID, k, pk))
 }
 
 func (h *sessionHook) OnQosComplete(cl *mqtt.Client, pk packets.Packet) {
-	k := inflightKey(cl, pk.PacketID)
+	h.dropInflight(cl, pk.PacketID)
+}
+
+func (h *sessionHook) OnQosDropped(cl *mqtt.Client, pk packets.Packet) {
+	h.dropInflight(cl, pk.PacketID)
+}
+
+func (h *sessionHook) dropInflight(cl *mqtt.Client, id uint16) {
+	k := inflightKey(cl, id)
 	h.mu.Lock()
 	had := h.stored[k]
 	delete(h.stored, k)
@@ -183,8 +198,6 @@ func (h *sessionHook) OnQosComplete(cl *mqtt.Client, pk packets.Packet) {
 		h.inflight.Delete(k)
 	}
 }
-
-func (h *sessionHook) OnQosDropped(cl *mqtt.Client, pk packets.Packet) { h.OnQosComplete(cl, pk) }
 
 func (h *sessionHook) StoredClients() ([]storage.Client, error) {
 	var out []storage.Client
