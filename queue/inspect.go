@@ -33,13 +33,13 @@ var ErrReadOnly = errors.New("queue: opened read-only, to inspect it")
 func openInspect(dir string, opts Options) (*badger.DB, string, error) {
 	db, err := tryOpen(badgerOptions(dir, opts.Logger).WithReadOnly(true))
 	if err == nil {
-		old, err := hasSingleEntries(db)
-		if err == nil && !old {
+		old, herr := hasSingleEntries(db)
+		if herr == nil && !old {
 			return db, "", nil
 		}
 		db.Close()
-		if err != nil {
-			return nil, "", err
+		if herr != nil {
+			return nil, "", herr
 		}
 		err = errors.New("its log is in the layout before batches, which reading it upgrades")
 	} else if environmental(err) {
