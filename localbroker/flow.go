@@ -444,8 +444,8 @@ func (h *flowHook) OnPacketEncode(cl *mqtt.Client, pk packets.Packet) packets.Pa
 	case pk.FixedHeader.Dup:
 		// mochi resending what the session had on the wire (it is on the
 		// wire again if this connection is going; else counted).
-		if s.cl == cl {
-			s.sent[pk.PacketID] = s.sent[pk.PacketID]
+		if _, ok := s.sent[pk.PacketID]; !ok && s.cl == cl {
+			s.sent[pk.PacketID] = 0 // on the wire, in no known order
 		}
 		return pk
 	case s.cl != cl:
