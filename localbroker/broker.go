@@ -109,6 +109,7 @@ type Broker struct {
 	release  chan *release
 	released chan struct{}
 	pending  sync.WaitGroup // appends not yet released
+	dials    sync.WaitGroup // goroutines of in-process connections
 
 	mu sync.Mutex
 	// inflight counts what each connection has unacknowledged against
@@ -119,6 +120,7 @@ type Broker struct {
 	awaitRel map[*mqtt.Client]map[uint16]bool
 	qos2     map[qos2Key]*mqtt.Client // QoS 2 publishes being stored → newest connection to ack
 	closed   bool                     // Close was called
+	pipes    map[net.Conn]bool        // the broker's ends of in-process connections
 	// draining: Close is waiting for what was handed to the queue; ingest
 	// hands over nothing more. Set once mochi's Close has returned, so that
 	// the wills of the clients it disconnects are still stored.
@@ -191,6 +193,7 @@ func New(opts Options) (*Broker, error) {
 		inflight: make(map[*mqtt.Client]int),
 		awaitRel: make(map[*mqtt.Client]map[uint16]bool),
 		qos2:     make(map[qos2Key]*mqtt.Client),
+		pipes:    make(map[net.Conn]bool),
 		loopback: make(map[string]bool),
 		certUser: make(map[string]bool),
 	}
@@ -281,7 +284,20 @@ func (b *Broker) Close() error {
 		return nil
 	}
 	b.closed = true
+	pipes := make([]net.Conn, 0, len(b.pipes))
+	for p := range b.pipes {
+		pipes = append(pipes, p)
+	}
 	b.mu.Unlock()
+	// mochi's Close ends the clients of its listeners, and then waits for
+	// every client, in-process ones included, which no listener of its
+	// ends: end them here first (their wills are stored as others' are),
+	// and wait for their goroutines, so that none touches the queue after
+	// Close.
+	for _, p := range pipes {
+		p.Close()
+	}
+	b.dials.Wait()
 	err := b.srv.Close()
 	// mochi's Close has waited for the clients it knew of; one it did not
 	// (a connection made meanwhile) may still publish. Every append is
@@ -345,14 +361,28 @@ const internalListener = "internal"
 // without a password, with a username naming one of the configured users
 // (whose ACL then applies) or none (the anonymous ACL applies). Everything
 // else, from the ingest path to persistent sessions, is as for a network
-// client.
+// client. Once the broker is closing, the connection returned is closed.
 func (b *Broker) Dial() net.Conn {
 	client, server := net.Pipe()
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		server.Close()
+		return client
+	}
+	b.pipes[server] = true
+	b.dials.Add(1)
+	b.mu.Unlock()
 	go func() {
+		defer b.dials.Done()
 		err := b.srv.EstablishConnection(internalListener, server)
 		if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrClosedPipe) {
 			b.log.Debug("in-process connection ended", "err", err)
 		}
+		server.Close()
+		b.mu.Lock()
+		delete(b.pipes, server)
+		b.mu.Unlock()
 	}()
 	return client
 }
