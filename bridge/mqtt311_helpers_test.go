@@ -92,7 +92,7 @@ func (c *collector) waitDistinct(t *testing.T, prefix string, n int, timeout tim
 func startMochiHooked(t *testing.T, addr string, c *collector, hooks ...mqtt.Hook) (string, func()) {
 	t.Helper()
 	srv := mqtt.New(&mqtt.Options{InlineClient: true, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	for _, h := range append([]mqtt.Hook{new(allowEveryone)}, hooks...) {
+	for _, h := range append([]mqtt.Hook{new(mqtttest.AllowAll)}, hooks...) {
 		if err := srv.AddHook(h, nil); err != nil {
 			t.Fatal(err)
 		}

@@ -252,7 +252,7 @@ func startMochiWith(t *testing.T, opt func(*mqtt.Options), hooks ...mqtt.Hook) s
 	o := &mqtt.Options{Capabilities: mqtt.NewDefaultServerCapabilities(), Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
 	opt(o)
 	srv := mqtt.New(o)
-	if err := srv.AddHook(new(allowEveryone), nil); err != nil {
+	if err := srv.AddHook(new(mqtttest.AllowAll), nil); err != nil {
 		t.Fatal(err)
 	}
 	for _, h := range hooks {
@@ -270,15 +270,6 @@ func startMochiWith(t *testing.T, opt func(*mqtt.Options), hooks ...mqtt.Hook) s
 	t.Cleanup(func() { srv.Close() })
 	return l.Address()
 }
-
-type allowEveryone struct{ mqtt.HookBase }
-
-func (allowEveryone) ID() string { return "allow" }
-func (allowEveryone) Provides(b byte) bool {
-	return b == mqtt.OnConnectAuthenticate || b == mqtt.OnACLCheck
-}
-func (allowEveryone) OnConnectAuthenticate(*mqtt.Client, packets.Packet) bool { return true }
-func (allowEveryone) OnACLCheck(*mqtt.Client, string, bool) bool              { return true }
 
 // closeOnConnect makes mochi drop every client after reading its CONNECT,
 // sending nothing.

@@ -135,7 +135,7 @@ func StartMochi(t testing.TB, addr string, c *Collector) *Mochi {
 	}
 	srv := mqtt.New(&mqtt.Options{InlineClient: true, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	m := &Mochi{Collector: c, srv: srv}
-	srv.AddHook(new(allowAll), nil)
+	srv.AddHook(new(AllowAll), nil)
 	srv.AddHook(&stallHook{m: m}, nil)
 	err := srv.Subscribe("#", 1, func(_ *mqtt.Client, _ packets.Subscription, pk packets.Packet) {
 		if strings.HasPrefix(pk.TopicName, "$") {
@@ -196,14 +196,16 @@ func (h *stallHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packe
 	return pk, nil
 }
 
-type allowAll struct{ mqtt.HookBase }
+// AllowAll is a mochi hook that lets every client in and allows every
+// topic.
+type AllowAll struct{ mqtt.HookBase }
 
-func (allowAll) ID() string { return "allow" }
-func (allowAll) Provides(b byte) bool {
+func (AllowAll) ID() string { return "allow" }
+func (AllowAll) Provides(b byte) bool {
 	return b == mqtt.OnConnectAuthenticate || b == mqtt.OnACLCheck
 }
-func (allowAll) OnConnectAuthenticate(*mqtt.Client, packets.Packet) bool { return true }
-func (allowAll) OnACLCheck(*mqtt.Client, string, bool) bool              { return true }
+func (AllowAll) OnConnectAuthenticate(*mqtt.Client, packets.Packet) bool { return true }
+func (AllowAll) OnACLCheck(*mqtt.Client, string, bool) bool              { return true }
 
 // FreePort returns a loopback TCP port nobody listens on right now.
 func FreePort(t testing.TB) int {
