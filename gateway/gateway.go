@@ -116,7 +116,7 @@ func New(cfg *configs.Config, log *slog.Logger, version string) (*Gateway, error
 		ReceiveMaximum: cfg.Broker.ReceiveMaximum,
 		Users:          users(cfg.Broker.Users),
 		AllowAnonymous: cfg.Broker.AllowAnonymous,
-		Anonymous:      localbroker.ACL{Publish: cfg.Broker.Anonymous.Publish, Subscribe: cfg.Broker.Anonymous.Subscribe},
+		Anonymous:      localbroker.ACL(cfg.Broker.Anonymous),
 		Limits: localbroker.Limits{
 			MaxClients:       cfg.Broker.MaxClients,
 			MaxKeepAlive:     cfg.Broker.MaxKeepAlive.Duration,

@@ -58,7 +58,7 @@ func users(cfg []configs.User) []localbroker.User {
 		out = append(out, localbroker.User{
 			Name:         u.Name,
 			PasswordHash: []byte(u.PasswordHash),
-			ACL:          localbroker.ACL{Publish: u.Publish, Subscribe: u.Subscribe},
+			ACL:          localbroker.ACL{Publish: u.Publish, Subscribe: u.Subscribe, PublishDeny: u.PublishDeny, SubscribeDeny: u.SubscribeDeny},
 		})
 	}
 	return out

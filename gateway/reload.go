@@ -40,7 +40,7 @@ func (g *Gateway) Reload(cfg *configs.Config) {
 	g.cfg.Broker.Users, g.cfg.Broker.Anonymous, g.cfg.Broker.AllowAnonymous = nb.Users, nb.Anonymous, nb.AllowAnonymous
 	g.mu.Unlock()
 	if !reflect.DeepEqual(b.Users, nb.Users) || !reflect.DeepEqual(b.Anonymous, nb.Anonymous) || b.AllowAnonymous != nb.AllowAnonymous {
-		g.broker.SetUsers(users(nb.Users), localbroker.ACL{Publish: nb.Anonymous.Publish, Subscribe: nb.Anonymous.Subscribe}, nb.AllowAnonymous)
+		g.broker.SetUsers(users(nb.Users), localbroker.ACL(nb.Anonymous), nb.AllowAnonymous)
 		g.log.Info("reload: users and ACLs applied", "users", len(nb.Users))
 	}
 	oldBridges, oldPorts := g.parts()
