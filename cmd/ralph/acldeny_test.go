@@ -17,18 +17,10 @@ import (
 // subscribe_deny gets 0x80 while "#" is granted, and a publish within
 // publish_deny is refused.
 func TestACLDeny(t *testing.T) {
-	dir := t.TempDir()
-	addr := fmt.Sprintf("127.0.0.1:%d", mqtttest.FreePort(t))
-	cfg := filepath.Join(dir, "ralph.toml")
-	os.WriteFile(cfg, []byte(fmt.Sprintf(`data_dir = %q
-[broker]
-listen = [%q]
-[broker.anonymous]
+	cfg, addr := brokerConfig(t, `[broker.anonymous]
 subscribe_deny = ["test/nosubscribe"]
 publish_deny = ["secret/#"]
-[http]
-listen = ""
-`, filepath.Join(dir, "data"), addr)), 0o644)
+`)
 	p := startRalph(t, cfg, addr)
 	c := mqtttest.Dial(t, addr, "c", 5)
 	for i, s := range []struct {
@@ -47,4 +39,19 @@ listen = ""
 		t.Fatalf("denied publish: type %d reason %#x, want PUBACK %#x", ack.FixedHeader.Type, ack.ReasonCode, packets.ErrNotAuthorized.Code)
 	}
 	p.stop()
+}
+
+// brokerConfig writes a config with no bridge and the HTTP endpoint off,
+// whose [broker] listens on a free loopback port and ends with keys
+// (which may open tables of their own, such as [broker.anonymous]).
+func brokerConfig(t *testing.T, keys string) (path, addr string) {
+	t.Helper()
+	dir := t.TempDir()
+	addr = fmt.Sprintf("127.0.0.1:%d", mqtttest.FreePort(t))
+	path = filepath.Join(dir, "ralph.toml")
+	cfg := fmt.Sprintf("data_dir = %q\n[http]\nlisten = \"\"\n[broker]\nlisten = [%q]\n%s", filepath.Join(dir, "data"), addr, keys)
+	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path, addr
 }

@@ -1,9 +1,6 @@
 package main
 
 import (
-	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -15,19 +12,11 @@ import (
 
 // TestLimits: the configured limits are applied as the protocol says.
 func TestLimits(t *testing.T) {
-	dir := t.TempDir()
-	addr := fmt.Sprintf("127.0.0.1:%d", mqtttest.FreePort(t))
-	cfg := filepath.Join(dir, "ralph.toml")
-	os.WriteFile(cfg, []byte(fmt.Sprintf(`data_dir = %q
-[broker]
-listen = [%q]
-max_clients = 3
+	cfg, addr := brokerConfig(t, `max_clients = 3
 max_keepalive = "30s"
 max_topic_length = 32
 max_topic_levels = 4
-[http]
-listen = ""
-`, filepath.Join(dir, "data"), addr)), 0o644)
+`)
 	p := startRalph(t, cfg, addr)
 
 	// Keepalive: a client asking for 60 s is given 30 s.
