@@ -51,6 +51,11 @@ type Rule struct {
 	RemotePrefix string // then prepended
 	Topic        string // or, if set, the upstream topic of every message the rule selects
 	QoS          byte   // upstream QoS
+	Priority     int    // 0 the most urgent; see lanes.go
+	// TimestampProperty, if set, names a user property added to each
+	// message forwarded: when it arrived, RFC 3339 in UTC with
+	// milliseconds.
+	TimestampProperty string
 }
 
 // Remote returns the upstream topic for a local one.
@@ -152,21 +157,22 @@ type Stats struct {
 	PropertiesDropped uint64
 	Reconnects        uint64
 	Inflight          int
-	Backlog           uint64
+	Backlog           uint64      // messages not yet passed by every lane
+	Lanes             []LaneStats // one per priority, most urgent first
 }
 
 // Bridge forwards queued messages to one upstream broker.
 type Bridge struct {
-	cfg  Config
-	cons *queue.Consumer
-	log  *slog.Logger
-	sess upstreamSession
+	cfg   Config
+	lanes []*lane // most urgent first
+	log   *slog.Logger
+	sess  upstreamSession
+	acked chan struct{} // a slot of the window came free
 
 	// Owned by the Run goroutine.
-	buf     []*queue.Message // read from the queue, not yet handed to the upstream
-	conn    *flushConn       // the current upstream connection
-	nextAt  time.Time        // with MaxRate, when the next message may go
-	renewAt time.Time        // with Credentials, when to reconnect with new ones
+	conn    *flushConn // the current upstream connection
+	nextAt  time.Time  // with MaxRate, when the next message may go
+	renewAt time.Time  // with Credentials, when to reconnect with new ones
 
 	mu           sync.Mutex
 	window       chan struct{} // one token per message in flight
@@ -180,8 +186,9 @@ type Bridge struct {
 	lastProgress atomic.Int64  // unix nanos of the last ack, or of a send into an empty window
 }
 
-// New returns a bridge that reads through cons. Call Run to start it.
-func New(cfg Config, cons *queue.Consumer) *Bridge {
+// New returns a bridge that reads through lanes (OpenLanes). Call Run to
+// start it.
+func New(cfg Config, lanes []Lane) *Bridge {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
@@ -212,7 +219,8 @@ func New(cfg Config, cons *queue.Consumer) *Bridge {
 	}
 	b := &Bridge{
 		cfg:     cfg,
-		cons:    cons,
+		lanes:   newLanes(lanes, cfg.MaxInflight),
+		acked:   make(chan struct{}, 1),
 		log:     cfg.Logger.With("bridge", cfg.Name),
 		window:  make(chan struct{}, cfg.MaxInflight),
 		abandon: make(chan struct{}),
@@ -235,7 +243,10 @@ func (b *Bridge) Stats() Stats {
 	s.DeadLetter = b.deadLetter.Load()
 	s.DownlinkDeadLetter = b.downlinkDeadLetter.Load()
 	s.PropertiesDropped = b.propertiesDropped.Load()
-	s.Backlog = b.cons.Backlog()
+	for _, l := range b.lanes {
+		s.Backlog += l.Consumer.Backlog()
+		s.Lanes = append(s.Lanes, l.stats())
+	}
 	return s
 }
 

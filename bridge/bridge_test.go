@@ -42,7 +42,7 @@ func startBridge(t *testing.T, upstream string, rules []Rule, opts ...func(*Conf
 	for _, f := range opts {
 		f(&cfg)
 	}
-	b := New(cfg, cons)
+	b := New(cfg, []Lane{{Consumer: cons}})
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -189,7 +189,7 @@ func TestResumeFromCursorAfterRestart(t *testing.T) {
 			t.Fatal(err)
 		}
 		cons, _ := q.Consumer("up", queue.ConsumerOptions{})
-		b := New(Config{Name: "up", URLs: []*url.URL{u}, ClientID: "c", MaxInflight: 8, Forward: []Rule{{Filter: "#", QoS: 1}}, Logger: quiet}, cons)
+		b := New(Config{Name: "up", URLs: []*url.URL{u}, ClientID: "c", MaxInflight: 8, Forward: []Rule{{Filter: "#", QoS: 1}}, Logger: quiet}, []Lane{{Consumer: cons}})
 		ctx, cancel := context.WithCancel(context.Background())
 		finished := make(chan struct{})
 		go func() { b.Run(ctx); close(finished) }()

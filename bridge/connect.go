@@ -73,8 +73,10 @@ func (b *Bridge) connect(ctx context.Context, u *url.URL) (upstream, context.Con
 	if !c.resumed {
 		// Whatever was in flight went with the old session: read it again.
 		b.resetWindow()
-		b.cons.Rewind()
-		b.buf = nil
+		for _, l := range b.lanes {
+			l.Consumer.Rewind()
+			l.buf = nil
+		}
 	}
 	if b.cfg.StateTopic != "" {
 		// QoS 0: a QoS 1 publish here would be taken for a queued message

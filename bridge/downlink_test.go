@@ -45,7 +45,7 @@ func startLocal(t *testing.T) (*queue.Queue, *localbroker.Broker) {
 // ends).
 func runBridge(t *testing.T, cfg Config, cons *queue.Consumer) (*Bridge, func()) {
 	t.Helper()
-	b := New(cfg, cons)
+	b := New(cfg, []Lane{{Consumer: cons}})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); b.Run(ctx) }()

@@ -9,32 +9,25 @@ package bridge
 import (
 	"context"
 	"fmt"
-	"strings"
+	"slices"
 	"time"
 
-	"github.com/ralph-gateway/ralph/internal/topic"
 	"github.com/ralph-gateway/ralph/queue"
 )
 
-// readBatch is how many messages the bridge reads from the queue at once
-// (at least its window).
+// readBatch is how many messages a lane reads from the queue at once
+// (at least its share of the window).
 const readBatch = 256
 
-// forward publishes queued messages in order until the connection or ctx
-// ends.
+// forward publishes queued messages, each lane's in order and the most
+// urgent lane's first, until the connection or ctx ends.
 func (b *Bridge) forward(ctx context.Context, up upstream) error {
 	for {
-		if len(b.buf) == 0 {
-			b.conn.Flush() // about to wait for the queue
-			// Reading more than a window at a time spreads the cost of a
-			// read transaction (and its seek) over more messages.
-			msgs, err := b.cons.Read(ctx, max(b.cfg.MaxInflight, readBatch))
-			if err != nil {
-				return context.Cause(ctx)
-			}
-			b.buf = msgs
+		l, err := b.pick(ctx)
+		if err != nil {
+			return err
 		}
-		m := b.buf[0]
+		m := l.buf[0]
 		pub := b.route(m)
 		if pub != nil {
 			if reason := b.cfg.Limits.unfit(pub, b.maxPacket.Load()); reason != "" {
@@ -45,47 +38,89 @@ func (b *Bridge) forward(ctx context.Context, up upstream) error {
 			}
 		}
 		if pub == nil {
-			b.cons.Ack(m.Seq)
-			b.buf = b.buf[1:]
+			l.ack(m.Seq)
+			l.buf = l.buf[1:]
 			continue
 		}
 		if err := b.pace(ctx); err != nil {
 			return err
 		}
+		// pick saw room, and only this goroutine fills the window.
 		window, abandon := b.current()
-		select {
-		case window <- struct{}{}:
-		default:
-			b.conn.Flush() // about to wait for an acknowledgement
-			select {
-			case window <- struct{}{}:
-			case <-ctx.Done():
-				return context.Cause(ctx)
-			}
-		}
+		window <- struct{}{}
 		if pub.QoS == 0 {
 			_, err := up.publish(ctx, pub, ticket{})
-			<-window
+			b.release1(window)
 			if err != nil {
 				return err
 			}
 			b.forwarded.Add(1)
-			b.cons.Ack(m.Seq)
-			b.buf = b.buf[1:]
+			l.ack(m.Seq)
+			l.buf = l.buf[1:]
 			continue
 		}
 		if len(window) == 1 { // the window was empty: the clock starts now
 			b.lastProgress.Store(time.Now().UnixNano())
 		}
-		inFlight, err := up.publish(ctx, pub, ticket{seq: m.Seq, window: window, abandon: abandon})
+		inFlight, err := up.publish(ctx, pub, ticket{lane: l, seq: m.Seq, window: window, abandon: abandon})
 		if inFlight {
-			b.buf = b.buf[1:] // in the session now; its ack will come
+			l.buf = l.buf[1:] // in the session now; its ack will come
 		} else {
-			<-window
+			b.release1(window)
 		}
 		if err != nil {
 			return err
 		}
+	}
+}
+
+// pick returns the lane whose first message goes next: the most urgent
+// that has one and room in the window for it. It reads the queue for
+// lanes that have nothing buffered, and waits, flushing first, while no
+// lane has a message or the first that has one has no room.
+func (b *Bridge) pick(ctx context.Context) (*lane, error) {
+	for {
+		var arrival <-chan struct{}
+		window, _ := b.current()
+		for _, l := range b.lanes {
+			if len(l.buf) == 0 {
+				// Reading more than a window at a time spreads the cost of
+				// a read transaction (and its seek) over more messages.
+				msgs, wait, err := l.Consumer.TryRead(max(l.limit, readBatch))
+				if err != nil {
+					return nil, err
+				}
+				if arrival == nil {
+					arrival = wait // the first is the earliest: nothing is missed
+				}
+				l.buf = msgs
+			}
+			if len(l.buf) == 0 {
+				continue
+			}
+			if len(window) < l.limit {
+				return l, nil
+			}
+			// Less urgent lanes have less room still: wait for an
+			// acknowledgement, or for a more urgent message.
+			break
+		}
+		b.conn.Flush() // about to wait
+		select {
+		case <-arrival: // nil, never, when every lane had messages
+		case <-b.acked:
+		case <-ctx.Done():
+			return nil, context.Cause(ctx)
+		}
+	}
+}
+
+// release1 gives back one slot of window and says so to pick.
+func (b *Bridge) release1(window chan struct{}) {
+	<-window
+	select {
+	case b.acked <- struct{}{}:
+	default:
 	}
 }
 
@@ -114,36 +149,40 @@ func (b *Bridge) pace(ctx context.Context) error {
 }
 
 // route applies the forward rules: the first that matches wins. It returns
-// the message as it goes upstream (its topic, QoS and remaining expiry),
-// or nil for a message that is not to be forwarded.
+// the message as it goes upstream (its topic, QoS, remaining expiry and
+// the timestamp property), or nil for a message that is not to be
+// forwarded.
 func (b *Bridge) route(m *queue.Message) *queue.Message {
-	if strings.HasPrefix(m.Origin, OriginPrefix) {
-		b.skipped.Add(1) // came down from a bridge: never back up
+	r := ruleFor(b.cfg.Forward, m.Topic, m.Origin)
+	if r == nil {
+		b.skipped.Add(1)
 		return nil
 	}
-	for _, r := range b.cfg.Forward {
-		if !topic.Match(r.Filter, m.Topic) {
-			continue
-		}
-		out := *m
-		out.Topic, out.QoS = r.Remote(m.Topic), r.QoS
-		if m.ExpiryInterval > 0 {
-			elapsed := time.Since(m.Arrived)
-			if m.Expired(time.Now()) {
-				b.expired.Add(1)
-				return nil
-			}
-			out.ExpiryInterval = m.ExpiryInterval - uint32(elapsed/time.Second)
-		}
-		if out.Topic == "" {
-			b.skipped.Add(1)
+	out := *m
+	out.Topic, out.QoS = r.Remote(m.Topic), r.QoS
+	if m.ExpiryInterval > 0 {
+		elapsed := time.Since(m.Arrived)
+		if m.Expired(time.Now()) {
+			b.expired.Add(1)
 			return nil
 		}
-		return &out
+		out.ExpiryInterval = m.ExpiryInterval - uint32(elapsed/time.Second)
 	}
-	b.skipped.Add(1)
-	return nil
+	if out.Topic == "" {
+		b.skipped.Add(1)
+		return nil
+	}
+	if r.TimestampProperty != "" {
+		// A copy: a device's own properties stay as they are, ahead of ours.
+		out.UserProperties = append(slices.Clip(m.UserProperties),
+			queue.UserProperty{Key: r.TimestampProperty, Value: m.Arrived.UTC().Format(TimestampLayout)})
+	}
+	return &out
 }
+
+// TimestampLayout is how the timestamp property writes the time a
+// message arrived: RFC 3339 with milliseconds, in UTC.
+const TimestampLayout = "2006-01-02T15:04:05.000Z07:00"
 
 // DeadLetterTopic is the local topic where a bridge puts messages its
 // upstream cannot take (larger than its Maximum Packet Size, or over the
@@ -190,7 +229,7 @@ func (b *Bridge) deadLetterMsg(ctx context.Context, m *queue.Message, reason str
 // its reason code (always 0 in MQTT 3.1.1, whose acknowledgements have
 // none).
 func (b *Bridge) answered(t ticket, code byte) {
-	<-t.window
+	b.release1(t.window)
 	b.lastProgress.Store(time.Now().UnixNano())
 	if code >= 0x80 {
 		// Retrying a message the upstream refuses would block everything
@@ -200,7 +239,7 @@ func (b *Bridge) answered(t ticket, code byte) {
 	} else {
 		b.forwarded.Add(1)
 	}
-	b.cons.Ack(t.seq)
+	t.lane.ack(t.seq)
 }
 
 func (b *Bridge) current() (chan struct{}, chan struct{}) {

@@ -45,7 +45,7 @@ func TestStopWithMessagesInFlight(t *testing.T) {
 	}
 
 	baseline := runtime.NumGoroutine()
-	b := New(cfg, cons)
+	b := New(cfg, []Lane{{Consumer: cons}})
 	collected := make(chan struct{})
 	runtime.AddCleanup(b, func(ch chan struct{}) { close(ch) }, collected)
 	ctx, cancel := context.WithCancel(context.Background())

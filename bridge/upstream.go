@@ -76,6 +76,7 @@ type upstream interface {
 // ticket is a QoS 1 or 2 message in flight: its place in the queue and
 // the window slot it holds.
 type ticket struct {
+	lane    *lane
 	seq     uint64
 	window  chan struct{} // the window it holds a slot of
 	abandon chan struct{} // closed when that window is given up (see resetWindow)

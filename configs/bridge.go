@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/ralph-gateway/ralph/internal/topic"
 )
@@ -98,8 +99,15 @@ func (p *configParser) validateBridge(b *Bridge, bp keyPath, firstName map[strin
 			return err
 		}
 	}
+	if err := p.validateTimestamp(b.TimestampProperty, b, bp); err != nil {
+		return err
+	}
 	for i := range b.Forward {
-		if err := p.validateForward(&b.Forward[i], bp.key("forward").index(i)); err != nil {
+		rp := bp.key("forward").index(i)
+		if err := p.validateForward(&b.Forward[i], rp); err != nil {
+			return err
+		}
+		if err := p.validateTimestamp(b.Forward[i].TimestampProperty, b, rp); err != nil {
 			return err
 		}
 	}
@@ -299,8 +307,26 @@ func (p *configParser) validateForward(r *ForwardRule, rp keyPath) error {
 			return p.errorf(rp.key("remote_topic"), "%v", err)
 		}
 	}
+	if r.Priority < 0 || r.Priority > maxPriority {
+		return p.errorf(rp.key("priority"), "must be 0 (the most urgent) to %d, got %d", maxPriority, r.Priority)
+	}
 	return p.validateRule(rp, "local", r.Local, "sensors/#", r.QoS,
 		[2]string{"strip_prefix", r.StripPrefix}, [2]string{"remote_prefix", r.RemotePrefix})
+}
+
+// validateTimestamp checks a timestamp_property: a user property name,
+// which only MQTT 5 carries.
+func (p *configParser) validateTimestamp(name string, b *Bridge, kp keyPath) error {
+	if name == "" {
+		return nil
+	}
+	if b.Protocol == "3.1.1" {
+		return p.errorf(kp.key("timestamp_property"), "needs an MQTT 5 upstream (protocol = \"5\"): MQTT 3.1.1 has no user properties to carry it")
+	}
+	if !utf8.ValidString(name) || strings.ContainsRune(name, 0) || len(name) > 65535 {
+		return p.errorf(kp.key("timestamp_property"), "%q is not a valid user property name (UTF-8, no NUL, at most 65535 bytes)", name)
+	}
+	return nil
 }
 
 func (p *configParser) validateSubscribe(r *SubscribeRule, rp keyPath) error {

@@ -289,6 +289,11 @@ type Bridge struct {
 	// QoS 2 rule forwards and subscribes at 1 with max_qos = 1 (AWS IoT
 	// Core has no QoS 2). Not set (0) by default: each rule's qos holds.
 	MaxQoS int `toml:"max_qos"`
+	// TimestampProperty, if set, is the name of an MQTT 5 user property
+	// added to every message forwarded, holding when Ralph stored it (RFC
+	// 3339, UTC, milliseconds), so that a backlog keeps its times. MQTT
+	// 5 upstreams only. Default "" (none).
+	TimestampProperty string `toml:"timestamp_property"`
 	// Forward lists which local topics are forwarded; at least one.
 	Forward []ForwardRule `toml:"forward"`
 	// Subscribe lists which upstream topics come down to local devices.
@@ -320,4 +325,10 @@ type ForwardRule struct {
 	// topic devices/<device>/messages/events/, say).
 	RemoteTopic string `toml:"remote_topic"`
 	QoS         int    `toml:"qos"` // 0, 1 or 2; default 1
+	// Priority, 0 (the most urgent) to 9, default 4: with a backlog, what
+	// rules of a lower number select is forwarded before what rules of a
+	// higher one do; within one priority, in queue order.
+	Priority int `toml:"priority"`
+	// TimestampProperty, if set, overrides the bridge's for this rule.
+	TimestampProperty string `toml:"timestamp_property"`
 }

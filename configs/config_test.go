@@ -123,7 +123,7 @@ func TestParseConfigMinimal(t *testing.T) {
 		AckTimeout:     Duration{time.Minute},
 		Auth:           "password",
 		SASTTL:         Duration{time.Hour},
-		Forward:        []ForwardRule{{Local: "sensors/#", RemotePrefix: "edge/", QoS: 1}},
+		Forward:        []ForwardRule{{Local: "sensors/#", RemotePrefix: "edge/", QoS: 1, Priority: 4}},
 	}}
 	if !reflect.DeepEqual(cfg, want) {
 		t.Errorf("got  %+v\nwant %+v", cfg, want)
@@ -183,7 +183,7 @@ func TestParseConfigBridgeDefaults(t *testing.T) {
 		ReconnectMin: Duration{5 * time.Second}, ReconnectMax: Duration{5 * time.Second},
 		SessionExpiry: Duration{0}, PrimaryRetry: Duration{5 * time.Minute}, AckTimeout: Duration{time.Minute},
 		Auth: "password", SASTTL: Duration{time.Hour},
-		Forward: []ForwardRule{{Local: "d", QoS: 1}, {Local: "e", QoS: 0}},
+		Forward: []ForwardRule{{Local: "d", QoS: 1, Priority: 4}, {Local: "e", QoS: 0, Priority: 4}},
 	}
 	if !reflect.DeepEqual(b, wantB) {
 		t.Errorf("bridge b = %+v\nwant %+v", b, wantB)

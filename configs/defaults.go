@@ -73,6 +73,12 @@ func DefaultBridge(name string) Bridge {
 // defaultQoS is that of a [[bridge.forward]] or [[bridge.subscribe]] rule.
 const defaultQoS = 1
 
+// Priorities of a [[bridge.forward]] rule: 0 is the most urgent.
+const (
+	defaultPriority = 4
+	maxPriority     = 9
+)
+
 // DefaultSerial returns the defaults of a [[serial]] port named name. Its
 // status topic follows its topic prefix, whatever that is: StatusTopic.
 func DefaultSerial(name string) Serial {
@@ -127,7 +133,7 @@ func (p *configParser) fillDefaults(cfg *Config) {
 		path := keyPath{}.key("bridge").index(i)
 		p.fillAbsent(b, DefaultBridge(b.Name), path)
 		for j := range b.Forward {
-			p.fillAbsent(&b.Forward[j], ForwardRule{QoS: defaultQoS}, path.key("forward").index(j))
+			p.fillAbsent(&b.Forward[j], ForwardRule{QoS: defaultQoS, Priority: defaultPriority}, path.key("forward").index(j))
 		}
 		for j := range b.Subscribe {
 			p.fillAbsent(&b.Subscribe[j], SubscribeRule{QoS: defaultQoS}, path.key("subscribe").index(j))

@@ -122,7 +122,7 @@ func (g *Gateway) Status() Status {
 		s := rb.b.Stats()
 		st.Bridges = append(st.Bridges, BridgeStatus{
 			Name: rb.cfg.Name, Connected: s.Connected, URL: s.URL, Since: s.Since, LastError: s.LastError,
-			Queued: s.Backlog, Inflight: s.Inflight, Forwarded: s.Forwarded, Dropped: rb.cons.Dropped(),
+			Queued: s.Backlog, Inflight: s.Inflight, Forwarded: s.Forwarded, Dropped: rb.dropped(),
 			Rejected: s.Rejected, Expired: s.Expired, Reconnects: s.Reconnects, Downlinked: s.Downlinked, DeadLetter: s.DeadLetter,
 			DownlinkDeadLetter: s.DownlinkDeadLetter, Protocol: rb.cfg.Protocol, PropertiesDropped: s.PropertiesDropped,
 		})
@@ -245,7 +245,7 @@ func (g *Gateway) serveHTTP(ctx context.Context, l net.Listener) {
 		g.mu.Unlock()
 		for _, rb := range bridges {
 			if rb.cfg.Name == name {
-				n := rb.cons.Purge()
+				n := rb.purge()
 				g.log.Warn("queue purged for a bridge", "bridge", name, "messages", n)
 				writeJSON(w, http.StatusOK, map[string]uint64{"purged": n})
 				return

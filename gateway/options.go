@@ -106,15 +106,7 @@ func bridgeConfig(bc configs.Bridge, log *slog.Logger) (bridge.Config, error) {
 			Retain:      r.Retain,
 		})
 	}
-	for _, f := range bc.Forward {
-		c.Forward = append(c.Forward, bridge.Rule{
-			Filter:       f.Local,
-			StripPrefix:  f.StripPrefix,
-			RemotePrefix: f.RemotePrefix,
-			Topic:        f.RemoteTopic,
-			QoS:          byte(f.QoS),
-		})
-	}
+	c.Forward = forwardRules(bc)
 	if bc.Auth == "azure-sas" {
 		key, err := configs.ReadSASKey(bc.SASKeyFile)
 		if err != nil {
@@ -157,4 +149,25 @@ func bridgeConfig(bc configs.Bridge, log *slog.Logger) (bridge.Config, error) {
 	tc.NextProtos = bc.ALPN
 	c.TLS = tc
 	return c, nil
+}
+
+// forwardRules are the bridge's forward rules as the bridge takes them.
+func forwardRules(bc configs.Bridge) []bridge.Rule {
+	var rules []bridge.Rule
+	for _, f := range bc.Forward {
+		ts := f.TimestampProperty
+		if ts == "" {
+			ts = bc.TimestampProperty
+		}
+		rules = append(rules, bridge.Rule{
+			Filter:            f.Local,
+			StripPrefix:       f.StripPrefix,
+			RemotePrefix:      f.RemotePrefix,
+			Topic:             f.RemoteTopic,
+			QoS:               byte(f.QoS),
+			Priority:          f.Priority,
+			TimestampProperty: ts,
+		})
+	}
+	return rules
 }

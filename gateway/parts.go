@@ -23,12 +23,48 @@ type runningPort struct {
 	p   *serialin.Port
 }
 
-// runningBridge is one configured bridge and the consumer it reads with.
+// runningBridge is one configured bridge and the consumers it reads with.
 type runningBridge struct {
 	task
-	cfg  configs.Bridge
-	b    *bridge.Bridge
-	cons *queue.Consumer
+	cfg   configs.Bridge
+	b     *bridge.Bridge
+	lanes []bridge.Lane
+}
+
+// closeLanes unregisters the bridge's consumers: their cursors stay, but
+// they no longer hold messages back.
+func (rb *runningBridge) closeLanes() {
+	for _, l := range rb.lanes {
+		l.Consumer.Close()
+	}
+}
+
+// dropped is how many messages the queue deleted before the bridge
+// forwarded them.
+func (rb *runningBridge) dropped() uint64 {
+	var n uint64
+	for _, l := range rb.lanes {
+		n += l.Consumer.Dropped()
+	}
+	return n
+}
+
+// purge abandons the bridge's backlog, and returns how many messages
+// that was.
+func (rb *runningBridge) purge() uint64 {
+	var n uint64
+	for _, l := range rb.lanes {
+		n += l.Consumer.Purge()
+	}
+	return n
+}
+
+// BridgeLanes registers the queue consumers the bridge bc reads through,
+// one per priority of its forward rules (bridge.OpenLanes).
+func BridgeLanes(q *queue.Queue, bc configs.Bridge) ([]bridge.Lane, error) {
+	// Persisting the cursor every quarter window keeps the re-sends after
+	// a crash near one window.
+	return bridge.OpenLanes(q, bc.Name, forwardRules(bc), max(1, bc.MaxInflight/4))
 }
 
 // task is a bridge's or a serial port's Run, which the gateway starts,
@@ -63,25 +99,21 @@ func (t *task) stop() {
 	}
 }
 
-// newBridge prepares a bridge; cons is its existing consumer when the
-// bridge is being replaced, or nil to register one.
-func (g *Gateway) newBridge(bc configs.Bridge, cons *queue.Consumer) (*runningBridge, error) {
+// newBridge prepares a bridge and registers its consumers. A bridge
+// being replaced must have closed its own: the new ones resume where they
+// were (queue.Consumer), and what the old bridge had in flight is sent
+// again.
+func (g *Gateway) newBridge(bc configs.Bridge) (*runningBridge, error) {
 	bcfg, err := bridgeConfig(bc, g.log)
 	if err != nil {
 		return nil, fmt.Errorf("gateway: bridge %s: %w", bc.Name, err)
 	}
 	bcfg.Local = g.broker
-	if cons == nil {
-		// Persisting the cursor every quarter window keeps the re-sends
-		// after a crash near one window.
-		cons, err = g.q.Consumer("bridge/"+bc.Name, queue.ConsumerOptions{PersistEvery: max(1, bc.MaxInflight/4)})
-		if err != nil {
-			return nil, fmt.Errorf("gateway: bridge %s: %w", bc.Name, err)
-		}
-	} else {
-		cons.Rewind() // what the old bridge had in flight is sent again
+	lanes, err := BridgeLanes(g.q, bc)
+	if err != nil {
+		return nil, fmt.Errorf("gateway: bridge %s: %w", bc.Name, err)
 	}
-	return &runningBridge{cfg: bc, b: bridge.New(bcfg, cons), cons: cons}, nil
+	return &runningBridge{cfg: bc, b: bridge.New(bcfg, lanes), lanes: lanes}, nil
 }
 
 func (g *Gateway) newPort(sc configs.Serial) (*runningPort, error) {

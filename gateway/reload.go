@@ -68,18 +68,22 @@ func (g *Gateway) reloadBridges(running []*runningBridge, cfgs []configs.Bridge)
 			continue
 		case ok:
 			g.log.Info("reload: bridge changed, stopping it", "bridge", bc.Name, "inflight", rb.b.Stats().Inflight)
-			rb.stop()
-			nrb, err := g.newBridge(bc, rb.cons)
-			if err != nil {
+			if _, err := bridgeConfig(bc, g.log); err != nil {
 				g.log.Error("reload: bridge not restarted", "bridge", bc.Name, "err", err)
-				g.startBridge(rb) // keep the old one
-				bridges = append(bridges, rb)
+				bridges = append(bridges, rb) // keep the old one
+				continue
+			}
+			rb.stop()
+			rb.closeLanes()
+			nrb, err := g.newBridge(bc)
+			if err != nil {
+				g.log.Error("reload: bridge not restarted, and stopped", "bridge", bc.Name, "err", err)
 				continue
 			}
 			g.log.Info("reload: bridge changed, restarted", "bridge", bc.Name)
 			rb = nrb
 		default:
-			nrb, err := g.newBridge(bc, nil)
+			nrb, err := g.newBridge(bc)
 			if err != nil {
 				g.log.Error("reload: bridge not added", "bridge", bc.Name, "err", err)
 				continue
@@ -92,7 +96,7 @@ func (g *Gateway) reloadBridges(running []*runningBridge, cfgs []configs.Bridge)
 	}
 	for name, rb := range byName {
 		rb.stop()
-		rb.cons.Close() // its cursor stays; it no longer holds messages back
+		rb.closeLanes()
 		g.log.Info("reload: bridge removed", "bridge", name)
 	}
 	return bridges

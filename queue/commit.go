@@ -120,6 +120,7 @@ func (q *Queue) finish(batch []*request, next uint64, err error) {
 		// succeeds, readers see both: the device was told to resend, so
 		// that is a duplicate, never a loss.
 		q.next = max(q.next, next)
+		q.countAppendedLocked(batch)
 		q.stats.Appended += n
 		q.stats.Commits++
 		if !q.closed {

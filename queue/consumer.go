@@ -35,6 +35,15 @@ type Consumer struct {
 	removed   bool
 	dropped   uint64 // deleted before this consumer acknowledged them
 	unlogged  uint64 // dropped since the last log line
+
+	// What it has yet to deliver (pending.go).
+	filter    func(topic, origin string) bool // nil: every message
+	tally     Pending                         // Messages and Bytes only
+	scanPos   uint64                          // the scan has counted what is below
+	countFrom uint64                          // appends from here on are counted as they come
+	scanGen   uint64                          // a new count ends the scan of the old
+	out       map[uint64]outstanding          // returned by Read, not yet acknowledged
+	oldest    oldestAt                        // the first wanted message after readPos, when known
 }
 
 // ConsumerOptions tune a consumer.
@@ -44,6 +53,18 @@ type ConsumerOptions struct {
 	// re-reads at most this many acknowledged messages on top of those in
 	// flight. Default 16.
 	PersistEvery int
+	// Filter, if set, selects the messages the consumer reads by their
+	// topic and origin: Read returns only those, and acknowledges the
+	// others as it passes them. Pending counts only those. It is called
+	// from the queue's goroutines and must not block or call the queue.
+	Filter func(topic, origin string) bool
+	// Family, if set, groups consumers that divide one reader's messages
+	// between them: Family itself and every name that begins with Family
+	// followed by "/". A member seen for the first time starts at the
+	// lowest cursor persisted for any member instead of at the head, so
+	// that dividing a consumer, merging its parts or dividing it another
+	// way re-reads messages rather than losing them. See ForgetFamily.
+	Family string
 }
 
 // Consumer registers the named consumer and returns it, resuming at its
@@ -57,10 +78,19 @@ func (q *Queue) Consumer(name string, opts ConsumerOptions) (*Consumer, error) {
 	if opts.PersistEvery <= 0 {
 		opts.PersistEvery = 16
 	}
-	c := &Consumer{q: q, name: name, acked: make(map[uint64]struct{}), persistEvery: uint64(opts.PersistEvery)}
-	var found bool
+	if opts.Family != "" && !inFamily(opts.Family, name) {
+		return nil, fmt.Errorf("queue: consumer %q is not of family %q", name, opts.Family)
+	}
+	c := &Consumer{q: q, name: name, acked: make(map[uint64]struct{}), persistEvery: uint64(opts.PersistEvery),
+		filter: opts.Filter, out: make(map[uint64]outstanding)}
+	var found, inherited bool
 	err := q.db.View(func(txn *badger.Txn) error {
 		item, err := txn.Get(c.key())
+		if errors.Is(err, badger.ErrKeyNotFound) && opts.Family != "" {
+			c.cursor, inherited, err = familyCursor(txn, opts.Family)
+			found = inherited
+			return err
+		}
 		if errors.Is(err, badger.ErrKeyNotFound) {
 			return nil
 		}
@@ -87,6 +117,13 @@ func (q *Queue) Consumer(name string, opts ConsumerOptions) (*Consumer, error) {
 	if _, ok := q.consumers[name]; ok {
 		return nil, fmt.Errorf("queue: consumer %q is already registered", name)
 	}
+	for _, old := range q.pendingCursors {
+		// Closed a moment ago (a bridge being replaced), its final cursor
+		// not yet written: that is where this one resumes.
+		if old.name == name && (!found || old.cursor > c.cursor) {
+			c.cursor, found = old.cursor, true
+		}
+	}
 	switch {
 	case !found:
 		c.cursor = q.next
@@ -98,9 +135,93 @@ func (q *Queue) Consumer(name string, opts ConsumerOptions) (*Consumer, error) {
 	}
 	c.readPos = c.cursor
 	c.persisted = c.cursor
+	if inherited {
+		c.dirty = true
+	}
 	q.consumers[name] = c
 	q.scheduleCursorWriteLocked()
+	c.recountLocked()
 	return c, nil
+}
+
+// inFamily reports whether name is a member of family.
+func inFamily(family, name string) bool {
+	return name == family || strings.HasPrefix(name, family+"/")
+}
+
+// familyCursor returns the lowest cursor persisted for a member of
+// family, if any is.
+func familyCursor(txn *badger.Txn, family string) (cursor uint64, found bool, err error) {
+	prefix := append([]byte{prefixCursor}, family...)
+	it := txn.NewIterator(badger.IteratorOptions{Prefix: prefix})
+	defer it.Close()
+	for it.Rewind(); it.Valid(); it.Next() {
+		if !inFamily(family, string(it.Item().Key()[1:])) {
+			continue
+		}
+		err := it.Item().Value(func(b []byte) error {
+			if len(b) != 8 {
+				return fmt.Errorf("cursor %q: %w", it.Item().Key()[1:], errCorrupt)
+			}
+			if v := binary.BigEndian.Uint64(b); !found || v < cursor {
+				cursor, found = v, true
+			}
+			return nil
+		})
+		if err != nil {
+			return 0, false, err
+		}
+	}
+	return cursor, found, nil
+}
+
+// ForgetFamily deletes the persisted cursors of family's members that are
+// not registered now, and persists those of the members that are, in one
+// transaction: call it once a family's new division is registered, so
+// that a later one inherits from this one alone.
+func (q *Queue) ForgetFamily(family string) error {
+	if q.opts.Inspect {
+		return nil
+	}
+	q.mu.Lock()
+	current := make(map[string]uint64)
+	for name, c := range q.consumers {
+		if inFamily(family, name) {
+			current[name] = c.cursor
+		}
+	}
+	// Closed members' final cursors are not to be written after all.
+	q.pendingCursors = slices.DeleteFunc(q.pendingCursors, func(c *Consumer) bool {
+		_, registered := current[c.name]
+		return inFamily(family, c.name) && !registered
+	})
+	q.mu.Unlock()
+	err := q.db.Update(func(txn *badger.Txn) error {
+		var stale [][]byte
+		it := txn.NewIterator(badger.IteratorOptions{Prefix: append([]byte{prefixCursor}, family...)})
+		for it.Rewind(); it.Valid(); it.Next() {
+			name := string(it.Item().Key()[1:])
+			if _, ok := current[name]; !ok && inFamily(family, name) {
+				stale = append(stale, it.Item().KeyCopy(nil))
+			}
+		}
+		it.Close()
+		for _, k := range stale {
+			if err := txn.Delete(k); err != nil {
+				return err
+			}
+		}
+		for name, pos := range current {
+			if err := txn.Set(append([]byte{prefixCursor}, name...), uint64Bytes(pos)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("queue: forgetting the old members of %q: %w", family, err)
+	}
+	return nil
 }
 
 func (c *Consumer) key() []byte {
@@ -114,32 +235,10 @@ func (c *Consumer) Name() string { return c.name }
 // order, waiting until at least one is available or ctx is done. Messages
 // acknowledged out of order are skipped.
 func (c *Consumer) Read(ctx context.Context, max int) ([]*Message, error) {
-	if max <= 0 {
-		max = 1
-	}
-	q := c.q
 	for {
-		q.mu.Lock()
-		if q.closed || c.removed {
-			q.mu.Unlock()
-			return nil, ErrClosed
-		}
-		from, head, wait := c.readPos, q.next, q.arrived
-		q.mu.Unlock()
-		if from < head {
-			msgs, next, err := c.load(from, head, max)
-			if err != nil {
-				return nil, err
-			}
-			q.mu.Lock()
-			if c.readPos == from { // not rewound meanwhile
-				c.readPos = next
-			}
-			q.mu.Unlock()
-			if len(msgs) > 0 {
-				return msgs, nil
-			}
-			continue
+		msgs, wait, err := c.TryRead(max)
+		if err != nil || len(msgs) > 0 {
+			return msgs, err
 		}
 		select {
 		case <-wait:
@@ -149,10 +248,50 @@ func (c *Consumer) Read(ctx context.Context, max int) ([]*Message, error) {
 	}
 }
 
+// TryRead is Read without the wait: it returns what is available now,
+// perhaps nothing, and a channel closed once more may be.
+func (c *Consumer) TryRead(max int) ([]*Message, <-chan struct{}, error) {
+	if max <= 0 {
+		max = 1
+	}
+	q := c.q
+	for {
+		q.mu.Lock()
+		if q.closed || c.removed {
+			q.mu.Unlock()
+			return nil, nil, ErrClosed
+		}
+		from, head, wait := c.readPos, q.next, q.arrived
+		q.mu.Unlock()
+		if from >= head {
+			return nil, wait, nil
+		}
+		msgs, next, err := c.load(from, head, max)
+		if err != nil {
+			return nil, nil, err
+		}
+		q.mu.Lock()
+		if c.readPos == from { // not rewound meanwhile
+			c.readPos = next
+		}
+		q.mu.Unlock()
+		if len(msgs) > 0 {
+			return msgs, wait, nil
+		}
+	}
+}
+
+// maxPassed bounds how many unwanted messages (Filter) one read
+// transaction passes over, so that a read through a long stretch of
+// others' messages holds neither a transaction nor their sequence
+// numbers for long.
+const maxPassed = 16384
+
 // load reads up to limit stored, unacknowledged messages in [from, head) and
 // returns them with the position after the last one examined.
 func (c *Consumer) load(from, head uint64, limit int) ([]*Message, uint64, error) {
 	var msgs []*Message
+	var unwanted []uint64 // passed over: the filter does not select them
 	next := head
 	err := c.q.db.View(func(txn *badger.Txn) error {
 		opts := badger.DefaultIteratorOptions
@@ -182,6 +321,16 @@ func (c *Consumer) load(from, head uint64, limit int) ([]*Message, uint64, error
 						next, full = seq, true
 						return false
 					}
+					if c.filter != nil {
+						if topic, origin, _, ok := decodeRoute(rec); ok && !c.filter(topic, origin) {
+							if len(unwanted) == maxPassed {
+								next, full = seq, true
+								return false
+							}
+							unwanted = append(unwanted, seq)
+							return true
+						}
+					}
 					c.q.mu.Lock()
 					_, done := c.acked[seq]
 					c.q.mu.Unlock()
@@ -210,6 +359,14 @@ func (c *Consumer) load(from, head uint64, limit int) ([]*Message, uint64, error
 		}
 		return nil
 	})
+	c.q.mu.Lock()
+	for _, seq := range unwanted {
+		c.ackLocked(seq)
+	}
+	for _, m := range msgs {
+		c.out[m.Seq] = outstanding{pendingBytes(m.Topic, len(m.Payload)), m.Arrived.UnixNano()}
+	}
+	c.q.mu.Unlock()
 	if err != nil {
 		return nil, from, fmt.Errorf("queue: read %q at %d: %w", c.name, from, err)
 	}
@@ -229,11 +386,19 @@ func (c *Consumer) skip(seq uint64, err error) {
 // Ack acknowledges the message with sequence number seq. The cursor advances
 // over the contiguous acknowledged prefix and is persisted shortly after.
 func (c *Consumer) Ack(seq uint64) {
+	c.q.mu.Lock()
+	defer c.q.mu.Unlock()
+	c.ackLocked(seq)
+}
+
+func (c *Consumer) ackLocked(seq uint64) {
 	q := c.q
-	q.mu.Lock()
-	defer q.mu.Unlock()
 	if seq < c.cursor || seq >= q.next || c.removed {
 		return
+	}
+	if o, ok := c.out[seq]; ok {
+		delete(c.out, seq)
+		c.uncountLocked(seq, o.bytes)
 	}
 	if seq != c.cursor {
 		c.acked[seq] = struct{}{}
@@ -299,6 +464,8 @@ func (c *Consumer) Purge() uint64 {
 	n := c.backlogLocked()
 	c.cursor, c.readPos = q.next, max(c.readPos, q.next)
 	clear(c.acked)
+	clear(c.out)
+	c.recountLocked() // nothing to count: it starts at the head
 	c.dropped += n
 	c.dirty = true
 	q.scheduleCursorWriteLocked()
@@ -331,7 +498,7 @@ func (q *Queue) Peek(n int) ([]*Message, error) {
 	q.mu.Lock()
 	from, head := q.oldest, q.next
 	q.mu.Unlock()
-	c := &Consumer{q: q, name: "peek", acked: map[uint64]struct{}{}}
+	c := &Consumer{q: q, name: "peek", acked: map[uint64]struct{}{}, out: map[uint64]outstanding{}}
 	msgs, _, err := c.load(from, head, n)
 	return msgs, err
 }

@@ -176,7 +176,8 @@ type Queue struct {
 	sinceReclaim   uint64      // messages deleted since the log was last empty and reclaimed
 	lastFullLog    time.Time
 	consumers      map[string]*Consumer
-	arrived        chan struct{} // closed and replaced whenever next advances
+	arrived        chan struct{}  // closed and replaced whenever next advances
+	scans          sync.WaitGroup // consumers' backlogs being counted (pending.go)
 
 	stats Stats // guarded by mu
 
@@ -482,6 +483,7 @@ func (q *Queue) Close() error {
 	close(q.stop)
 	<-q.stopped
 	<-q.gcDone // GC must not touch the database once it is closed
+	q.scans.Wait()
 	q.files.close()
 	err := q.db.Close()
 	q.removeScratch()

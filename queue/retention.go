@@ -18,6 +18,17 @@ type deletion struct {
 	keys                         [][]byte // the batches' keys
 	bytes                        int64    // size of what is deleted
 	added                        int64    // size of the appends accepted
+	// lost are the messages of [ackedTo, to), which some consumer had
+	// not acknowledged: they leave its Pending tally (pending.go).
+	lost []lostRecord
+}
+
+// lostRecord is a message deleted unacknowledged, as a consumer's tally
+// needs to know it.
+type lostRecord struct {
+	seq           uint64
+	bytes         int64
+	topic, origin string
 }
 
 // recordSize is what a message counts against MaxBytes, its batch's key
@@ -45,7 +56,11 @@ func (q *Queue) plan(d *deletion, now time.Time, lowWater, durable uint64, batch
 		}
 		return b, b.size, true
 	}
+	unacked := false // taking expired or dropped batches, which some consumer wanted
 	take := func(b batchMeta, size int64) {
+		if unacked {
+			d.lost = appendLost(d.lost, it.Item(), b)
+		}
 		d.to = b.last + 1
 		d.keys = append(d.keys, it.Item().KeyCopy(nil))
 		d.bytes += size
@@ -61,6 +76,7 @@ func (q *Queue) plan(d *deletion, now time.Time, lowWater, durable uint64, batch
 		take(b, size)
 	}
 	d.ackedTo = d.to
+	unacked = true
 	if q.opts.MaxAge > 0 {
 		for ; budget > 0; budget-- {
 			b, size, ok := cur()
@@ -110,6 +126,20 @@ func (q *Queue) plan(d *deletion, now time.Time, lowWater, durable uint64, batch
 	return nil
 }
 
+// appendLost adds the records of the batch under item to lost. A record
+// that cannot be read is left out: the tally never counted it.
+func appendLost(lost []lostRecord, item *badger.Item, b batchMeta) []lostRecord {
+	_ = item.Value(func(val []byte) error {
+		return eachRecord(b, val, func(seq uint64, rec []byte) bool {
+			if topic, origin, payload, ok := decodeRoute(rec); ok {
+				lost = append(lost, lostRecord{seq, pendingBytes(topic, payload), topic, origin})
+			}
+			return true
+		})
+	})
+	return lost
+}
+
 // decodeArrived reads the arrival time from the front of a record.
 func decodeArrived(b []byte) time.Time {
 	if len(b) < 3 || b[0] != recordVersion {
@@ -142,10 +172,20 @@ func (q *Queue) applyDeletionLocked(d deletion, now time.Time) {
 			continue
 		}
 		lost := d.to - c.cursor
+		for _, r := range d.lost {
+			if _, acked := c.acked[r.seq]; r.seq >= c.cursor && !acked && c.wants(r.topic, r.origin) {
+				c.uncountLocked(r.seq, r.bytes)
+			}
+		}
 		for s := range c.acked {
 			if s < d.to {
 				delete(c.acked, s)
 				lost--
+			}
+		}
+		for s := range c.out {
+			if s < d.to {
+				delete(c.out, s)
 			}
 		}
 		c.dropped += lost

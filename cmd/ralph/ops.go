@@ -17,6 +17,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/ralph-gateway/ralph/bridge"
 	"github.com/ralph-gateway/ralph/configs"
 	"github.com/ralph-gateway/ralph/gateway"
 	"github.com/ralph-gateway/ralph/queue"
@@ -270,7 +271,7 @@ func queueCmd(args []string, stdout, stderr io.Writer) int {
 				return answeredWithError(t, sub, err, stderr)
 			}
 		}
-		return offline(t, *dir, true, stderr, func(q *queue.Queue, _ map[string]*queue.Consumer) error {
+		return offline(t, *dir, true, stderr, func(q *queue.Queue, _ map[string][]bridge.Lane) error {
 			enc.Encode(map[string]any{"queue": q.Stats(), "bridges": q.Consumers()})
 			return nil
 		})
@@ -296,7 +297,7 @@ func queueCmd(args []string, stdout, stderr io.Writer) int {
 				return answeredWithError(t, sub, err, stderr)
 			}
 		}
-		return offline(t, *dir, true, stderr, func(q *queue.Queue, _ map[string]*queue.Consumer) error {
+		return offline(t, *dir, true, stderr, func(q *queue.Queue, _ map[string][]bridge.Lane) error {
 			msgs, err := q.Peek(n)
 			if err == nil {
 				enc.Encode(gateway.Peeked(msgs))
@@ -316,12 +317,16 @@ func queueCmd(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stderr, "ralph queue purge: %v\n", err)
 			return 1
 		}
-		return offline(t, "", false, stderr, func(q *queue.Queue, cons map[string]*queue.Consumer) error {
-			c, ok := cons[*bridgeName]
+		return offline(t, "", false, stderr, func(q *queue.Queue, cons map[string][]bridge.Lane) error {
+			lanes, ok := cons[*bridgeName]
 			if !ok {
 				return fmt.Errorf("no bridge named %q in the config", *bridgeName)
 			}
-			fmt.Fprintf(stdout, "purged %d messages for bridge %s\n", c.Purge(), *bridgeName)
+			var n uint64
+			for _, l := range lanes {
+				n += l.Consumer.Purge()
+			}
+			fmt.Fprintf(stdout, "purged %d messages for bridge %s\n", n, *bridgeName)
 			return nil
 		})
 	case "acknowledge":
@@ -396,7 +401,7 @@ func answeredWithError(t target, sub string, err error, stderr io.Writer) int {
 // setAside (a copy in lost+found). With inspect (stats and peek) it is
 // opened read-only (queue.Options.Inspect): nothing in it changes, not a
 // cursor, not a deletion, not a file.
-func offline(t target, setAside string, inspect bool, stderr io.Writer, fn func(*queue.Queue, map[string]*queue.Consumer) error) int {
+func offline(t target, setAside string, inspect bool, stderr io.Writer, fn func(*queue.Queue, map[string][]bridge.Lane) error) int {
 	dir := filepath.Join(t.cfg.DataDir, "db")
 	if setAside != "" {
 		dir = setAside
@@ -429,10 +434,10 @@ func offline(t target, setAside string, inspect bool, stderr io.Writer, fn func(
 	// Register every configured bridge, and leave them registered until
 	// the queue closes: what no consumer holds would be deleted (by purge;
 	// inspecting deletes nothing).
-	cons := make(map[string]*queue.Consumer)
+	cons := make(map[string][]bridge.Lane)
 	for _, b := range t.cfg.Bridges {
-		if c, err := q.Consumer("bridge/"+b.Name, queue.ConsumerOptions{}); err == nil {
-			cons[b.Name] = c
+		if lanes, err := gateway.BridgeLanes(q, b); err == nil {
+			cons[b.Name] = lanes
 		}
 	}
 	if err := fn(q, cons); err != nil {
