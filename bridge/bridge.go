@@ -120,6 +120,10 @@ type Config struct {
 	StateTopic     string        // upstream topic for a retained "online" birth and "offline" will; "" for none
 	PrimaryRetry   time.Duration // connected to a later URL this long, go back to the first; 0 never
 	AckTimeout     time.Duration // messages in flight with no acknowledgement this long: reconnect; 0 never
+	// ProbeInterval is how often, while it backs off after a round of
+	// URLs that did not answer, the bridge checks whether one does
+	// (probe.go). 0 for one second.
+	ProbeInterval time.Duration
 	// Proxy, when set, is an HTTP proxy that every connection goes
 	// through, whatever the URL's scheme: CONNECT to the URL's host and
 	// port, with Basic credentials when Proxy has a user.
@@ -136,12 +140,15 @@ type Config struct {
 
 // Stats describe a bridge's state and counters.
 type Stats struct {
-	Connected  bool
-	URL        string    // upstream currently or last connected
-	Since      time.Time // when Connected last changed
-	LastError  string
-	Forwarded  uint64 // acknowledged by the upstream
-	Skipped    uint64 // matched no forward rule
+	Connected bool
+	URL       string    // upstream currently or last connected
+	Since     time.Time // when Connected last changed
+	LastError string
+	Forwarded uint64 // acknowledged by the upstream
+	// Skipped counts messages a lane read that no rule sends anywhere
+	// (an empty upstream topic). Those that match no rule never reach
+	// the bridge: the lanes' filters pass over them in the queue.
+	Skipped    uint64
 	Expired    uint64 // MQTT 5 message expiry passed before forwarding
 	Rejected   uint64 // refused by the upstream with an error reason code
 	Downlinked uint64 // received from the upstream and published locally
@@ -258,6 +265,7 @@ func (b *Bridge) Run(ctx context.Context) {
 	defer b.release()
 	attempt := 0
 	refused := false              // an upstream refused the protocol in this round of URLs
+	answered := false             // some upstream answered in this round (and failed the bridge)
 	reported := map[string]bool{} // protocol failures warned about since the last connection
 	for i := 0; ctx.Err() == nil; {
 		u := b.cfg.URLs[i]
@@ -270,6 +278,9 @@ func (b *Bridge) Run(ctx context.Context) {
 			var pe *protocolError
 			isProto := errors.As(err, &pe)
 			refused = refused || isProto && pe.explicit
+			var unreachable *unreachableError
+			answered = answered || !errors.As(err, &unreachable)
+			probe := false
 			var wait time.Duration
 			if i = (i + 1) % len(b.cfg.URLs); i == 0 { // every URL tried: back off
 				wait = b.backoff(attempt)
@@ -278,7 +289,8 @@ func (b *Bridge) Run(ctx context.Context) {
 					wait = jitter(b.cfg.ReconnectMax)
 				}
 				attempt++
-				refused = false
+				probe = !answered
+				refused, answered = false, false
 			}
 			// An upstream that does not speak MQTT 5 says so at every
 			// attempt: warn once, not at every retry.
@@ -290,12 +302,21 @@ func (b *Bridge) Run(ctx context.Context) {
 				reported[key] = true
 			}
 			b.log.Log(ctx, level, "upstream connection failed", "url", u.Redacted(), "err", err, "retry_in", wait)
-			if wait > 0 && !sleep(ctx, wait) {
+			if wait > 0 && probe {
+				// Nothing answered: reconnect as soon as something does.
+				reached, ok := b.waitOrReachable(ctx, wait)
+				if !ok {
+					return
+				}
+				if reached >= 0 {
+					i = reached
+				}
+			} else if wait > 0 && !sleep(ctx, wait) {
 				return
 			}
 			continue
 		}
-		attempt, refused = 0, false
+		attempt, refused, answered = 0, false, false
 		clear(reported)
 		fctx, stop := context.WithCancelCause(down)
 		if i > 0 && b.cfg.PrimaryRetry > 0 {

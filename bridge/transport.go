@@ -50,12 +50,28 @@ func (b *Bridge) dial(ctx context.Context, u *url.URL) (*flushConn, error) {
 // dialTCP opens a TCP connection to addr (host:port), through the proxy
 // if there is one.
 func (b *Bridge) dialTCP(ctx context.Context, addr string) (net.Conn, error) {
+	var c net.Conn
+	var err error
 	if b.cfg.Proxy != nil {
-		return dialProxy(ctx, b.cfg.Proxy, addr)
+		c, err = dialProxy(ctx, b.cfg.Proxy, addr)
+	} else {
+		var d net.Dialer
+		c, err = d.DialContext(ctx, "tcp", addr)
 	}
-	var d net.Dialer
-	return d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, &unreachableError{err}
+	}
+	return c, nil
 }
+
+// unreachableError is a connection attempt that failed before anything
+// answered: no route, nothing listening, a proxy that could not reach
+// the upstream. While that is the reason, the bridge probes for the
+// upstream instead of waiting out its backoff (probe.go).
+type unreachableError struct{ err error }
+
+func (e *unreachableError) Error() string { return e.err.Error() }
+func (e *unreachableError) Unwrap() error { return e.err }
 
 // dialTLS opens a TLS connection to u's host.
 func (b *Bridge) dialTLS(ctx context.Context, u *url.URL) (net.Conn, error) {

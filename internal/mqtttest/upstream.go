@@ -124,6 +124,9 @@ type Mochi struct {
 	// Stall makes the broker swallow publishes from clients: no ack, no
 	// delivery — an upstream that is connected but stuck.
 	Stall atomic.Bool
+	// StallPrefix, if set, makes it swallow those whose topic begins
+	// with it.
+	StallPrefix atomic.Pointer[string]
 }
 
 // StartMochi starts an upstream broker on addr ("127.0.0.1:0" for any port).
@@ -190,7 +193,10 @@ type stallHook struct {
 func (*stallHook) ID() string           { return "stall" }
 func (*stallHook) Provides(b byte) bool { return b == mqtt.OnPublish }
 func (h *stallHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
-	if h.m.Stall.Load() && !cl.Net.Inline {
+	if cl.Net.Inline {
+		return pk, nil
+	}
+	if p := h.m.StallPrefix.Load(); h.m.Stall.Load() || p != nil && strings.HasPrefix(pk.TopicName, *p) {
 		return pk, packets.ErrRejectPacket
 	}
 	return pk, nil
