@@ -181,11 +181,12 @@ type Bridge struct {
 	nextAt  time.Time  // with MaxRate, when the next message may go
 	renewAt time.Time  // with Credentials, when to reconnect with new ones
 
-	mu           sync.Mutex
-	window       chan struct{} // one token per message in flight
-	abandon      chan struct{} // closed when the upstream session is lost
-	status       Stats
-	announcedErr string // the LastError the state topic last carried
+	mu               sync.Mutex
+	window           chan struct{} // one token per message in flight
+	abandon          chan struct{} // closed when the upstream session is lost
+	status           Stats
+	announcedErr     string   // the LastError the state topic last carried
+	announcedBacklog []uint64 // and the lanes' messages
 
 	forwarded, skipped, expired, rejected, downlinked, deadLetter, downlinkDeadLetter, propertiesDropped atomic.Uint64
 
@@ -252,9 +253,17 @@ func (b *Bridge) Stats() Stats {
 	s.PropertiesDropped = b.propertiesDropped.Load()
 	for _, l := range b.lanes {
 		s.Backlog += l.Consumer.Backlog()
-		s.Lanes = append(s.Lanes, l.stats())
 	}
+	s.Lanes = b.laneStats()
 	return s
+}
+
+func (b *Bridge) laneStats() []LaneStats {
+	out := make([]LaneStats, len(b.lanes))
+	for i, l := range b.lanes {
+		out[i] = l.stats()
+	}
+	return out
 }
 
 // Run connects, forwards and reconnects until ctx is done. On the way out it
@@ -263,6 +272,10 @@ func (b *Bridge) Stats() Stats {
 // it returns is read again from the cursor by the next Bridge on the queue.
 func (b *Bridge) Run(ctx context.Context) {
 	defer b.release()
+	rctx, stopReport := context.WithCancel(ctx)
+	reporting := make(chan struct{})
+	go func() { defer close(reporting); b.report(rctx) }()
+	defer func() { stopReport(); <-reporting }()
 	attempt := 0
 	refused := false              // an upstream refused the protocol in this round of URLs
 	answered := false             // some upstream answered in this round (and failed the bridge)

@@ -181,7 +181,10 @@ func (b *Bridge) setDown(err error) {
 }
 
 // StateTopic is the local, retained topic where a bridge publishes its
-// link state as JSON: {"state":"online"|"offline","since":...,"url":...,"error":...}.
+// link state as JSON: {"state":"online"|"offline","since":...,"url":...,
+// "error":...,"backlog":[...]}, backlog as Backlog reports it. It is
+// published when the link changes, and every stateEvery while the
+// backlog changes.
 func StateTopic(name string) string { return "$SYS/ralph/bridges/" + name + "/state" }
 
 // publishState announces the link state locally, retained, when it
@@ -190,17 +193,23 @@ func (b *Bridge) publishState() {
 	if b.cfg.Local == nil {
 		return
 	}
+	lanes := b.laneStats()
 	b.mu.Lock()
 	st := struct {
-		State string    `json:"state"`
-		Since time.Time `json:"since"`
-		URL   string    `json:"url,omitempty"`
-		Error string    `json:"error,omitempty"`
-	}{"offline", b.status.Since, b.status.URL, b.status.LastError}
+		State   string    `json:"state"`
+		Since   time.Time `json:"since"`
+		URL     string    `json:"url,omitempty"`
+		Error   string    `json:"error,omitempty"`
+		Backlog []Backlog `json:"backlog"`
+	}{"offline", b.status.Since, b.status.URL, b.status.LastError, Backlogs(lanes, time.Now())}
 	if b.status.Connected {
 		st.State = "online"
 	}
 	b.announcedErr = b.status.LastError
+	b.announcedBacklog = b.announcedBacklog[:0]
+	for _, l := range lanes {
+		b.announcedBacklog = append(b.announcedBacklog, l.Messages)
+	}
 	b.mu.Unlock()
 	payload, _ := json.Marshal(st)
 	if err := b.cfg.Local.Announce(StateTopic(b.cfg.Name), payload); err != nil {

@@ -12,6 +12,7 @@ package bridge
 
 import (
 	"cmp"
+	"context"
 	"fmt"
 	"hash/fnv"
 	"math"
@@ -185,6 +186,50 @@ func (l *lane) sample(now time.Time) {
 	l.lastAt, l.lastDone = now, done
 }
 
+// stateEvery is how often, at most, the state topic is published again
+// because the backlog changed.
+const stateEvery = 10 * time.Second
+
+// report samples the lanes' drain rates every second and, every
+// stateEvery, publishes the state topic again if the backlog changed
+// since it was last published.
+func (b *Bridge) report(ctx context.Context) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	last := time.Now()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			for _, l := range b.lanes {
+				l.sample(now)
+			}
+			if now.Sub(last) >= stateEvery && b.backlogChanged() {
+				b.publishState()
+				last = now
+			}
+		}
+	}
+}
+
+// backlogChanged reports whether some lane's messages differ from what
+// the state topic last said.
+func (b *Bridge) backlogChanged() bool {
+	b.mu.Lock()
+	said := slices.Clone(b.announcedBacklog)
+	b.mu.Unlock()
+	if len(said) != len(b.lanes) {
+		return true
+	}
+	for i, l := range b.lanes {
+		if l.Consumer.Pending().Messages != said[i] {
+			return true
+		}
+	}
+	return false
+}
+
 // LaneStats describe one priority's backlog.
 type LaneStats struct {
 	Priority int
@@ -214,4 +259,35 @@ func (l *lane) stats() LaneStats {
 		s.ETA = time.Duration(float64(p.Messages) / rate * float64(time.Second))
 	}
 	return s
+}
+
+// Backlog is one priority's backlog as the bridge's state topic, `ralph
+// status` and the metrics report it: ages and durations in seconds.
+type Backlog struct {
+	Priority  int     `json:"priority"`
+	Messages  uint64  `json:"messages"`
+	Bytes     uint64  `json:"bytes"`              // topics and payloads
+	OldestAge float64 `json:"oldest_age_seconds"` // 0 with none
+	// Counting: the backlog stored before the start is still being
+	// counted; messages and bytes are partial.
+	Counting  bool     `json:"counting,omitempty"`
+	DrainRate float64  `json:"drain_rate"`  // messages a second forwarded lately
+	ETA       *float64 `json:"eta_seconds"` // messages at the drain rate; null with no rate to go by
+}
+
+// Backlogs reports lanes as Backlog, ages as of now.
+func Backlogs(lanes []LaneStats, now time.Time) []Backlog {
+	out := make([]Backlog, 0, len(lanes))
+	for _, l := range lanes {
+		b := Backlog{Priority: l.Priority, Messages: l.Messages, Bytes: l.Bytes, Counting: l.Counting, DrainRate: l.Rate}
+		if !l.Oldest.IsZero() {
+			b.OldestAge = max(0, now.Sub(l.Oldest).Seconds())
+		}
+		if l.ETA >= 0 {
+			eta := l.ETA.Seconds()
+			b.ETA = &eta
+		}
+		out = append(out, b)
+	}
+	return out
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/ralph-gateway/ralph/bridge"
 	"github.com/ralph-gateway/ralph/queue"
 	"github.com/ralph-gateway/ralph/serialin"
 )
@@ -90,6 +91,9 @@ type BridgeStatus struct {
 	// the MQTT 5 properties they carried.
 	Protocol          string `json:"protocol"`
 	PropertiesDropped uint64 `json:"properties_dropped"`
+	// Backlog is the backlog per priority of its forward rules, the most
+	// urgent first.
+	Backlog []bridge.Backlog `json:"backlog"`
 }
 
 // Status gathers the gateway's current state.
@@ -125,6 +129,7 @@ func (g *Gateway) Status() Status {
 			Queued: s.Backlog, Inflight: s.Inflight, Forwarded: s.Forwarded, Dropped: rb.dropped(),
 			Rejected: s.Rejected, Expired: s.Expired, Reconnects: s.Reconnects, Downlinked: s.Downlinked, DeadLetter: s.DeadLetter,
 			DownlinkDeadLetter: s.DownlinkDeadLetter, Protocol: rb.cfg.Protocol, PropertiesDropped: s.PropertiesDropped,
+			Backlog: bridge.Backlogs(s.Lanes, time.Now()),
 		})
 	}
 	g.mu.Lock()
@@ -337,6 +342,16 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 		counter("ralph_bridge_downlink_dead_lettered_total", "Messages from the upstream whose rewritten local topic is invalid, moved to the dead-letter topic.", float64(b.DownlinkDeadLetter), "bridge", b.Name)
 		counter("ralph_bridge_properties_dropped_total", "Messages forwarded over MQTT 3.1.1 without the MQTT 5 properties they carried.", float64(b.PropertiesDropped), "bridge", b.Name)
 		counter("ralph_bridge_downlinked_total", "Messages received from the upstream and published locally.", float64(b.Downlinked), "bridge", b.Name)
+		for _, l := range b.Backlog {
+			prio := strconv.Itoa(l.Priority)
+			gauge("ralph_bridge_backlog_messages", "Messages the bridge's forward rules of this priority selected, not yet forwarded.", float64(l.Messages), "bridge", b.Name, "priority", prio)
+			gauge("ralph_bridge_backlog_bytes", "Bytes (topics and payloads) of those messages.", float64(l.Bytes), "bridge", b.Name, "priority", prio)
+			gauge("ralph_bridge_backlog_oldest_age_seconds", "Age of the oldest of those messages (0 with none).", l.OldestAge, "bridge", b.Name, "priority", prio)
+			gauge("ralph_bridge_drain_rate", "Messages of this priority forwarded a second, lately.", l.DrainRate, "bridge", b.Name, "priority", prio)
+			if l.ETA != nil {
+				gauge("ralph_bridge_backlog_eta_seconds", "Time to forward those messages at the drain rate (absent with no rate to go by).", *l.ETA, "bridge", b.Name, "priority", prio)
+			}
+		}
 	}
 	for _, sp := range st.Serial {
 		c, port := sp.Counters, sp.Name

@@ -160,6 +160,7 @@ func printStatus(w io.Writer, st gateway.Status) {
 		if b.LastError != "" {
 			fmt.Fprintf(w, "  last error: %s\n", b.LastError)
 		}
+		printBacklog(w, b.Backlog)
 		if b.DeadLetter+b.DownlinkDeadLetter > 0 {
 			fmt.Fprintf(w, "  dead-lettered: %d over the upstream's packet size or limits, %d downlink with an invalid local topic\n", b.DeadLetter, b.DownlinkDeadLetter)
 		}
@@ -456,4 +457,24 @@ func openSetAside(opts queue.Options) (*queue.Queue, error) {
 		return nil, fmt.Errorf("%s does not open either (%v): it is left as it was", opts.Dir, err)
 	}
 	return q, nil
+}
+
+// printBacklog shows a bridge's backlog per priority: every priority when
+// its rules have several, the one only when it has a backlog.
+func printBacklog(w io.Writer, lanes []bridge.Backlog) {
+	for _, l := range lanes {
+		if len(lanes) == 1 && l.Messages == 0 {
+			return
+		}
+		counted := ""
+		if l.Counting {
+			counted = " (still counting)"
+		}
+		eta := "unknown (not draining)"
+		if l.ETA != nil {
+			eta = (time.Duration(*l.ETA) * time.Second).String()
+		}
+		fmt.Fprintf(w, "  priority %d: %d messages%s, %s, oldest %s, draining %.0f/s, left %s\n",
+			l.Priority, l.Messages, counted, bytesStr(int64(l.Bytes)), (time.Duration(l.OldestAge) * time.Second).String(), l.DrainRate, eta)
+	}
 }
