@@ -31,7 +31,10 @@ func TestTheDayAfter(t *testing.T) {
 	var alarms, tele []string
 	var wg sync.WaitGroup
 	wg.Add(2)
-	go func() { defer wg.Done(); tele = publish(t, s.addr, "meter", 5, "sensors/power", payloads("t", 0, 3000)) }()
+	go func() {
+		defer wg.Done()
+		tele = publish(t, s.addr, "meter", 5, "sensors/power", payloads("t", 0, 3000))
+	}()
 	go func() {
 		defer wg.Done()
 		for i := range 60 { // one at a time, spread over the telemetry
