@@ -73,11 +73,13 @@ func DefaultBridge(name string) Bridge {
 // defaultQoS is that of a [[bridge.forward]] or [[bridge.subscribe]] rule.
 const defaultQoS = 1
 
-// Priorities of a [[bridge.forward]] rule: 0 is the most urgent.
-const (
-	defaultPriority = 4
-	maxPriority     = 9
-)
+// maxPriority is the least urgent priority of a [[bridge.forward]] rule;
+// 0 is the most.
+const maxPriority = 9
+
+// defaultForward and defaultSubscribe are the defaults of a rule's keys.
+func defaultForward() ForwardRule     { return ForwardRule{QoS: defaultQoS, Priority: 4} }
+func defaultSubscribe() SubscribeRule { return SubscribeRule{QoS: defaultQoS} }
 
 // DefaultSerial returns the defaults of a [[serial]] port named name. Its
 // status topic follows its topic prefix, whatever that is: StatusTopic.
@@ -133,10 +135,10 @@ func (p *configParser) fillDefaults(cfg *Config) {
 		path := keyPath{}.key("bridge").index(i)
 		p.fillAbsent(b, DefaultBridge(b.Name), path)
 		for j := range b.Forward {
-			p.fillAbsent(&b.Forward[j], ForwardRule{QoS: defaultQoS, Priority: defaultPriority}, path.key("forward").index(j))
+			p.fillAbsent(&b.Forward[j], defaultForward(), path.key("forward").index(j))
 		}
 		for j := range b.Subscribe {
-			p.fillAbsent(&b.Subscribe[j], SubscribeRule{QoS: defaultQoS}, path.key("subscribe").index(j))
+			p.fillAbsent(&b.Subscribe[j], defaultSubscribe(), path.key("subscribe").index(j))
 		}
 	}
 	for i := range cfg.Serial {

@@ -81,8 +81,8 @@ func defaultOf(table string) (any, bool) {
 		"queue":            def.Queue,
 		"http":             def.HTTP,
 		"bridge":           DefaultBridge("<name>"),
-		"bridge.forward":   ForwardRule{QoS: defaultQoS},
-		"bridge.subscribe": SubscribeRule{QoS: defaultQoS},
+		"bridge.forward":   defaultForward(),
+		"bridge.subscribe": defaultSubscribe(),
 		"serial":           DefaultSerial("<name>"),
 	}[table]
 	return v, ok
