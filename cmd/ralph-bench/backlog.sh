@@ -6,6 +6,7 @@
 #   bash cmd/ralph-bench/backlog.sh [N]        # default N = 1000000
 #   MEMORY_MAX=64M bash cmd/ralph-bench/backlog.sh
 #   RALPH=/path/to/other/ralph bash cmd/ralph-bench/backlog.sh   # another build of Ralph
+#   DRAIN_PROFILE=/tmp/drain.pprof bash cmd/ralph-bench/backlog.sh # CPU profile of the drain
 #
 # With MEMORY_MAX, ralph runs in a memory cgroup of that size (page cache
 # counted, as systemd's MemoryMax counts it; cgroup v2 or v1, as root) and
@@ -95,7 +96,7 @@ wait_port $MPORT
 "$work/rb" -broker 127.0.0.1:$MPORT -subscribe-only -topic 'edge/#' -expect "$N" -timeout 10m > "$work/drain.out" & echo $! > "$work/sub.pid"
 sleep 0.5
 t0=$(now_ms)
-start_ralph "$work/ralph2.log"
+RALPH_CPUPROFILE=${DRAIN_PROFILE:-} start_ralph "$work/ralph2.log"
 wait_port $RPORT
 echo "restart to accepting connections: $(( $(now_ms) - t0 )) ms"
 wait "$(cat "$work/sub.pid")" || true

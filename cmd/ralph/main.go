@@ -19,6 +19,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 
@@ -203,6 +204,16 @@ func runGateway(args []string, stderr io.Writer) int {
 		// works harder near it instead of letting the heap double.
 		debug.SetMemoryLimit(defaultMemoryLimit)
 	}
+	if f := os.Getenv("RALPH_CPUPROFILE"); f != "" {
+		// For the benchmarks (README, Performance): a CPU profile of the
+		// whole run, written when it ends.
+		stopProfile, err := startCPUProfile(f)
+		if err != nil {
+			log.Error("cannot start", "err", err)
+			return 1
+		}
+		defer stopProfile()
+	}
 	g, err := gateway.New(cfg, log, versionString())
 	if err != nil {
 		log.Error("cannot start", "err", err)
@@ -285,4 +296,18 @@ func sdNotify(state string) error {
 	defer c.Close()
 	_, err = c.Write([]byte(state))
 	return err
+}
+
+// startCPUProfile profiles the process's CPU into the file path until
+// the returned function is called.
+func startCPUProfile(path string) (func(), error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, fmt.Errorf("RALPH_CPUPROFILE: %w", err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("RALPH_CPUPROFILE: %w", err)
+	}
+	return func() { pprof.StopCPUProfile(); f.Close() }, nil
 }
