@@ -84,6 +84,16 @@ func (n *natsServer) stop() {
 	n.cmd = nil
 }
 
+// kill ends nats-server at once, as a crash would. JetStream writes a
+// message to its file before the PUBACK, so what was acknowledged is
+// there at the next start; consumer state it had yet to write comes back
+// as redeliveries.
+func (n *natsServer) kill() {
+	n.cmd.Process.Kill()
+	n.cmd.Wait()
+	n.cmd = nil
+}
+
 // collector311 is an MQTT 3.1.1 subscriber (paho.mqtt.golang, persistent
 // session, reconnecting by itself) recording what it receives.
 type collector311 struct {
@@ -189,9 +199,13 @@ state_topic = "site/edge-1/state"
 		}()
 	}
 	// Restart nats-server (sessions kept in JetStream) once some of the
-	// messages are through.
+	// messages are through. It is killed rather than stopped: a clean
+	// stop of nats-server 2.9.10 (Debian's) shuts JetStream down while
+	// its MQTT connections are still open, and in between it answers QoS 1
+	// PUBLISHes with a PUBACK although their stream, its consumers already
+	// detached, skipped them instead of storing them (fixed in 2.9.16).
 	waitStatus(t, s, "messages forwarded", func(st gateway.Status) bool { return st.Bridges[0].Forwarded >= 100 })
-	n.stop()
+	n.kill()
 	n.start(t)
 	wg.Wait()
 	got := c.waitAll(t, want, 60*time.Second)
