@@ -7,6 +7,7 @@
 #   MEMORY_MAX=64M bash cmd/ralph-bench/backlog.sh
 #   RALPH=/path/to/other/ralph bash cmd/ralph-bench/backlog.sh   # another build of Ralph
 #   DRAIN_PROFILE=/tmp/drain.pprof bash cmd/ralph-bench/backlog.sh # CPU profile of the drain
+#   PRIORITIES=1 bash cmd/ralph-bench/backlog.sh  # publisher 0's messages (a tenth) at priority 0, the rest at 4
 #
 # With MEMORY_MAX, ralph runs in a memory cgroup of that size (page cache
 # counted, as systemd's MemoryMax counts it; cgroup v2 or v1, as root) and
@@ -71,6 +72,10 @@ reconnect_max = "500ms"
   remote_prefix = "edge/"
   qos = 1
 TOML
+if [ -n "${PRIORITIES:-}" ]; then
+	# A rule of its own, before the other: two lanes, each reading the log.
+	sed -i 's|^  \[\[bridge.forward\]\]$|  [[bridge.forward]]\n  local = "bench/0"\n  remote_prefix = "edge/"\n  qos = 1\n  priority = 0\n  [[bridge.forward]]|' "$work/ralph.toml"
+fi
 mosquitto_conf "$work/mosquitto.conf" $MPORT
 
 now_ms() { date +%s%3N; }
