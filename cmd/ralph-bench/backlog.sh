@@ -59,6 +59,8 @@ cat > "$work/ralph.toml" <<TOML
 data_dir = "$work/data"
 [broker]
 listen = ["127.0.0.1:$RPORT"]
+[http]
+listen = "127.0.0.1:0"
 [queue]
 max_bytes = "0"
 [[bridge]]

@@ -26,6 +26,8 @@ cat > "$work/ralph.toml" <<TOML
 data_dir = "$work/data"
 [broker]
 listen = ["127.0.0.1:$RPORT"]
+[http]
+listen = "127.0.0.1:0"
 [[bridge]]
 name = "up"
 urls = ["mqtt://127.0.0.1:$MPORT"]
