@@ -17,7 +17,10 @@ import (
 // subscriptions and its in-flight QoS 1/2 messages — in the queue's
 // database, so that a device with a persistent session finds it again
 // after Ralph restarts or crashes. It follows mochi's own storage hooks,
-// on Ralph's single database.
+// on Ralph's single database. A session that ends with its connection
+// (ephemeral) is never written: a restart ends it anyway, and a QoS 1
+// delivery to a clean-session subscriber would otherwise cost a write
+// and a deletion.
 type sessionHook struct {
 	mqtt.HookBase
 	clients, subs, inflight *queue.KV
@@ -25,12 +28,13 @@ type sessionHook struct {
 
 	mu     sync.Mutex
 	stored map[string]bool // in-flight keys written, so completions of others cost nothing
+	kept   map[string]bool // client ids with a session in the database
 
 	flow *flowControl // holds back what a client's Receive Maximum does not let out (flow.go)
 }
 
 func newSessionHook(q *queue.Queue, log *slog.Logger) *sessionHook {
-	return &sessionHook{clients: q.KV("clients"), subs: q.KV("subscriptions"), inflight: q.KV("inflight"), log: log, stored: make(map[string]bool)}
+	return &sessionHook{clients: q.KV("clients"), subs: q.KV("subscriptions"), inflight: q.KV("inflight"), log: log, stored: make(map[string]bool), kept: make(map[string]bool)}
 }
 
 func (h *sessionHook) ID() string { return "ralph-sessions" }
@@ -58,10 +62,30 @@ func (h *sessionHook) set(kv *queue.KV, key string, v storage.Serializable) {
 func (h *sessionHook) OnSessionEstablished(cl *mqtt.Client, _ packets.Packet) { h.updateClient(cl) }
 func (h *sessionHook) OnWillSent(cl *mqtt.Client, _ packets.Packet)           { h.updateClient(cl) }
 
+// ephemeral reports whether cl's session ends with its connection (as
+// mochi decides at the disconnect): MQTT 5 with a session expiry of 0,
+// which a client cannot raise later [MQTT-3.14.2-2], or MQTT 3.1.1 with a
+// clean session.
+func ephemeral(cl *mqtt.Client) bool {
+	if cl.Properties.ProtocolVersion == 5 {
+		return cl.Properties.Props.SessionExpiryInterval == 0
+	}
+	return cl.Properties.Clean
+}
+
 func (h *sessionHook) updateClient(cl *mqtt.Client) {
 	if cl.Net.Inline {
 		return
 	}
+	if ephemeral(cl) {
+		// A session stored for this id before no longer outlives its
+		// connection: a restart must not bring it back.
+		h.forgetStored(cl.ID)
+		return
+	}
+	h.mu.Lock()
+	h.kept[cl.ID] = true
+	h.mu.Unlock()
 	props := cl.Properties.Props.Copy(false)
 	h.set(h.clients, cl.ID, &storage.Client{
 		ID:              cl.ID,
@@ -102,14 +126,25 @@ func (h *sessionHook) forget(id string) {
 	if h.flow != nil {
 		h.flow.forget(id)
 	}
-	h.clients.Delete(id)
+	h.forgetStored(id)
+}
+
+// forgetStored deletes what the database holds of id's session, if
+// anything.
+func (h *sessionHook) forgetStored(id string) {
 	h.mu.Lock()
+	kept := h.kept[id]
+	delete(h.kept, id)
 	for k := range h.stored {
 		if owner, _, _ := cut(k); owner == id {
 			delete(h.stored, k)
 		}
 	}
 	h.mu.Unlock()
+	if !kept {
+		return
+	}
+	h.clients.Delete(id)
 	for _, kv := range []*queue.KV{h.subs, h.inflight} {
 		var keys []string
 		kv.Scan(func(k string, _ []byte) error {
@@ -138,7 +173,7 @@ func cut(k string) (owner, rest string, ok bool) {
 }
 
 func (h *sessionHook) OnSubscribed(cl *mqtt.Client, pk packets.Packet, codes []byte) {
-	if cl.Net.Inline {
+	if cl.Net.Inline || ephemeral(cl) {
 		return
 	}
 	for i, f := range pk.Filters {
@@ -173,6 +208,9 @@ func (h *sessionHook) OnQosPublish(cl *mqtt.Client, pk packets.Packet, _ int64, 
 }
 
 func (h *sessionHook) storeInflight(cl *mqtt.Client, pk packets.Packet) {
+	if ephemeral(cl) {
+		return
+	}
 	k := inflightKey(cl, pk.PacketID)
 	h.mu.Lock()
 	h.stored[k] = true
@@ -209,6 +247,9 @@ func (h *sessionHook) StoredClients() ([]storage.Client, error) {
 			return nil
 		}
 		out = append(out, c)
+		h.mu.Lock()
+		h.kept[c.ID] = true
+		h.mu.Unlock()
 		return nil
 	})
 	return out, err

@@ -1,0 +1,78 @@
+package localbroker
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/ralph-gateway/ralph/internal/mqtttest"
+)
+
+// stored counts what the database holds of sessions: client records,
+// subscriptions and messages in flight.
+func (e *env) stored(t *testing.T) (clients, subs, inflight int) {
+	t.Helper()
+	count := func(name string) int {
+		n := 0
+		if err := e.q.KV(name).Scan(func(string, []byte) error { n++; return nil }); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	return count("clients"), count("subscriptions"), count("inflight")
+}
+
+// A session that ends with its connection is never written; one that
+// outlives it is, with each QoS 1 delivery in flight; and a persistent
+// session taken over by an ephemeral one leaves nothing behind.
+func TestEphemeralSessionsAreNotStored(t *testing.T) {
+	for _, tt := range []struct {
+		name    string
+		version byte
+		clean   bool
+		want    [3]int // clients, subscriptions, in flight, with 3 deliveries unacknowledged
+	}{
+		{"3.1.1 clean session", 4, true, [3]int{0, 0, 0}},
+		{"3.1.1 persistent session", 4, false, [3]int{1, 1, 3}},
+		{"5 session expiry 0", 5, true, [3]int{0, 0, 0}},
+		{"5 session expiry 1h", 5, false, [3]int{1, 1, 3}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			e := start(t)
+			sub := mqtttest.DialSession(t, e.addr, "sub", tt.version, tt.clean)
+			sub.Subscribe("t/#", 1)
+			pub := mqtttest.Dial(t, e.addr, "pub", 5)
+			for i := range 3 {
+				pub.Publish(uint16(i+1), 1, "t/x", []byte(fmt.Sprint(i)))
+				if pk := pub.Read(5 * time.Second); pk.FixedHeader.Type != packets.Puback {
+					t.Fatalf("publish %d: got packet type %d", i, pk.FixedHeader.Type)
+				}
+			}
+			for i := range 3 { // delivered, never acknowledged
+				if pk := sub.Read(5 * time.Second); pk.FixedHeader.Type != packets.Publish || string(pk.Payload) != fmt.Sprint(i) {
+					t.Fatalf("delivery %d: type %d payload %q", i, pk.FixedHeader.Type, pk.Payload)
+				}
+			}
+			if c, s, f := e.stored(t); [3]int{c, s, f} != tt.want {
+				t.Fatalf("stored clients, subscriptions, in flight = %d, %d, %d; want %v", c, s, f, tt.want)
+			}
+			if tt.clean {
+				return
+			}
+			// The same client id back with a session that ends with its
+			// connection: what was stored must not come back after a restart.
+			sub.Close()
+			for deadline := time.Now().Add(5 * time.Second); e.b.ClientCount() != 1; time.Sleep(5 * time.Millisecond) {
+				if time.Now().After(deadline) {
+					t.Fatal("the subscriber's connection did not end")
+				}
+			}
+			mqtttest.DialSession(t, e.addr, "sub", tt.version, true)
+			if c, s, f := e.stored(t); c+s+f != 0 {
+				t.Fatalf("after an ephemeral takeover, stored clients, subscriptions, in flight = %d, %d, %d; want none", c, s, f)
+			}
+		})
+	}
+}
