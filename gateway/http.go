@@ -44,6 +44,9 @@ type BrokerStatus struct {
 	Orphaned    uint64 `json:"orphaned"`
 	AuthFailed  uint64 `json:"auth_failed"`
 	Denied      uint64 `json:"denied"`
+	// DeliveriesDropped counts, by QoS (0, 1, 2), messages not delivered
+	// to subscribers too far behind (localbroker.Stats).
+	DeliveriesDropped [3]uint64 `json:"deliveries_dropped"`
 }
 
 // QueueStatus describes the durable queue.
@@ -105,7 +108,8 @@ func (g *Gateway) Status() Status {
 		Started: g.started,
 		Listen:  g.broker.Addrs(),
 		Clients: g.broker.ClientCount(),
-		Broker:  BrokerStatus{Stored: bs.Stored, StoreFailed: bs.StoreFailed, Orphaned: bs.Orphaned, AuthFailed: bs.AuthFailed, Denied: bs.Denied},
+		Broker: BrokerStatus{Stored: bs.Stored, StoreFailed: bs.StoreFailed, Orphaned: bs.Orphaned, AuthFailed: bs.AuthFailed, Denied: bs.Denied,
+			DeliveriesDropped: bs.DeliveriesDropped},
 		Queue: QueueStatus{
 			Messages: qs.Head - qs.Oldest, Bytes: qs.Bytes, MaxBytes: int64(g.cfg.Queue.MaxBytes),
 			Appended: qs.Appended, Rejected: qs.Rejected, DroppedFull: qs.DroppedFull, Expired: qs.Expired,
@@ -298,6 +302,9 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 	counter("ralph_broker_store_failed_total", "Publishes that could not be stored (refused).", float64(st.Broker.StoreFailed))
 	counter("ralph_broker_auth_failed_total", "Connections refused: bad credentials, or anonymous where not allowed.", float64(st.Broker.AuthFailed))
 	counter("ralph_broker_denied_total", "Publishes refused by the ACL.", float64(st.Broker.Denied))
+	for qos, n := range st.Broker.DeliveriesDropped {
+		counter("ralph_broker_deliveries_dropped_total", "Messages not delivered to a subscriber too far behind (too many writes pending for it, or held back by its Receive Maximum).", float64(n), "qos", strconv.Itoa(qos))
+	}
 	counter("ralph_queue_appended_total", "Messages appended to the queue.", float64(qs.Appended))
 	counter("ralph_queue_commits_total", "Group commits that stored messages.", float64(qs.Commits))
 	counter("ralph_queue_syncs_total", "Sync calls (fsyncs) of the queue.", float64(st.Storage.Syncs))

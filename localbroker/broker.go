@@ -89,6 +89,11 @@ type Stats struct {
 	AuthFailed    uint64 // connections refused: bad credentials, or anonymous where not allowed
 	Denied        uint64 // publishes refused by the ACL
 	BadTopic      uint64 // publishes and subscriptions over the topic length or level limits
+	// DeliveriesDropped counts, by QoS, messages not delivered to a
+	// subscriber because it was too far behind: more writes pending for
+	// it than the broker queues, or, at QoS 1 and 2, more messages held
+	// back by its Receive Maximum than a session keeps.
+	DeliveriesDropped [3]uint64
 }
 
 // Broker is the embedded local MQTT broker.
@@ -127,6 +132,7 @@ type Broker struct {
 	draining bool
 
 	stored, storeFailed, orphaned, duplicates, disconnected, overRecvMx, authFailed, denied, badTopic atomic.Uint64
+	dropped                                                                                           [3]atomic.Uint64 // deliveries, by QoS
 }
 
 type qos2Key struct {
@@ -416,6 +422,11 @@ func (b *Broker) Stats() Stats {
 		AuthFailed:    b.authFailed.Load(),
 		Denied:        b.denied.Load(),
 		BadTopic:      b.badTopic.Load(),
+		DeliveriesDropped: [3]uint64{
+			b.dropped[0].Load(),
+			b.dropped[1].Load() + b.flow.dropped[1].Load(),
+			b.dropped[2].Load() + b.flow.dropped[2].Load(),
+		},
 	}
 }
 
@@ -433,7 +444,13 @@ type ingestHook struct {
 func (h *ingestHook) ID() string { return "ralph-ingest" }
 
 func (h *ingestHook) Provides(b byte) bool {
-	return b == mqtt.OnPublish || b == mqtt.OnWill || b == mqtt.OnPacketProcessed || b == mqtt.OnDisconnect
+	return b == mqtt.OnPublish || b == mqtt.OnWill || b == mqtt.OnPacketProcessed || b == mqtt.OnDisconnect || b == mqtt.OnPublishDropped
+}
+
+// OnPublishDropped counts a delivery mochi dropped: the subscriber's
+// queue of pending writes was full.
+func (h *ingestHook) OnPublishDropped(_ *mqtt.Client, pk packets.Packet) {
+	h.b.dropped[min(pk.FixedHeader.Qos, 2)].Add(1)
 }
 
 // OnPacketProcessed ends the count of a QoS 2 publish against the receive

@@ -67,8 +67,8 @@ type flowControl struct {
 	mu       sync.RWMutex
 	sessions map[string]*flowSession // by client id
 
-	dropped atomic.Uint64
-	lastLog atomic.Int64 // unix seconds of the last warning about drops
+	dropped [3]atomic.Uint64 // by QoS
+	lastLog atomic.Int64     // unix seconds of the last warning about drops
 }
 
 type flowSession struct {
@@ -230,7 +230,8 @@ func (f *flowControl) hold(s *flowSession, cl *mqtt.Client, pk packets.Packet, o
 
 func (f *flowControl) drop(cl *mqtt.Client, pk packets.Packet) {
 	atomic.AddInt64(&f.srv.Info.InflightDropped, 1)
-	n := f.dropped.Add(1)
+	f.dropped[min(pk.FixedHeader.Qos, 2)].Add(1)
+	n := f.dropped[1].Load() + f.dropped[2].Load()
 	if now := time.Now().Unix(); f.lastLog.Swap(now) < now-10 {
 		f.log.Warn("client holds too many unacknowledged messages: dropping new ones for it", "client", cl.ID, "topic", pk.TopicName, "held", f.maxHeld, "dropped_total", n)
 	}

@@ -76,3 +76,35 @@ func TestEphemeralSessionsAreNotStored(t *testing.T) {
 		})
 	}
 }
+
+// Deliveries a subscriber is too far behind to take are dropped, and
+// every one is counted: what it reads and what was dropped add up to
+// what was published.
+func TestDroppedDeliveriesCounted(t *testing.T) {
+	e := start(t)
+	sub := mqtttest.Dial(t, e.addr, "slow", 4)
+	sub.Subscribe("t/#", 0)
+	pub := mqtttest.Dial(t, e.addr, "pub", 4)
+	const n = 30000
+	payload := make([]byte, 1024)
+	for range n { // QoS 0, while the subscriber reads nothing
+		pub.Publish(0, 0, "t/x", payload)
+	}
+	got := 0
+	dropped := func() [3]uint64 { return e.b.Stats().DeliveriesDropped }
+	for deadline := time.Now().Add(30 * time.Second); uint64(got)+dropped()[0] < n; {
+		if time.Now().After(deadline) {
+			t.Fatalf("received %d, dropped %v: %d unaccounted for", got, dropped(), n-uint64(got)-dropped()[0])
+		}
+		if _, err := sub.TryRead(100 * time.Millisecond); err == nil {
+			got++
+		}
+	}
+	if pk, err := sub.TryRead(200 * time.Millisecond); err == nil {
+		t.Fatalf("received %d and dropped %v of %d, and then %q", got, dropped(), n, pk.TopicName)
+	}
+	if d := dropped(); d[0] == 0 || d[1]+d[2] != 0 {
+		t.Fatalf("dropped %v: want some at QoS 0 only", d)
+	}
+	t.Logf("received %d, dropped %d", got, dropped()[0])
+}
