@@ -118,6 +118,8 @@ func TestExpand(t *testing.T) {
 		{"#", "ann", "c1", "#"},
 		{"users/%u", "%c", "c1", "users/%c"}, // one pass: the username is not expanded again
 		{"users/%u", "", "c1", "users/"},
+		{"100%/%x/%%u%", "ann", "c1", "100%/%x/%ann%"}, // a % not before u or c stays
+		{"%c%u", "ann", "c1", "c1ann"},
 	} {
 		if got := Expand(tt.filter, tt.user, tt.client); got != tt.want {
 			t.Errorf("Expand(%q, %q, %q) = %q, want %q", tt.filter, tt.user, tt.client, got, tt.want)
