@@ -27,14 +27,16 @@ type sessionHook struct {
 	log                     *slog.Logger
 
 	mu     sync.Mutex
-	stored map[string]bool // in-flight keys written, so completions of others cost nothing
-	kept   map[string]bool // client ids with a session in the database
+	stored map[string]bool      // in-flight keys written, so completions of others cost nothing
+	kept   map[string]bool      // client ids with a session in the database
+	wills  map[string]mqtt.Will // and their wills, as last stored
 
 	flow *flowControl // holds back what a client's Receive Maximum does not let out (flow.go)
 }
 
 func newSessionHook(q *queue.Queue, log *slog.Logger) *sessionHook {
-	return &sessionHook{clients: q.KV("clients"), subs: q.KV("subscriptions"), inflight: q.KV("inflight"), log: log, stored: make(map[string]bool), kept: make(map[string]bool)}
+	return &sessionHook{clients: q.KV("clients"), subs: q.KV("subscriptions"), inflight: q.KV("inflight"), log: log, stored: make(map[string]bool),
+		kept: make(map[string]bool), wills: make(map[string]mqtt.Will)}
 }
 
 func (h *sessionHook) ID() string { return "ralph-sessions" }
@@ -59,8 +61,29 @@ func (h *sessionHook) set(kv *queue.KV, key string, v storage.Serializable) {
 	}
 }
 
-func (h *sessionHook) OnSessionEstablished(cl *mqtt.Client, _ packets.Packet) { h.updateClient(cl) }
-func (h *sessionHook) OnWillSent(cl *mqtt.Client, _ packets.Packet)           { h.updateClient(cl) }
+// The will is read from the client only where mochi does not write it
+// meanwhile: at the session's start, and when mochi has sent it (on its
+// event loop, which then clears it). A disconnect stores the will as it
+// was then: mochi's event loop may be clearing the client's copy at that
+// very moment (a delayed will falling due).
+func (h *sessionHook) OnSessionEstablished(cl *mqtt.Client, _ packets.Packet) {
+	h.setWill(cl, cl.Properties.Will)
+	h.updateClient(cl)
+}
+
+func (h *sessionHook) OnWillSent(cl *mqtt.Client, _ packets.Packet) {
+	h.setWill(cl, mqtt.Will{})
+	h.updateClient(cl)
+}
+
+func (h *sessionHook) setWill(cl *mqtt.Client, w mqtt.Will) {
+	if cl.Net.Inline || ephemeral(cl) {
+		return
+	}
+	h.mu.Lock()
+	h.wills[cl.ID] = w
+	h.mu.Unlock()
+}
 
 // ephemeral reports whether cl's session ends with its connection (as
 // mochi decides at the disconnect): MQTT 5 with a session expiry of 0,
@@ -85,6 +108,7 @@ func (h *sessionHook) updateClient(cl *mqtt.Client) {
 	}
 	h.mu.Lock()
 	h.kept[cl.ID] = true
+	will := h.wills[cl.ID]
 	h.mu.Unlock()
 	props := cl.Properties.Props.Copy(false)
 	h.set(h.clients, cl.ID, &storage.Client{
@@ -104,7 +128,7 @@ func (h *sessionHook) updateClient(cl *mqtt.Client) {
 			User:                  props.User,
 			MaximumPacketSize:     props.MaximumPacketSize,
 		},
-		Will: storage.ClientWill(cl.Properties.Will),
+		Will: storage.ClientWill(will),
 	})
 }
 
@@ -135,6 +159,7 @@ func (h *sessionHook) forgetStored(id string) {
 	h.mu.Lock()
 	kept := h.kept[id]
 	delete(h.kept, id)
+	delete(h.wills, id)
 	for k := range h.stored {
 		if owner, _, _ := cut(k); owner == id {
 			delete(h.stored, k)
