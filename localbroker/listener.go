@@ -98,7 +98,7 @@ func (t *tcpListener) Serve(establish listeners.EstablishFn) {
 				delete(t.conns, conn)
 				t.mu.Unlock()
 			}()
-			if err := establish(t.id, &corkConn{Conn: conn}); err != nil {
+			if err := establish(t.id, newCorkConn(conn)); err != nil {
 				// Clients come and go; their reasons are not warnings.
 				t.log.Debug("client connection ended", "remote", conn.RemoteAddr().String(), "err", err)
 			}
@@ -130,74 +130,6 @@ func (t *tcpListener) Close(closeClients listeners.CloseFn) {
 	case <-time.After(5 * time.Second):
 		t.log.Warn("connections still ending 5 s after the listener closed", "listener", t.id)
 	}
-}
-
-// corkConn buffers writes while corked and sends them in one write when
-// uncorked. The release loop corks the connections of a batch's
-// publishers, lets mochi write their acks, then uncorks: one system call
-// per client per commit instead of one per message.
-type corkConn struct {
-	net.Conn
-	mu     sync.Mutex
-	corked bool
-	buf    []byte
-	linger // how it closes: see linger.go
-}
-
-// corkLimit bounds what a corked connection holds before writing anyway.
-const corkLimit = 32 << 10
-
-func (c *corkConn) Write(p []byte) (int, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if !c.corked {
-		return c.Conn.Write(p)
-	}
-	c.buf = append(c.buf, p...)
-	if len(c.buf) >= corkLimit {
-		if err := c.flushLocked(); err != nil {
-			return 0, err
-		}
-	}
-	return len(p), nil
-}
-
-func (c *corkConn) cork() {
-	c.mu.Lock()
-	c.corked = true
-	c.mu.Unlock()
-}
-
-func (c *corkConn) uncork() {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.corked = false
-	if err := c.flushLocked(); err != nil {
-		c.Conn.Close() // the client's read loop sees it and cleans up
-	}
-}
-
-func (c *corkConn) flushLocked() error {
-	if len(c.buf) == 0 {
-		return nil
-	}
-	_, err := c.Conn.Write(c.buf)
-	if cap(c.buf) > 4<<10 {
-		c.buf = nil // do not keep big buffers per idle client
-	} else {
-		c.buf = c.buf[:0]
-	}
-	return err
-}
-
-// Close sends what is buffered first: mochi writes a DISCONNECT and then
-// closes, possibly while corked. Then it closes gracefully (linger.go).
-func (c *corkConn) Close() error {
-	c.mu.Lock()
-	c.corked = false
-	c.flushLocked()
-	c.mu.Unlock()
-	return c.closeGracefully(c.Conn)
 }
 
 // transient reports whether an accept error may pass by itself.

@@ -1,0 +1,143 @@
+package localbroker
+
+// corkConn is every client connection's write side. mochi writes each
+// packet with a write call of its own, from the client's writer (its
+// deliveries), its reader (acks) and the release loop, one at a time
+// under the client's lock. corkConn gathers them: a write is appended
+// to a buffer, and one flusher goroutine, started when the buffer stops
+// being empty and gone when it is empty again, writes what has gathered
+// meanwhile in one system call. A subscriber taking a burst thus gets it
+// in a few large writes, and the goroutines delivering to it are not
+// held up by its socket; an idle connection holds no buffer and no
+// goroutine. The buffer is bounded: past writeBehindLimit a write waits,
+// so a client that does not read holds up its own writers, as before,
+// until mochi's queue for it is full and drops (counted).
+//
+// The release loop corks the connections of a commit's publishers while
+// mochi writes their acks, and uncorks them after: the acks go out
+// together even when a flusher would have taken the first alone.
+
+import (
+	"net"
+	"sync"
+	"time"
+)
+
+// writeBehindLimit bounds what a connection gathers before a write
+// waits; corkLimit what a corked one gathers before it is written anyway.
+const (
+	writeBehindLimit = 64 << 10
+	corkLimit        = 32 << 10
+)
+
+// keepBuffer is the largest buffer an idle connection keeps for reuse.
+const keepBuffer = 4 << 10
+
+type corkConn struct {
+	net.Conn
+	mu       sync.Mutex
+	drained  sync.Cond // the flusher wrote some, or stopped
+	corked   bool
+	buf      []byte // written, not yet handed to the socket
+	flushing bool   // the flusher goroutine runs
+	err      error  // the socket's write failed: every write after fails
+	linger          // how it closes: see linger.go
+}
+
+func newCorkConn(c net.Conn) *corkConn {
+	cc := &corkConn{Conn: c}
+	cc.drained.L = &cc.mu
+	return cc
+}
+
+func (c *corkConn) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for c.err == nil && len(c.buf) >= writeBehindLimit {
+		c.kickLocked() // corked or not: it is full
+		c.drained.Wait()
+	}
+	if c.err != nil {
+		return 0, c.err
+	}
+	c.buf = append(c.buf, p...)
+	if c.mayWriteLocked() {
+		c.kickLocked()
+	}
+	return len(p), nil
+}
+
+// mayWriteLocked reports whether what is gathered is to be written now.
+func (c *corkConn) mayWriteLocked() bool { return !c.corked || len(c.buf) >= corkLimit }
+
+// kickLocked starts the flusher if there is something to write and it
+// is not running.
+func (c *corkConn) kickLocked() {
+	if c.flushing || len(c.buf) == 0 || c.err != nil {
+		return
+	}
+	c.flushing = true
+	go c.flush()
+}
+
+// flush writes what gathers until nothing is left.
+func (c *corkConn) flush() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var spare []byte
+	for len(c.buf) > 0 && c.err == nil && c.mayWriteLocked() {
+		out := c.buf
+		c.buf = spare[:0]
+		c.mu.Unlock()
+		_, err := c.Conn.Write(out)
+		c.mu.Lock()
+		if err != nil {
+			c.err = err
+			c.Conn.Close() // the client's reader sees it and cleans up
+		}
+		if cap(out) <= keepBuffer {
+			spare = out
+		} else {
+			spare = nil
+		}
+		c.drained.Broadcast()
+	}
+	if len(c.buf) == 0 && cap(c.buf) > keepBuffer {
+		c.buf = nil // an idle client keeps no big buffer
+	}
+	c.flushing = false
+	c.drained.Broadcast()
+}
+
+func (c *corkConn) cork() {
+	c.mu.Lock()
+	c.corked = true
+	c.mu.Unlock()
+}
+
+func (c *corkConn) uncork() {
+	c.mu.Lock()
+	c.corked = false
+	c.kickLocked()
+	c.mu.Unlock()
+}
+
+// closeFlushWait bounds how long Close waits for what is gathered to be
+// written: a client that does not read must not hold the close up.
+const closeFlushWait = time.Second
+
+// Close sends what is gathered first: mochi writes a DISCONNECT and then
+// closes, possibly while corked. Then it closes gracefully (linger.go).
+func (c *corkConn) Close() error {
+	c.mu.Lock()
+	c.corked = false
+	if len(c.buf) > 0 || c.flushing {
+		c.Conn.SetWriteDeadline(time.Now().Add(closeFlushWait))
+		c.kickLocked()
+		for c.flushing {
+			c.drained.Wait()
+		}
+	}
+	c.mu.Unlock()
+	return c.closeGracefully(c.Conn)
+}
