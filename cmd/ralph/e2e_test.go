@@ -81,9 +81,13 @@ func startRalph(t *testing.T, config, addr string) *proc {
 			t.Fatalf("ralph exited early: %v\n%s", p.cmd.ProcessState, p.logs)
 		default:
 		}
+		// The listener is bound early; the gateway is up (sessions
+		// loaded, HTTP endpoint listening) once it says so.
 		if c, err := net.Dial("tcp", addr); err == nil {
 			c.Close()
-			return p
+			if strings.Contains(p.logs.String(), "ralph is running") {
+				return p
+			}
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("ralph did not listen on %s:\n%s", addr, p.logs)

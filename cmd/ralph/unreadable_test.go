@@ -60,9 +60,6 @@ func TestUnreadableSessionState(t *testing.T) {
 	}
 
 	p = startRalph(t, s.config, s.addr)
-	// Listening comes before the sessions are loaded: wait for the start
-	// to finish.
-	waitLog(t, p, "ralph is running")
 	for _, w := range []struct{ what, key string }{
 		{"subscription", subKey},
 		{"in-flight message", inflightKey},
