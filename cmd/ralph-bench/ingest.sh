@@ -2,7 +2,9 @@
 # Ingest benchmark, side by side: QoS 1, 64-byte payloads, into Ralph (sync
 # durability, default config, no bridge) and into Mosquitto without
 # persistence, with the same client, alternately, RUNS times each; prints
-# the medians and the ratio.
+# the medians and the ratio. The last load is a QoS 0 fan-in, 10
+# publishers into 1 subscriber: its figure is what the subscriber
+# received a second, and what it missed (dropped for it) is shown too.
 #
 #   bash cmd/ralph-bench/ingest.sh [RUNS]          # default 3
 #   RALPH=/path/to/other/ralph bash cmd/ralph-bench/ingest.sh   # another build of Ralph
@@ -32,18 +34,20 @@ rate() {
 		mosquitto -c "$work/mosquitto.conf" & echo $! > "$work/broker.pid"
 		wait_port $MPORT; port=$MPORT
 	fi
-	"$work/rb" -broker 127.0.0.1:$port -qos 1 -size 64 "$@" | awk '/throughput/ {print $2}'
+	# The last throughput line is the subscribers' when there are any.
+	"$work/rb" -broker 127.0.0.1:$port -qos 1 -size 64 -drain-wait 3s "$@" | awk '/throughput/ {v = $2} /missing/ {m = $3} END {print v, m + 0}' || true
 	kill "$(cat "$work/broker.pid")"; wait "$(cat "$work/broker.pid")" 2>/dev/null || true; rm "$work/broker.pid"
 }
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
-for load in "-publishers 10 -messages 20000 -inflight 32" "-publishers 1 -messages 100000 -inflight 32" "-publishers 1 -messages 5000 -inflight 1"; do
+for load in "-publishers 10 -messages 20000 -inflight 32" "-publishers 1 -messages 100000 -inflight 32" "-publishers 1 -messages 5000 -inflight 1" "-publishers 10 -messages 20000 -qos 0 -subscribers 1"; do
 	: > "$work/r"; : > "$work/m"
 	for _ in $(seq "$RUNS"); do
 		rate ralph $load >> "$work/r"
 		rate mosquitto $load >> "$work/m"
 	done
-	r=$(median < "$work/r") m=$(median < "$work/m")
-	awk -v l="$load" -v r="$r" -v m="$m" -v rr="$(tr '\n' ' ' < "$work/r")" -v mm="$(tr '\n' ' ' < "$work/m")" \
-		'BEGIN {printf "%-45s ralph %7d  mosquitto %7d  ratio %.2f   (ralph: %s; mosquitto: %s)\n", l, r, m, r/m, rr, mm}'
+	r=$(cut -d' ' -f1 < "$work/r" | median) m=$(cut -d' ' -f1 < "$work/m" | median)
+	awk -v l="$load" -v r="$r" -v m="$m" -v rr="$(cut -d' ' -f1 < "$work/r" | tr '\n' ' ')" -v mm="$(cut -d' ' -f1 < "$work/m" | tr '\n' ' ')" \
+		-v rl="$(cut -d' ' -f2 < "$work/r" | tr '\n' ' ')" -v ml="$(cut -d' ' -f2 < "$work/m" | tr '\n' ' ')" \
+		'BEGIN {printf "%-45s ralph %7d  mosquitto %7d  ratio %.2f   (ralph: %s; mosquitto: %s; missed at the subscriber: ralph %s, mosquitto %s)\n", l, r, m, r/m, rr, mm, rl, ml}'
 done
