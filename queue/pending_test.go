@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -102,17 +103,41 @@ func TestPendingCountsTheStoredLog(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// The first round holds the scan at its first batch until told.
+	scanning, resume := make(chan struct{}), make(chan struct{})
+	var once sync.Once
 	for round := range 3 {
 		q = openTest(t, dir)
+		if round == 0 {
+			q.scanPause = func() {
+				once.Do(func() { close(scanning); <-resume })
+			}
+		}
 		c, err = q.Consumer("alarms", ConsumerOptions{Filter: alarmsOnly})
 		if err != nil {
 			t.Fatal(err)
 		}
-		// Acknowledge the next 100 alarms while the scan may still run.
+		// New alarms are counted as they come, before the scan has
+		// counted the old ones; then acknowledge the next 100 old alarms
+		// before the scan has got to them.
+		if round == 0 {
+			<-scanning
+		}
+		for range 10 {
+			if err := q.Append(context.Background(), msg("alarm/new", "xxxxx")); err != nil {
+				t.Fatal(err)
+			}
+		}
 		for _, m := range readN(t, c, 100) {
 			c.Ack(m.Seq)
 		}
-		left := uint64(1000 - 100*(round+1))
+		left := uint64(1000 - 100*(round+1) + 10*(round+1))
+		if round == 0 {
+			if p := c.Pending(); p.Messages != 10 || !p.Counting {
+				t.Fatalf("with the scan held: pending %+v, want the 10 new alarms, counting", p)
+			}
+			close(resume)
+		}
 		p := waitCounted(t, c)
 		oldest := t0.Add(time.Duration(200*(round+1)) * time.Millisecond)
 		if p.Messages != left || !p.Oldest.Equal(oldest) {

@@ -178,6 +178,7 @@ type Queue struct {
 	consumers      map[string]*Consumer
 	arrived        chan struct{}  // closed and replaced whenever next advances
 	scans          sync.WaitGroup // consumers' backlogs being counted (pending.go)
+	scanPause      func()         // tests only: called before a count's scan reads each batch
 
 	stats Stats // guarded by mu
 
