@@ -117,6 +117,9 @@ func (c *Consumer) scan(gen uint64) error {
 	q.mu.Unlock()
 	var recs []scanned
 	for {
+		if q.scanPause != nil {
+			q.scanPause()
+		}
 		recs = recs[:0]
 		var last uint64
 		found := false

@@ -121,7 +121,11 @@ func TestPendingCountsTheStoredLog(t *testing.T) {
 		// counted the old ones; then acknowledge the next 100 old alarms
 		// before the scan has got to them.
 		if round == 0 {
-			<-scanning
+			select {
+			case <-scanning:
+			case <-time.After(10 * time.Second):
+				t.Fatal("the scan of the stored log did not start")
+			}
 		}
 		for range 10 {
 			if err := q.Append(context.Background(), msg("alarm/new", "xxxxx")); err != nil {
