@@ -2,15 +2,12 @@ package bridge
 
 import (
 	"fmt"
-	"io"
-	"log/slog"
 	"net/url"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
-	"github.com/mochi-mqtt/server/v2/listeners"
 	"github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/ralph-gateway/ralph/internal/mqtttest"
@@ -48,24 +45,6 @@ func (h *refuser) OnConnectAuthenticate(*mqtt.Client, packets.Packet) bool {
 }
 func (*refuser) OnACLCheck(*mqtt.Client, string, bool) bool { return true }
 
-func startRefuser(t *testing.T) (string, *refuser) {
-	t.Helper()
-	srv := mqtt.New(&mqtt.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	h := new(refuser)
-	if err := srv.AddHook(h, nil); err != nil {
-		t.Fatal(err)
-	}
-	l := listeners.NewTCP(listeners.Config{ID: "t", Address: "127.0.0.1:0"})
-	if err := srv.AddListener(l); err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.Serve(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { srv.Close() })
-	return l.Address(), h
-}
-
 // An upstream that answers and refuses the bridge keeps the long backoff:
 // probing is only for upstreams that do not answer at all, and one that
 // refuses in the round makes it an answered round.
@@ -80,7 +59,8 @@ func TestRefusalKeepsTheBackoff(t *testing.T) {
 		{"nothing listening, then refusing", func(r string) []string { return []string{dead, r} }},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			addr, h := startRefuser(t)
+			h := new(refuser)
+			addr := serveMochi(t, func(*mqtt.Options) {}, h)
 			r := startBridge(t, addr, []Rule{{Filter: "#", QoS: 1}}, func(c *Config) {
 				c.URLs = nil
 				for _, a := range tt.urls(addr) {

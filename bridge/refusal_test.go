@@ -245,16 +245,21 @@ func TestUpstreamClosesAfterConnect(t *testing.T) {
 	}
 }
 
-// startMochiWith runs an in-process mochi broker with its options set by
-// opt and the given hooks, on a free loopback port.
+// startMochiWith runs an in-process mochi broker that lets everyone in,
+// with its options set by opt and the given hooks, on a free loopback
+// port.
 func startMochiWith(t *testing.T, opt func(*mqtt.Options), hooks ...mqtt.Hook) string {
+	t.Helper()
+	return serveMochi(t, opt, append([]mqtt.Hook{new(mqtttest.AllowAll)}, hooks...)...)
+}
+
+// serveMochi runs an in-process mochi broker with only the given hooks
+// (so none lets a client in unless one of them does).
+func serveMochi(t *testing.T, opt func(*mqtt.Options), hooks ...mqtt.Hook) string {
 	t.Helper()
 	o := &mqtt.Options{Capabilities: mqtt.NewDefaultServerCapabilities(), Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
 	opt(o)
 	srv := mqtt.New(o)
-	if err := srv.AddHook(new(mqtttest.AllowAll), nil); err != nil {
-		t.Fatal(err)
-	}
 	for _, h := range hooks {
 		if err := srv.AddHook(h, nil); err != nil {
 			t.Fatal(err)
