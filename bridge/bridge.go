@@ -164,7 +164,7 @@ type Stats struct {
 	PropertiesDropped uint64
 	Reconnects        uint64
 	Inflight          int
-	Backlog           uint64      // messages not yet passed by every lane
+	Backlog           uint64      // the lanes' messages (an upper bound while one is Counting)
 	Lanes             []LaneStats // one per priority, most urgent first
 }
 
@@ -251,10 +251,16 @@ func (b *Bridge) Stats() Stats {
 	s.DeadLetter = b.deadLetter.Load()
 	s.DownlinkDeadLetter = b.downlinkDeadLetter.Load()
 	s.PropertiesDropped = b.propertiesDropped.Load()
-	for _, l := range b.lanes {
-		s.Backlog += l.Consumer.Backlog()
-	}
 	s.Lanes = b.laneStats()
+	for i, l := range s.Lanes {
+		if l.Counting {
+			// Not counted yet: what the lane has not passed, an upper
+			// bound (it holds other lanes' messages too).
+			s.Backlog += b.lanes[i].Consumer.Backlog()
+		} else {
+			s.Backlog += l.Messages
+		}
+	}
 	return s
 }
 

@@ -51,6 +51,9 @@ func TestTheDayAfter(t *testing.T) {
 		b := st.Bridges[0].Backlog
 		return len(b) == 2 && b[0].Priority == 0 && b[0].Messages == 60 && b[1].Priority == 4 && b[1].Messages == 3000 && !b[0].Counting && !b[1].Counting
 	})
+	if q := st.Bridges[0].Queued; q != 3060 {
+		t.Fatalf("queued %d, want 3060: each message once, whatever its priority", q)
+	}
 	for _, b := range st.Bridges[0].Backlog {
 		if b.ETA != nil || b.DrainRate != 0 || b.OldestAge <= 0 || b.OldestAge > time.Since(start).Seconds()+1 || b.Bytes == 0 {
 			t.Fatalf("backlog %+v: want no ETA and no drain rate while the link is down, an oldest age since the test began, bytes", b)
