@@ -1,8 +1,8 @@
 package bridge
 
-// This file holds flushConn, the upstream connection's buffers: for
-// writes, which turns a backlog of PUBLISHes into a few large writes, and
-// for reads, and it keeps the first bytes the upstream answers with.
+// This file holds flushConn, the upstream connection's write buffer, which
+// turns a backlog of PUBLISHes into a few large writes, and keeps the
+// first bytes the upstream answers with.
 import (
 	"bufio"
 	"net"
@@ -18,10 +18,6 @@ import (
 // within flushDelay at the latest. Writes are serialised, as paho needs.
 type flushConn struct {
 	net.Conn
-	// r buffers reads: paho.golang reads a packet's fixed header a byte
-	// at a time, which without it is three system calls per PUBACK.
-	// Only the client's reading goroutine reads.
-	r     *bufio.Reader
 	mu    sync.Mutex
 	w     *bufio.Writer
 	timer *time.Timer
@@ -41,7 +37,7 @@ const headLen = 4
 const flushDelay = time.Millisecond
 
 func newFlushConn(c net.Conn) *flushConn {
-	f := &flushConn{Conn: c, r: bufio.NewReaderSize(c, 4<<10), w: bufio.NewWriterSize(c, 32<<10)}
+	f := &flushConn{Conn: c, w: bufio.NewWriterSize(c, 32<<10)}
 	f.timer = time.AfterFunc(time.Hour, func() { f.Flush() })
 	f.timer.Stop()
 	return f
@@ -49,7 +45,7 @@ func newFlushConn(c net.Conn) *flushConn {
 
 // Read reads from the connection, keeping the first headLen bytes.
 func (f *flushConn) Read(p []byte) (int, error) {
-	n, err := f.r.Read(p)
+	n, err := f.Conn.Read(p)
 	if n > 0 && !f.headFull.Load() {
 		f.headMu.Lock()
 		f.head = append(f.head, p[:min(n, headLen-len(f.head))]...)
