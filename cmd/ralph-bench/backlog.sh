@@ -51,8 +51,7 @@ cgpeak() {
 	[ -n "$cg" ] || return 0
 	echo "cgroup peak (page cache included): $( (cat "$cg/memory.peak" 2>/dev/null || cat "$cg/memory.max_usage_in_bytes") | mib) of $MEMORY_MAX"
 }
-if [ -n "${RALPH:-}" ]; then cp "$RALPH" "$work/ralph"; else go build -o "$work/ralph" ./cmd/ralph; fi
-go build -o "$work/rb" ./cmd/ralph-bench
+build_tools "$work"
 
 RPORT=18931 MPORT=18940
 cat > "$work/ralph.toml" <<TOML

@@ -17,3 +17,10 @@ CONF
 
 # wait_port PORT: until something listens on 127.0.0.1:PORT.
 wait_port() { until (echo > /dev/tcp/127.0.0.1/$1) 2>/dev/null; do sleep 0.005; done; }
+
+# build_tools DIR: DIR/ralph (a copy of $RALPH if set, else built from
+# this checkout) and DIR/rb (ralph-bench).
+build_tools() {
+	if [ -n "${RALPH:-}" ]; then cp "$RALPH" "$1/ralph"; else go build -o "$1/ralph" ./cmd/ralph; fi
+	go build -o "$1/rb" ./cmd/ralph-bench
+}

@@ -16,8 +16,7 @@ cd "$(dirname "$0")/../.."
 . cmd/ralph-bench/common.sh
 work=$(mktemp -d /tmp/ralph-ingest.XXXXXX)
 trap 'kill $(cat "$work"/*.pid 2>/dev/null) 2>/dev/null || true; sleep 0.3; rm -rf "$work"' EXIT
-go build -o "$work/rb" ./cmd/ralph-bench
-if [ -n "${RALPH:-}" ]; then cp "$RALPH" "$work/ralph"; else go build -o "$work/ralph" ./cmd/ralph; fi
+build_tools "$work"
 
 RPORT=18961 MPORT=18962
 mosquitto_conf "$work/mosquitto.conf" $MPORT

@@ -18,8 +18,7 @@ cd "$(dirname "$0")/../.."
 . cmd/ralph-bench/common.sh
 work=$(mktemp -d /tmp/ralph-linkup.XXXXXX)
 trap 'kill $(cat "$work"/*.pid 2>/dev/null) 2>/dev/null || true; sleep 0.5; rm -rf "$work"' EXIT
-if [ -n "${RALPH:-}" ]; then cp "$RALPH" "$work/ralph"; else go build -o "$work/ralph" ./cmd/ralph; fi
-go build -o "$work/rb" ./cmd/ralph-bench
+build_tools "$work"
 
 RPORT=18951 MPORT=18960
 cat > "$work/ralph.toml" <<TOML

@@ -28,8 +28,7 @@ cleanup() {
 	rm -rf "$work"
 }
 trap cleanup EXIT
-if [ -n "${RALPH:-}" ]; then cp "$RALPH" "$work/ralph"; else go build -o "$work/ralph" ./cmd/ralph; fi
-go build -o "$work/rb" ./cmd/ralph-bench
+build_tools "$work"
 
 truncate -s 2G "$work/disk.img"
 mkfs.ext4 -q "$work/disk.img"
