@@ -138,7 +138,11 @@ func New(cfg *configs.Config, log *slog.Logger, version string) (*Gateway, error
 	// Consumers register before the broker accepts anything, so no message
 	// can be released before every bridge's cursor holds it.
 	for _, bc := range cfg.Bridges {
-		rb, err := g.newBridge(bc)
+		bcfg, err := g.prepareBridge(bc)
+		if err != nil {
+			return fail(err)
+		}
+		rb, err := g.newBridge(bc, bcfg)
 		if err != nil {
 			return fail(err)
 		}

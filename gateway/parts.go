@@ -99,16 +99,23 @@ func (t *task) stop() {
 	}
 }
 
-// newBridge prepares a bridge and registers its consumers. A bridge
-// being replaced must have closed its own: the new ones resume where they
-// were (queue.Consumer), and what the old bridge had in flight is sent
-// again.
-func (g *Gateway) newBridge(bc configs.Bridge) (*runningBridge, error) {
+// prepareBridge reads what the bridge bc needs (password and key files,
+// TLS material) into the bridge's configuration. It starts nothing, so a
+// reload can check a changed bridge before it stops the running one.
+func (g *Gateway) prepareBridge(bc configs.Bridge) (bridge.Config, error) {
 	bcfg, err := bridgeConfig(bc, g.log)
 	if err != nil {
-		return nil, fmt.Errorf("gateway: bridge %s: %w", bc.Name, err)
+		return bridge.Config{}, fmt.Errorf("gateway: bridge %s: %w", bc.Name, err)
 	}
 	bcfg.Local = g.broker
+	return bcfg, nil
+}
+
+// newBridge registers the consumers of the bridge bc, prepared as bcfg
+// (prepareBridge). A bridge being replaced must have closed its own: the
+// new ones resume where they were (queue.Consumer), and what the old
+// bridge had in flight is sent again.
+func (g *Gateway) newBridge(bc configs.Bridge, bcfg bridge.Config) (*runningBridge, error) {
 	lanes, err := BridgeLanes(g.q, bc)
 	if err != nil {
 		return nil, fmt.Errorf("gateway: bridge %s: %w", bc.Name, err)

@@ -68,14 +68,15 @@ func (g *Gateway) reloadBridges(running []*runningBridge, cfgs []configs.Bridge)
 			continue
 		case ok:
 			g.log.Info("reload: bridge changed, stopping it", "bridge", bc.Name, "inflight", rb.b.Stats().Inflight)
-			if _, err := bridgeConfig(bc, g.log); err != nil {
+			bcfg, err := g.prepareBridge(bc)
+			if err != nil {
 				g.log.Error("reload: bridge not restarted", "bridge", bc.Name, "err", err)
 				bridges = append(bridges, rb) // keep the old one
 				continue
 			}
 			rb.stop()
 			rb.closeLanes()
-			nrb, err := g.newBridge(bc)
+			nrb, err := g.newBridge(bc, bcfg)
 			if err != nil {
 				g.log.Error("reload: bridge not restarted, and stopped", "bridge", bc.Name, "err", err)
 				continue
@@ -83,7 +84,12 @@ func (g *Gateway) reloadBridges(running []*runningBridge, cfgs []configs.Bridge)
 			g.log.Info("reload: bridge changed, restarted", "bridge", bc.Name)
 			rb = nrb
 		default:
-			nrb, err := g.newBridge(bc)
+			bcfg, err := g.prepareBridge(bc)
+			if err != nil {
+				g.log.Error("reload: bridge not added", "bridge", bc.Name, "err", err)
+				continue
+			}
+			nrb, err := g.newBridge(bc, bcfg)
 			if err != nil {
 				g.log.Error("reload: bridge not added", "bridge", bc.Name, "err", err)
 				continue
