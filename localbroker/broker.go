@@ -105,7 +105,7 @@ type Broker struct {
 	// relay delivers released QoS 1 messages, on the release goroutine
 	// only: an inline client whose ID is set to each message's publisher,
 	// so that mochi gives the message that origin (No Local).
-	relay *mqtt.Client
+	relay  *mqtt.Client
 	flow   *flowControl // holds back deliveries beyond a client's Receive Maximum
 	recvMx int
 	limits Limits
