@@ -178,7 +178,12 @@ func (h *authHook) OnACLCheck(cl *mqtt.Client, t string, write bool) bool {
 			t = filter
 		}
 	}
-	return h.b.topicWithinLimits(cl, t) && h.b.aclFor(cl).maySubscribe(t, cl)
+	return h.b.mayRead(cl, t)
+}
+
+// mayRead is the ACL's rule on cl subscribing to, or receiving, t.
+func (b *Broker) mayRead(cl *mqtt.Client, t string) bool {
+	return b.topicWithinLimits(cl, t) && b.aclFor(cl).maySubscribe(t, cl)
 }
 
 func (b *Broker) aclFor(cl *mqtt.Client) ACL {

@@ -114,6 +114,7 @@ type Broker struct {
 	loopback  map[string]bool        // listener id → bound to a loopback address
 	certUser  map[string]bool        // listener id → the client certificate names the user
 	listenIDs []string
+	subs      *subscriberCache
 
 	release  chan *release
 	released chan struct{}
@@ -204,6 +205,7 @@ func New(opts Options) (*Broker, error) {
 		awaitRel: make(map[*mqtt.Client]map[uint16]bool),
 		qos2:     make(map[qos2Key]*mqtt.Client),
 		pipes:    make(map[net.Conn]bool),
+		subs:     newSubscriberCache(srv),
 		loopback: make(map[string]bool),
 		certUser: make(map[string]bool),
 	}
@@ -220,6 +222,9 @@ func New(opts Options) (*Broker, error) {
 		return nil, fmt.Errorf("localbroker: %w", err)
 	}
 	if err := srv.AddHook(&ingestHook{b: b}, nil); err != nil {
+		return nil, fmt.Errorf("localbroker: %w", err)
+	}
+	if err := srv.AddHook(&subscriptionsHook{c: b.subs}, nil); err != nil {
 		return nil, fmt.Errorf("localbroker: %w", err)
 	}
 	if err := srv.AddHook(&retainedHook{kv: opts.Queue.KV("retained"), log: opts.Logger}, nil); err != nil {
@@ -386,7 +391,7 @@ func (b *Broker) Dial() net.Conn {
 	b.mu.Unlock()
 	go func() {
 		defer b.dials.Done()
-		err := b.srv.EstablishConnection(internalListener, server)
+		err := b.srv.EstablishConnection(internalListener, newCorkConn(server))
 		if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrClosedPipe) {
 			b.log.Debug("in-process connection ended", "err", err)
 		}
@@ -554,6 +559,9 @@ func (b *Broker) ingest(cl *mqtt.Client, pk packets.Packet) (packets.Packet, err
 		if !b.storeBehind(m, "QoS 0 publish") {
 			return pk, packets.ErrRejectPacket // closing: dropped
 		}
+		if !pk.FixedHeader.Retain && b.deliverQoS0(pk) {
+			return pk, packets.ErrRejectPacket // delivered
+		}
 		return pk, nil
 	}
 
@@ -693,12 +701,15 @@ func (b *Broker) releaseOne(r *release) {
 // bytes and deliveries as mochi's own QoS 1 path, without what that path
 // does for an ack that is written at once (in-flight bookkeeping and
 // hooks, a packet encoder and a buffer for four bytes), which was a
-// tenth of the CPU of a QoS 1 load.
+// tenth of the CPU of a QoS 1 load. A message nobody subscribes to (most,
+// on a gateway: the bridges read the queue) is not handed to mochi at all.
 func (b *Broker) releaseQoS1(cl *mqtt.Client, pk packets.Packet) {
 	if err := writePuback(cl, pk.PacketID); err != nil {
 		b.orphaned.Add(1) // the publisher left: it resends (at-least-once)
 	}
-	b.relayPacket(cl.ID, pk)
+	if found := b.subs.lookup(pk.TopicName); pk.FixedHeader.Retain || found.mochi || len(found.subs) > 0 {
+		b.relayPacket(cl.ID, pk)
+	}
 }
 
 // writePuback writes a successful PUBACK for packet id: the same four

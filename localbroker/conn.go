@@ -9,9 +9,10 @@ package localbroker
 // meanwhile in one system call. A subscriber taking a burst thus gets it
 // in a few large writes, and the goroutines delivering to it are not
 // held up by its socket; an idle connection holds no buffer and no
-// goroutine. The buffer is bounded: past writeBehindLimit a write waits,
-// so a client that does not read holds up its own writers, as before,
-// until mochi's queue for it is full and drops (counted).
+// goroutine. The buffer is bounded: past writeBehindLimit a write waits
+// until the flusher takes the buffer. mochi's writes wait as long as it
+// takes; Ralph's own deliveries (deliver.go) only while the client keeps
+// up.
 //
 // The release loop corks the connections of a commit's publishers while
 // mochi writes their acks, and uncorks them after: the acks go out
@@ -36,12 +37,17 @@ const keepBuffer = 4 << 10
 type corkConn struct {
 	net.Conn
 	mu       sync.Mutex
-	drained  sync.Cond // the flusher wrote some, or stopped
+	drained  sync.Cond // the flusher stopped
 	corked   bool
 	buf      []byte // written, not yet handed to the socket
 	flushing bool   // the flusher goroutine runs
 	err      error  // the socket's write failed: every write after fails
 	linger          // how it closes: see linger.go
+
+	// room is made for a write waiting for the buffer to empty, and
+	// closed when the flusher takes it; taken is when it last did.
+	room  chan struct{}
+	taken time.Time
 }
 
 func newCorkConn(c net.Conn) *corkConn {
@@ -51,20 +57,65 @@ func newCorkConn(c net.Conn) *corkConn {
 }
 
 func (c *corkConn) Write(p []byte) (int, error) {
+	if !c.write(p, 0) {
+		return 0, c.err
+	}
+	return len(p), nil
+}
+
+// offer writes p, a whole packet, unless the client is not keeping up:
+// its socket has not taken the full buffer within patience since it last
+// took one. It reports whether p was written.
+func (c *corkConn) offer(p []byte, patience time.Duration) bool {
+	return c.write(p, patience)
+}
+
+// write appends p, waiting while the buffer is full, with a patience of
+// 0 as long as it takes. It reports whether p was written.
+func (c *corkConn) write(p []byte, patience time.Duration) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for c.err == nil && len(c.buf) >= writeBehindLimit {
 		c.kickLocked() // corked or not: it is full
-		c.drained.Wait()
+		if c.room == nil {
+			c.room = make(chan struct{})
+		}
+		room, until := c.room, c.taken.Add(patience)
+		c.mu.Unlock()
+		ok := waitRoom(room, patience, until)
+		c.mu.Lock()
+		if !ok {
+			return false
+		}
 	}
 	if c.err != nil {
-		return 0, c.err
+		return false
 	}
 	c.buf = append(c.buf, p...)
 	if c.mayWriteLocked() {
 		c.kickLocked()
 	}
-	return len(p), nil
+	return true
+}
+
+// waitRoom waits for room to close, with a patience until the time given.
+func waitRoom(room chan struct{}, patience time.Duration, until time.Time) bool {
+	if patience == 0 {
+		<-room
+		return true
+	}
+	wait := time.Until(until)
+	if wait <= 0 {
+		return false
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-room:
+		return true
+	case <-t.C:
+		return false
+	}
 }
 
 // mayWriteLocked reports whether what is gathered is to be written now.
@@ -88,25 +139,35 @@ func (c *corkConn) flush() {
 	for len(c.buf) > 0 && c.err == nil && c.mayWriteLocked() {
 		out := c.buf
 		c.buf = spare[:0]
+		c.tookLocked()
 		c.mu.Unlock()
 		_, err := c.Conn.Write(out)
 		c.mu.Lock()
 		if err != nil {
 			c.err = err
 			c.Conn.Close() // the client's reader sees it and cleans up
+			c.tookLocked() // nothing more is written: nobody waits
 		}
 		if cap(out) <= keepBuffer {
 			spare = out
 		} else {
 			spare = nil
 		}
-		c.drained.Broadcast()
 	}
 	if len(c.buf) == 0 && cap(c.buf) > keepBuffer {
 		c.buf = nil // an idle client keeps no big buffer
 	}
 	c.flushing = false
 	c.drained.Broadcast()
+}
+
+// tookLocked wakes the writes waiting for room.
+func (c *corkConn) tookLocked() {
+	c.taken = time.Now()
+	if c.room != nil {
+		close(c.room)
+		c.room = nil
+	}
 }
 
 func (c *corkConn) cork() {

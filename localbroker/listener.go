@@ -13,9 +13,9 @@ import (
 	"github.com/mochi-mqtt/server/v2/listeners"
 )
 
-// tcpListener is mochi's TCP listener with one difference: every
-// connection is a corkConn, so that the release loop can gather the acks
-// of a whole commit into one write per client.
+// tcpListener is mochi's TCP listener with what it lacks: it retries
+// transient accept errors (out of file descriptors, say), and its Close
+// also ends the connections that are not clients yet.
 type tcpListener struct {
 	id, addr string
 	tls      *tls.Config // nil for plain TCP
@@ -98,7 +98,7 @@ func (t *tcpListener) Serve(establish listeners.EstablishFn) {
 				delete(t.conns, conn)
 				t.mu.Unlock()
 			}()
-			if err := establish(t.id, newCorkConn(conn)); err != nil {
+			if err := establish(t.id, conn); err != nil {
 				// Clients come and go; their reasons are not warnings.
 				t.log.Debug("client connection ended", "remote", conn.RemoteAddr().String(), "err", err)
 			}
@@ -142,9 +142,11 @@ func transient(err error) bool {
 	return false
 }
 
-// served wraps each listener to remember that its Serve ended while the
-// broker was not closing it: then it accepts nobody. The health check
-// reads that instead of dialing every listener at every scrape.
+// served wraps each listener. Every connection it establishes is a
+// corkConn (conn.go): writes behind, the release loop's corking, Ralph's
+// own deliveries. And it remembers that its Serve ended while the broker
+// was not closing it: then it accepts nobody. The health check reads that
+// instead of dialing every listener at every scrape.
 type served struct {
 	listeners.Listener
 	closing atomic.Bool
@@ -152,7 +154,7 @@ type served struct {
 }
 
 func (s *served) Serve(establish listeners.EstablishFn) {
-	s.Listener.Serve(establish)
+	s.Listener.Serve(func(id string, c net.Conn) error { return establish(id, newCorkConn(c)) })
 	if s.closing.Load() {
 		return
 	}
