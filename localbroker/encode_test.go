@@ -22,10 +22,10 @@ func mochiPublish(t testing.TB, pk packets.Packet) []byte {
 func TestAppendPublishIsMochis(t *testing.T) {
 	all := packets.Properties{
 		PayloadFormat: 1, PayloadFormatFlag: true,
-		MessageExpiryInterval: 3600,
-		ContentType:           "application/json",
-		ResponseTopic:         "reply/here",
-		CorrelationData:       []byte{0, 1, 2},
+		MessageExpiryInterval:  3600,
+		ContentType:            "application/json",
+		ResponseTopic:          "reply/here",
+		CorrelationData:        []byte{0, 1, 2},
 		SubscriptionIdentifier: []int{1, 200, 70000},
 		TopicAlias:             7, TopicAliasFlag: true,
 		User: []packets.UserProperty{{Key: "k", Val: "v"}, {Key: "", Val: "empty key"}},
