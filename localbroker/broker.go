@@ -103,8 +103,9 @@ type Broker struct {
 	log    *slog.Logger
 	inline *mqtt.Client // delivers in-process publishes and announcements
 	// relay delivers released QoS 1 messages, on the release goroutine
-	// only: an inline client whose ID is set to each message's publisher,
-	// so that mochi gives the message that origin (No Local).
+	// only: an inline client whose ID and protocol version are set to each
+	// message's publisher's, which mochi gives the message (No Local, and
+	// expiry, which mochi applies to MQTT 5 messages only).
 	relay  *mqtt.Client
 	flow   *flowControl // holds back deliveries beyond a client's Receive Maximum
 	recvMx int
@@ -693,7 +694,7 @@ func (b *Broker) releaseOne(r *release) {
 	// write the ack and would not deliver. The message is stored: deliver it
 	// anyway. The device will resend it (at-least-once).
 	b.orphaned.Add(1)
-	b.relayPacket(cl.ID, pk)
+	b.relayPacket(cl, pk)
 }
 
 // releaseQoS1 acknowledges a stored QoS 1 publish and delivers it. Ralph
@@ -708,7 +709,7 @@ func (b *Broker) releaseQoS1(cl *mqtt.Client, pk packets.Packet) {
 		b.orphaned.Add(1) // the publisher left: it resends (at-least-once)
 	}
 	if found := b.subs.lookup(pk.TopicName); pk.FixedHeader.Retain || found.mochi || len(found.subs) > 0 {
-		b.relayPacket(cl.ID, pk)
+		b.relayPacket(cl, pk)
 	}
 }
 
@@ -727,10 +728,11 @@ func writePuback(cl *mqtt.Client, id uint16) error {
 
 // relayPacket delivers a stored message from publisher to local
 // subscribers (and keeps it if retained). On the release goroutine only.
-func (b *Broker) relayPacket(publisher string, pk packets.Packet) {
-	b.relay.ID = publisher
+func (b *Broker) relayPacket(publisher *mqtt.Client, pk packets.Packet) {
+	b.relay.ID = publisher.ID
+	b.relay.Properties.ProtocolVersion = publisher.Properties.ProtocolVersion
 	if err := b.srv.InjectPacket(b.relay, pk); err != nil {
-		b.log.Error("delivering a stored message", "client", publisher, "topic", pk.TopicName, "err", err)
+		b.log.Error("delivering a stored message", "client", publisher.ID, "topic", pk.TopicName, "err", err)
 	}
 }
 

@@ -20,13 +20,17 @@ package localbroker
 // What Ralph delivers is what mochi would (publishToClient): one message
 // per client whatever its overlapping subscriptions, No Local, the ACL's
 // read rule, subscription identifiers, the remaining expiry interval, the
-// client's maximum packet size; never the retain flag, as only
-// non-retained publishes come this way. It sets no topic aliases: an
-// alias the client never learnt of, its packet being dropped, would
-// misname every message after it. Retained publishes, and topics that
-// shared subscriptions match, go through mochi as before.
+// client's maximum packet size, topic aliases (mochi's, shared with its
+// deliveries); never the retain flag, as only non-retained publishes come
+// this way. Retained publishes, and topics that shared subscriptions
+// match, go through mochi as before.
+//
+// A dropped delivery that would have told the client a new topic alias
+// ends the connection: the client would read every later message under
+// that alias as another topic's. It has taken nothing for a second.
 
 import (
+	"errors"
 	"sync"
 	"time"
 
@@ -79,38 +83,57 @@ func (b *Broker) deliverQoS0(pk packets.Packet) bool {
 		if !b.mayRead(cl, pk.TopicName) {
 			continue
 		}
-		p := enc.forClient(cl, s.ids, &out)
+		p, alias := enc.forClient(cl, s.ids, &out)
 		if max := cl.Properties.Props.MaximumPacketSize; max > 0 && len(p) > int(max) {
 			continue // [MQTT-3.1.2-24]: as if sent
 		}
 		if !b.write(cl, p) {
 			b.dropped[0].Add(1)
+			if alias {
+				b.log.Warn("disconnecting a subscriber that stopped reading: a topic alias it was to learn was dropped", "client", cl.ID, "topic", pk.TopicName)
+				go cl.Stop(errAliasLost)
+			}
 		}
 	}
 	return true
 }
 
 // forClient returns the encoding of out for cl and the identifiers of
-// its subscription.
-func (e *encodings) forClient(cl *mqtt.Client, ids []int, out *packets.Packet) []byte {
+// its subscription, and whether it tells cl a new topic alias.
+func (e *encodings) forClient(cl *mqtt.Client, ids []int, out *packets.Packet) ([]byte, bool) {
 	out.ProtocolVersion = cl.Properties.ProtocolVersion
 	if out.ProtocolVersion != 5 {
 		if len(e.v4) == 0 {
 			e.v4 = appendPublish(e.v4, out)
 		}
-		return e.v4
+		return e.v4, false
 	}
-	if len(ids) == 0 {
+	var alias uint16
+	var known bool
+	if cl.Properties.Props.TopicAliasMaximum > 0 {
+		alias, known = cl.State.TopicAliases.Outbound.Set(out.TopicName)
+	}
+	if len(ids) == 0 && alias == 0 {
 		if len(e.v5) == 0 {
 			e.v5 = appendPublish(e.v5, out)
 		}
-		return e.v5
+		return e.v5, false
 	}
 	own := *out
 	own.Properties.SubscriptionIdentifier = ids
+	if alias > 0 {
+		own.Properties.TopicAlias, own.Properties.TopicAliasFlag = alias, true
+		if known {
+			own.TopicName = "" // [MQTT-3.3.2-12]
+		}
+	}
 	e.own = appendPublish(e.own[:0], &own)
-	return e.own
+	return e.own, alias > 0 && !known
 }
+
+// errAliasLost is why a subscriber is disconnected whose new topic alias
+// was dropped.
+var errAliasLost = errors.New("not keeping up: a topic alias was dropped")
 
 // write appends p to cl's connection, waiting while cl keeps up.
 func (b *Broker) write(cl *mqtt.Client, p []byte) bool {

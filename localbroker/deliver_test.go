@@ -132,3 +132,117 @@ func TestQoS0DeliveryIsMochis(t *testing.T) {
 		}
 	}
 }
+
+// connect5With connects a clean MQTT 5 client with the properties given.
+func connect5With(t *testing.T, addr, id string, props packets.Properties) *mqtttest.Raw {
+	t.Helper()
+	c := mqtttest.New(t, addr, 5)
+	c.Write(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Connect}, ProtocolVersion: 5,
+		Connect:    packets.ConnectParams{ProtocolName: []byte("MQTT"), Keepalive: 60, ClientIdentifier: id, Clean: true},
+		Properties: props})
+	if pk := c.Read(5 * time.Second); pk.FixedHeader.Type != packets.Connack || pk.ReasonCode != 0 {
+		t.Fatalf("connack %+v", pk)
+	}
+	return c
+}
+
+// TestQoS0TopicAliases: a client that takes topic aliases gets the topic
+// with a new alias once, then the alias alone.
+func TestQoS0TopicAliases(t *testing.T) {
+	e := start(t)
+	sub := connect5With(t, e.addr, "sub", packets.Properties{TopicAliasMaximum: 1})
+	subscribe5(t, sub, 1, packets.Subscription{Filter: "a/#"})
+	pub := mqtttest.Dial(t, e.addr, "pub", 5)
+	for _, topic := range []string{"a/1", "a/1", "a/2", "a/1"} {
+		pub.Publish(0, 0, topic, []byte(topic))
+	}
+	want := []struct {
+		topic string
+		alias uint16
+	}{{"a/1", 1}, {"", 1}, {"a/2", 0}, {"", 1}} // one alias only: a/2 goes without
+	for i, w := range want {
+		pk := sub.Read(5 * time.Second)
+		if pk.TopicName != w.topic || pk.Properties.TopicAlias != w.alias {
+			t.Fatalf("message %d (%s): topic %q alias %d, want %q alias %d", i, pk.Payload, pk.TopicName, pk.Properties.TopicAlias, w.topic, w.alias)
+		}
+	}
+}
+
+// TestQoS0LostAliasDisconnects: a subscriber that stopped reading while
+// new topic aliases were due is disconnected once one of them is
+// dropped; its publisher goes on.
+func TestQoS0LostAliasDisconnects(t *testing.T) {
+	e := start(t)
+	stuck := connect5With(t, e.addr, "stuck", packets.Properties{TopicAliasMaximum: 65535})
+	subscribe5(t, stuck, 1, packets.Subscription{Filter: "a/#"})
+	pub := mqtttest.Dial(t, e.addr, "pub", 5)
+	payload := make([]byte, 1024)
+	closed := func() bool {
+		cl, ok := e.b.srv.Clients.Get("stuck")
+		return !ok || cl.Closed()
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for i := 0; !closed(); i++ {
+		if time.Now().After(deadline) {
+			t.Fatalf("still connected after %d messages, %v dropped", i, e.b.Stats().DeliveriesDropped)
+		}
+		pub.Publish(0, 0, fmt.Sprintf("a/%d", i), payload) // a new alias each
+	}
+	if d := e.b.Stats().DeliveriesDropped[0]; d == 0 {
+		t.Fatal("disconnected with nothing dropped")
+	}
+	if !strings.Contains(e.logs.String(), `msg="disconnecting a subscriber that stopped reading: a topic alias it was to learn was dropped" client=stuck`) {
+		t.Fatalf("log:\n%s", e.logs)
+	}
+}
+
+// TestQoS1ExpiredWhileAway: a QoS 1 message whose expiry passes while
+// its subscriber is away is not delivered when it returns; one that has
+// not expired is, with what is left of its interval.
+func TestQoS1ExpiredWhileAway(t *testing.T) {
+	e := start(t)
+	session := packets.Properties{SessionExpiryInterval: 300, SessionExpiryIntervalFlag: true}
+	away := mqtttest.New(t, e.addr, 5)
+	connect := func(c *mqtttest.Raw, clean bool) {
+		c.Write(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Connect}, ProtocolVersion: 5,
+			Connect:    packets.ConnectParams{ProtocolName: []byte("MQTT"), Keepalive: 60, ClientIdentifier: "away", Clean: clean},
+			Properties: session})
+		if pk := c.Read(5 * time.Second); pk.FixedHeader.Type != packets.Connack || pk.ReasonCode != 0 {
+			t.Fatalf("connack %+v", pk)
+		}
+	}
+	connect(away, true)
+	subscribe5(t, away, 1, packets.Subscription{Filter: "e/#", Qos: 1})
+	away.Close()
+	pub := mqtttest.Dial(t, e.addr, "pub", 5)
+	for i, expiry := range []uint32{1, 60} {
+		pub.Write(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1}, PacketID: uint16(i + 1),
+			TopicName: fmt.Sprintf("e/%d", expiry), Payload: []byte("x"), Properties: packets.Properties{MessageExpiryInterval: expiry}})
+		if ack := pub.Read(5 * time.Second); ack.FixedHeader.Type != packets.Puback {
+			t.Fatalf("got %+v, want PUBACK", ack)
+		}
+	}
+	// mochi drops expired messages in flight once a second.
+	inflight := func() int {
+		cl, ok := e.b.srv.Clients.Get("away")
+		if !ok {
+			t.Fatal("the session is gone")
+		}
+		return cl.State.Inflight.Len()
+	}
+	for deadline := time.Now().Add(10 * time.Second); inflight() != 1; {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d messages in flight for the absent subscriber, want 1: the expired one was kept", inflight())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	back := mqtttest.New(t, e.addr, 5)
+	connect(back, false)
+	pk := back.Read(5 * time.Second)
+	if pk.TopicName != "e/60" || pk.Properties.MessageExpiryInterval == 0 || pk.Properties.MessageExpiryInterval > 60 {
+		t.Fatalf("got %q with expiry %d, want e/60 with at most 60", pk.TopicName, pk.Properties.MessageExpiryInterval)
+	}
+	if pk, err := back.TryRead(300 * time.Millisecond); err == nil {
+		t.Fatalf("got %q as well", pk.TopicName)
+	}
+}
