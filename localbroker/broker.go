@@ -561,7 +561,9 @@ func (b *Broker) ingest(cl *mqtt.Client, pk packets.Packet) (packets.Packet, err
 			return pk, packets.ErrRejectPacket // closing: dropped
 		}
 		if !pk.FixedHeader.Retain && b.deliverQoS0(pk) {
-			return pk, packets.ErrRejectPacket // delivered
+			// Delivered. Ignored rather than rejected: mochi logs a
+			// rejection at debug level, boxing the packet to do so.
+			return pk, packets.CodeSuccessIgnore
 		}
 		return pk, nil
 	}
