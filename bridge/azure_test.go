@@ -10,8 +10,8 @@ import (
 	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
-	"github.com/mochi-mqtt/server/v2/listeners"
 	"github.com/mochi-mqtt/server/v2/packets"
+	"github.com/ralph-gateway/ralph/internal/mqtttest"
 )
 
 // TestAzureSAS against the vector of the Azure CLI's IoT extension tests
@@ -123,7 +123,7 @@ func TestAzureIoTHubRenewal(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	l := listeners.NewTCP(listeners.Config{ID: "hub", Address: "127.0.0.1:0"})
+	l := mqtttest.NewListener("hub", "127.0.0.1:0")
 	if err := h.srv.AddListener(l); err != nil {
 		t.Fatal(err)
 	}

@@ -20,7 +20,6 @@ import (
 
 	paho3 "github.com/eclipse/paho.mqtt.golang"
 	mqtt "github.com/mochi-mqtt/server/v2"
-	"github.com/mochi-mqtt/server/v2/listeners"
 	"github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/ralph-gateway/ralph/internal/mqtttest"
@@ -105,7 +104,7 @@ func startMochiHooked(t *testing.T, addr string, c *collector, hooks ...mqtt.Hoo
 	if err != nil {
 		t.Fatal(err)
 	}
-	l := listeners.NewTCP(listeners.Config{ID: "t", Address: addr})
+	l := mqtttest.NewListener("t", addr)
 	deadline := time.Now().Add(5 * time.Second) // a restarted upstream rebinds its predecessor's port
 	for err = srv.AddListener(l); err != nil && time.Now().Before(deadline); err = srv.AddListener(l) {
 		time.Sleep(20 * time.Millisecond)

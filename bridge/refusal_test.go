@@ -17,7 +17,6 @@ import (
 	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
-	"github.com/mochi-mqtt/server/v2/listeners"
 	"github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/ralph-gateway/ralph/internal/mqtttest"
@@ -265,7 +264,7 @@ func serveMochi(t *testing.T, opt func(*mqtt.Options), hooks ...mqtt.Hook) strin
 			t.Fatal(err)
 		}
 	}
-	l := listeners.NewTCP(listeners.Config{ID: "t", Address: "127.0.0.1:0"})
+	l := mqtttest.NewListener("t", "127.0.0.1:0")
 	if err := srv.AddListener(l); err != nil {
 		t.Fatal(err)
 	}

@@ -9,14 +9,17 @@
 // the message to the queue's group committer and tells mochi to drop it
 // (packets.ErrRejectPacket: no ack, no delivery, and the client's reads go
 // on). When the queue reports the batch durable, one release goroutine
-// re-injects the messages in arrival order with Server.InjectPacket, marked
-// so the hook lets them through; mochi's own ack, inflight, retain and
-// delivery logic then runs once. A single, ordered release path keeps each
-// client's PUBACKs in the order it published [MQTT-4.6.0-2].
+// acknowledges and delivers the messages in arrival order: a QoS 1 PUBACK
+// Ralph writes itself, a QoS 2 publish re-injected with
+// Server.InjectPacket for mochi's PUBREC/PUBREL path, and deliveries
+// through mochi by a relay client. A single, ordered release path keeps
+// each client's acknowledgements in the order it published
+// [MQTT-4.6.0-2].
 //
 // QoS 0 messages are delivered at once and appended without waiting: they
 // carry no acknowledgement to delay, and MQTT orders deliveries only within
-// a QoS level.
+// a QoS level. Ralph delivers them itself (deliver.go), with backpressure
+// to the publisher.
 package localbroker
 
 import (

@@ -15,12 +15,12 @@ import (
 	"testing"
 	"time"
 
+	"io"
+
 	"github.com/eclipse/paho.golang/autopaho"
 	"github.com/eclipse/paho.golang/paho"
 	mqtt "github.com/mochi-mqtt/server/v2"
-	"github.com/mochi-mqtt/server/v2/listeners"
 	"github.com/mochi-mqtt/server/v2/packets"
-	"io"
 )
 
 // Received is a message as an upstream broker's subscriber saw it.
@@ -156,7 +156,7 @@ func StartMochi(t testing.TB, addr string, c *Collector) *Mochi {
 	if err != nil {
 		t.Fatal(err)
 	}
-	l := listeners.NewTCP(listeners.Config{ID: "t", Address: addr})
+	l := NewListener("t", addr)
 	// A restarted upstream rebinds the port its predecessor used; it may
 	// take a moment to be released.
 	deadline := time.Now().Add(5 * time.Second)
