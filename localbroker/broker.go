@@ -149,9 +149,12 @@ type qos2Key struct {
 	id     uint16
 }
 
+// release is a QoS 1 or 2 publish handed to the queue, then to the
+// release loop; one allocation carries it through.
 type release struct {
 	cl  *mqtt.Client
 	pk  packets.Packet
+	msg [1]*queue.Message // what is appended
 	err error
 }
 
@@ -610,13 +613,15 @@ func (b *Broker) ingest(cl *mqtt.Client, pk packets.Packet) (packets.Packet, err
 
 	// The topic is resolved now; a later re-mapping of the alias by the same
 	// client must not change this message.
-	out := pk
-	out.Properties.TopicAlias = 0
-	out.Properties.TopicAliasFlag = false
-	out.Connect.ClientIdentifier = releaseMark
-	b.q.AppendAsync([]*queue.Message{m}, func(err error) {
+	r := &release{cl: cl, pk: pk}
+	r.pk.Properties.TopicAlias = 0
+	r.pk.Properties.TopicAliasFlag = false
+	r.pk.Connect.ClientIdentifier = releaseMark
+	r.msg[0] = m
+	b.q.AppendAsync(r.msg[:], func(err error) {
 		// On the committer's goroutine: hand over and return.
-		b.release <- &release{cl: cl, pk: out, err: err}
+		r.err = err
+		b.release <- r
 	})
 	return pk, packets.ErrRejectPacket
 }
