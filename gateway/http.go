@@ -303,7 +303,7 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 	counter("ralph_broker_auth_failed_total", "Connections refused: bad credentials, or anonymous where not allowed.", float64(st.Broker.AuthFailed))
 	counter("ralph_broker_denied_total", "Publishes refused by the ACL.", float64(st.Broker.Denied))
 	for qos, n := range st.Broker.DeliveriesDropped {
-		counter("ralph_broker_deliveries_dropped_total", "Messages not delivered to a subscriber too far behind (too many writes pending for it, or held back by its Receive Maximum).", float64(n), "qos", strconv.Itoa(qos))
+		counter("ralph_broker_deliveries_dropped_total", "Messages not delivered to a subscriber too far behind to take them: its socket took nothing for a second (QoS 0), or more were pending or held back by its Receive Maximum for it than the broker keeps.", float64(n), "qos", strconv.Itoa(qos))
 	}
 	counter("ralph_queue_appended_total", "Messages appended to the queue.", float64(qs.Appended))
 	counter("ralph_queue_commits_total", "Group commits that stored messages.", float64(qs.Commits))

@@ -93,9 +93,11 @@ type Stats struct {
 	Denied        uint64 // publishes refused by the ACL
 	BadTopic      uint64 // publishes and subscriptions over the topic length or level limits
 	// DeliveriesDropped counts, by QoS, messages not delivered to a
-	// subscriber because it was too far behind: more writes pending for
-	// it than the broker queues, or, at QoS 1 and 2, more messages held
-	// back by its Receive Maximum than a session keeps.
+	// subscriber because it was too far behind: its socket had taken
+	// nothing for a second (QoS 0, deliver.go), or more writes were
+	// pending for it than mochi queues (retained and shared QoS 0, and
+	// QoS 1 and 2), or more messages held back by its Receive Maximum
+	// than a session keeps (QoS 1 and 2).
 	DeliveriesDropped [3]uint64
 }
 

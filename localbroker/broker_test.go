@@ -24,12 +24,12 @@ type env struct {
 	logs *testlog.Buffer
 }
 
-func start(t *testing.T, opts ...func(*Options)) *env {
+func start(t testing.TB, opts ...func(*Options)) *env {
 	t.Helper()
 	return startWithQueue(t, queue.Options{}, opts...)
 }
 
-func startWithQueue(t *testing.T, qo queue.Options, opts ...func(*Options)) *env {
+func startWithQueue(t testing.TB, qo queue.Options, opts ...func(*Options)) *env {
 	t.Helper()
 	logs := new(testlog.Buffer)
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelWarn}))

@@ -58,7 +58,7 @@ rate() {
 }
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
-for load in "-publishers 10 -messages 20000 -inflight 32" "-publishers 1 -messages 100000 -inflight 32" "-publishers 1 -messages 5000 -inflight 1" "-publishers 10 -messages 20000 -qos 0 -subscribers 1" mqtt311; do
+for load in "-publishers 10 -messages 40000 -inflight 32" "-publishers 1 -messages 100000 -inflight 32" "-publishers 1 -messages 5000 -inflight 1" "-publishers 10 -messages 20000 -qos 0 -subscribers 1" mqtt311; do
 	: > "$work/r"; : > "$work/m"
 	for _ in $(seq "$RUNS"); do
 		rate ralph $load >> "$work/r"
