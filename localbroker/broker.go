@@ -58,6 +58,10 @@ type Options struct {
 	Anonymous      ACL // what clients without a username may do
 	Limits         Limits
 	Logger         *slog.Logger
+
+	// patience replaces slowSubscriber (deliver.go), for tests whose
+	// reader a loaded machine may hold up for longer than that.
+	patience time.Duration
 }
 
 // Limits protect the broker from clients; zero values mean the
@@ -115,6 +119,9 @@ type Broker struct {
 	flow   *flowControl // holds back deliveries beyond a client's Receive Maximum
 	recvMx int
 	limits Limits
+	// patience is how long a QoS 0 delivery waits for a subscriber's
+	// socket to take its buffer (deliver.go).
+	patience time.Duration
 
 	access    atomic.Pointer[access] // users and ACLs; replaced whole by SetUsers
 	loopback  map[string]bool        // listener id → bound to a loopback address
@@ -208,6 +215,7 @@ func New(opts Options) (*Broker, error) {
 		log:      opts.Logger,
 		recvMx:   int(caps.ReceiveMaximum),
 		limits:   opts.Limits,
+		patience: cmp.Or(opts.patience, slowSubscriber),
 		release:  make(chan *release, 4096),
 		released: make(chan struct{}),
 		inflight: make(map[*mqtt.Client]int),

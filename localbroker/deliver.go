@@ -138,7 +138,7 @@ var errAliasLost = errors.New("not keeping up: a topic alias was dropped")
 // write appends p to cl's connection, waiting while cl keeps up.
 func (b *Broker) write(cl *mqtt.Client, p []byte) bool {
 	if c, ok := cl.Net.Conn.(*corkConn); ok {
-		return c.offer(p, slowSubscriber)
+		return c.offer(p, b.patience)
 	}
 	// Every connection is a corkConn (served, Dial); this is not reached.
 	_, err := cl.Net.Conn.Write(p)
