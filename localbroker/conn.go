@@ -19,6 +19,7 @@ package localbroker
 // together even when a flusher would have taken the first alone.
 
 import (
+	"errors"
 	"net"
 	"sync"
 	"time"
@@ -57,8 +58,8 @@ func newCorkConn(c net.Conn) *corkConn {
 }
 
 func (c *corkConn) Write(p []byte) (int, error) {
-	if !c.write(p, 0) {
-		return 0, c.err
+	if err := c.write(p, 0); err != nil {
+		return 0, err
 	}
 	return len(p), nil
 }
@@ -67,12 +68,15 @@ func (c *corkConn) Write(p []byte) (int, error) {
 // its socket has not taken the full buffer within patience since it last
 // took one. It reports whether p was written.
 func (c *corkConn) offer(p []byte, patience time.Duration) bool {
-	return c.write(p, patience)
+	return c.write(p, patience) == nil
 }
 
+// errNotKeepingUp is why offer did not write.
+var errNotKeepingUp = errors.New("the client is not keeping up")
+
 // write appends p, waiting while the buffer is full, with a patience of
-// 0 as long as it takes. It reports whether p was written.
-func (c *corkConn) write(p []byte, patience time.Duration) bool {
+// 0 as long as it takes.
+func (c *corkConn) write(p []byte, patience time.Duration) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for c.err == nil && len(c.buf) >= writeBehindLimit {
@@ -85,17 +89,17 @@ func (c *corkConn) write(p []byte, patience time.Duration) bool {
 		ok := waitRoom(room, patience, until)
 		c.mu.Lock()
 		if !ok {
-			return false
+			return errNotKeepingUp
 		}
 	}
 	if c.err != nil {
-		return false
+		return c.err
 	}
 	c.buf = append(c.buf, p...)
 	if c.mayWriteLocked() {
 		c.kickLocked()
 	}
-	return true
+	return nil
 }
 
 // waitRoom waits for room to close, with a patience until the time given.
