@@ -84,7 +84,7 @@ func (b *Broker) deliverQoS0(pk packets.Packet) bool {
 			continue
 		}
 		p, alias := enc.forClient(cl, s.ids, &out)
-		if max := cl.Properties.Props.MaximumPacketSize; max > 0 && len(p) > int(max) {
+		if limit := cl.Properties.Props.MaximumPacketSize; limit > 0 && len(p) > int(limit) {
 			continue // [MQTT-3.1.2-24]: as if sent
 		}
 		if !b.write(cl, p) {
