@@ -197,6 +197,9 @@ func (b *bench) connect(ctx context.Context, id string, wrap func(net.Conn) net.
 	}
 	c := paho.NewClient(cfg)
 	cp := &paho.Connect{ClientID: id, KeepAlive: 30, CleanStart: true}
+	if onPublish != nil && b.o.SubSession > 0 { // a subscriber
+		cp.Properties = &paho.ConnectProperties{SessionExpiryInterval: &b.o.SubSession}
+	}
 	if b.o.Username != "" {
 		cp.Username, cp.UsernameFlag = b.o.Username, true
 	}

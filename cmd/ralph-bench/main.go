@@ -77,6 +77,7 @@ import (
 	"net/url"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -93,6 +94,7 @@ type options struct {
 	Rate          float64       `json:"rate"`
 	Subscribers   int           `json:"subscribers"`
 	SubQoS        int           `json:"subqos"`
+	SubSession    uint32        `json:"sub_session_expiry,omitempty"`
 	Topic         string        `json:"topic"`
 	PID           int           `json:"pid,omitempty"`
 	Timeout       time.Duration `json:"-"` // see MarshalJSON
@@ -133,6 +135,11 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.Float64Var(&o.Rate, "rate", 0, "total publish rate cap across publishers, msgs/s (0 = unlimited)")
 	fs.IntVar(&o.Subscribers, "subscribers", 0, "subscriber connections, each subscribed to <topic>/#")
 	fs.IntVar(&o.SubQoS, "subqos", -1, "subscription QoS; -1 means the same as -qos")
+	fs.Func("sub-session-expiry", "subscribers keep their session this many seconds after they disconnect (0: it ends with the connection)", func(v string) error {
+		n, err := strconv.ParseUint(v, 10, 32)
+		o.SubSession = uint32(n)
+		return err
+	})
 	fs.StringVar(&o.Topic, "topic", "bench", "topic root: publishers use <topic>/<index>, subscribers <topic>/#")
 	fs.IntVar(&o.PID, "pid", 0, "local process whose memory (VmHWM, sampled VmRSS) to report")
 	fs.IntVar(&o.Idle, "idle", 0, "instead of a load: connect this many idle clients and report the -pid's memory per connection")
