@@ -40,10 +40,11 @@ type corkConn struct {
 	mu       sync.Mutex
 	drained  sync.Cond // the flusher stopped
 	corked   bool
-	buf      []byte // written, not yet handed to the socket
-	flushing bool   // the flusher goroutine runs
-	err      error  // the socket's write failed: every write after fails
-	linger          // how it closes: see linger.go
+	buf      []byte  // written, not yet handed to the socket
+	flushing bool    // the flusher goroutine runs
+	err      error   // the socket's write failed: every write after fails
+	linger           // how it closes: see linger.go
+	in       inbound // its read side: see inbound.go
 
 	// room is made for a write waiting for the buffer to empty, and
 	// closed when the flusher takes it; taken is when it last did.

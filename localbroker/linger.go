@@ -36,7 +36,7 @@ func (c *corkConn) Read(p []byte) (int, error) {
 	if c.closing.Load() || !c.rmu.TryLock() {
 		return 0, net.ErrClosed
 	}
-	n, err := c.Conn.Read(p)
+	n, err := c.readPackets(p)
 	c.rmu.Unlock()
 	if c.closing.Load() {
 		return 0, net.ErrClosed

@@ -1,0 +1,177 @@
+package localbroker
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/ralph-gateway/ralph/internal/mqtttest"
+	"github.com/ralph-gateway/ralph/queue"
+)
+
+// TestInboundKeepsOrder sends one stream, trickled a few bytes at a
+// time, that mixes publishes Ralph ingests itself with packets mochi
+// reads: a subscription, a publish larger than Ralph's read limit, a QoS
+// 2 publish, a ping, an unsubscription. Each packet must take effect in
+// the order sent: the publishes after the SUBSCRIBE reach the subscription
+// and the QoS 0 one after the UNSUBSCRIBE does not (a QoS 0 publish is
+// delivered as it is read, a QoS 1 or 2 one once stored); all six are
+// stored, in order; each is answered.
+func TestInboundKeepsOrder(t *testing.T) {
+	for _, ver := range versions {
+		for _, trickle := range []bool{true, false} {
+			t.Run(fmt.Sprintf("%s/trickled=%v", ver.name, trickle), func(t *testing.T) {
+				e := start(t)
+				stored, err := e.q.Consumer("check", queue.ConsumerOptions{})
+				if err != nil {
+					t.Fatal(err)
+				}
+				c := mqtttest.Dial(t, e.addr, "orderly", ver.v)
+				big := strings.Repeat("b", readLimit+1)
+				var stream []byte
+				add := func(pk packets.Packet) {
+					b, err := c.Encode(pk)
+					if err != nil {
+						t.Fatal(err)
+					}
+					stream = append(stream, b...)
+				}
+				pub := func(id uint16, qos byte, topic, payload string) packets.Packet {
+					return packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: qos}, PacketID: id, TopicName: topic, Payload: []byte(payload)}
+				}
+				add(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Subscribe, Qos: 1}, PacketID: 1, Filters: packets.Subscriptions{{Filter: "o/#"}, {Filter: "z/#"}}})
+				add(pub(2, 1, "o/1", "a"))
+				add(pub(0, 0, "o/2", "b"))
+				add(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Pingreq}})
+				add(pub(3, 1, "o/3", big))
+				add(pub(4, 2, "o/4", "d"))
+				add(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Unsubscribe, Qos: 1}, PacketID: 5, Filters: packets.Subscriptions{{Filter: "z/#"}}})
+				add(pub(0, 0, "z/5", "e"))
+				add(pub(6, 1, "o/6", "f"))
+				written := make(chan struct{}) // then the test may write too
+				go func() {
+					defer close(written)
+					r := rand.New(rand.NewPCG(1, 2))
+					for len(stream) > 0 {
+						n := len(stream)
+						if trickle {
+							n = min(n, 1+r.IntN(7))
+						}
+						if c.WriteBytes(stream[:n]) != nil {
+							return
+						}
+						stream = stream[n:]
+					}
+				}()
+
+				var got []string
+				delivered := map[string]string{}
+				for len(got) < 13 {
+					pk, err := c.TryRead(10 * time.Second)
+					if err != nil {
+						t.Fatalf("after %q: %v\n%s", got, err, e.logs)
+					}
+					switch pk.FixedHeader.Type {
+					case packets.Publish:
+						delivered[pk.TopicName] = string(pk.Payload)
+						got = append(got, "publish "+pk.TopicName)
+					case packets.Pubrec:
+						<-written
+						c.Write(pubrel(pk.PacketID))
+						got = append(got, "pubrec")
+					default:
+						got = append(got, packets.PacketNames[pk.FixedHeader.Type])
+					}
+				}
+				slices.Sort(got)
+				name := func(typ byte) string { return packets.PacketNames[typ] }
+				want := []string{name(packets.Suback), name(packets.Puback), name(packets.Puback), name(packets.Puback),
+					name(packets.Pingresp), "pubrec", name(packets.Pubcomp), name(packets.Unsuback),
+					"publish o/1", "publish o/2", "publish o/3", "publish o/4", "publish o/6"}
+				slices.Sort(want)
+				if !slices.Equal(got, want) {
+					t.Fatalf("got %q, want %q", got, want)
+				}
+				if delivered["o/3"] != big || delivered["o/1"] != "a" || delivered["o/2"] != "b" || delivered["o/4"] != "d" {
+					t.Fatalf("delivered the wrong payloads: o/1 %q, o/2 %q, o/4 %q, o/3 %d bytes", delivered["o/1"], delivered["o/2"], delivered["o/4"], len(delivered["o/3"]))
+				}
+				if pk, err := c.TryRead(100 * time.Millisecond); err == nil {
+					t.Fatalf("then got %s %s", packets.PacketNames[pk.FixedHeader.Type], pk.TopicName)
+				}
+
+				var msgs []*queue.Message
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				defer cancel()
+				for len(msgs) < 6 {
+					more, err := stored.Read(ctx, 10)
+					if err != nil {
+						t.Fatalf("stored %d, then: %v", len(msgs), err)
+					}
+					msgs = append(msgs, more...)
+					stored.Ack(more[len(more)-1].Seq)
+				}
+				if n := e.b.readFirst.Load(); n != 4 {
+					t.Fatalf("Ralph read %d of the publishes before mochi, want 4 (not the large one, not QoS 2)", n)
+				}
+				var topics []string
+				for _, m := range msgs {
+					topics = append(topics, m.Topic)
+				}
+				if want := []string{"o/1", "o/2", "o/3", "o/4", "z/5", "o/6"}; !slices.Equal(topics, want) {
+					t.Fatalf("stored %q, want %q", topics, want)
+				}
+			})
+		}
+	}
+}
+
+// FuzzInboundHandsOn: what Ralph does not ingest, here everything, as no
+// session is established, the read side hands on to mochi byte for byte
+// and in order, however the packets are formed or malformed, cut by the
+// socket or read by mochi: what is read through it is what was written,
+// and then the writer's end of file.
+func FuzzInboundHandsOn(f *testing.F) {
+	f.Add([]byte{0xc0, 0x00, 0x30, 0x05, 0x00, 0x01, 't', 'h', 'i', 0xe0, 0x00}, uint8(1), uint8(3))
+	f.Add([]byte{0x32, 0x80, 0x01}, uint8(2), uint8(0))                          // truncated
+	f.Add([]byte{0x30, 0xff, 0xff, 0xff, 0xff, 0x01, 0x00}, uint8(0), uint8(31)) // a fifth length byte
+	f.Add(bytes.Repeat([]byte{0x30, 0x7f}, 300), uint8(15), uint8(7))
+	f.Fuzz(func(t *testing.T, stream []byte, cut, readSize uint8) {
+		client, server := net.Pipe()
+		c := newCorkConn(server)
+		defer c.Close()
+		go func() {
+			defer client.Close()
+			for b := stream; len(b) > 0; {
+				n := min(len(b), int(cut%16)+1)
+				if _, err := client.Write(b[:n]); err != nil {
+					return
+				}
+				b = b[n:]
+			}
+		}()
+		var got []byte
+		p := make([]byte, int(readSize%32)+1)
+		for {
+			n, err := c.Read(p)
+			got = append(got, p[:n]...)
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				t.Fatalf("after %d of %d bytes: %v", len(got), len(stream), err)
+			}
+		}
+		if !bytes.Equal(got, stream) {
+			t.Fatalf("read %x, want %x", got, stream)
+		}
+	})
+}
