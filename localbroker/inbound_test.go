@@ -3,10 +3,12 @@ package localbroker
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
 	"net"
+	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -174,4 +176,75 @@ func FuzzInboundHandsOn(f *testing.F) {
 			t.Fatalf("read %x, want %x", got, stream)
 		}
 	})
+}
+
+// TestInboundKeepAlive: a client with a keep alive of 1 s that publishes
+// every 200 ms (publishes mochi never reads) stays connected for 3 s,
+// three times the 1 s within which mochi wants a packet (it rounds one and
+// a half keep alives down to whole seconds); once it falls silent it is
+// disconnected, no sooner than that.
+func TestInboundKeepAlive(t *testing.T) {
+	e := start(t)
+	c := mqtttest.New(t, e.addr, 4)
+	c.Write(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Connect}, ProtocolVersion: 4,
+		Connect: packets.ConnectParams{ProtocolName: []byte("MQTT"), Keepalive: 1, ClientIdentifier: "brief", Clean: true}})
+	if pk := c.Read(5 * time.Second); pk.FixedHeader.Type != packets.Connack || pk.ReasonCode != 0 {
+		t.Fatalf("connack %+v", pk)
+	}
+	var last time.Time
+	for i := range 15 {
+		last = time.Now()
+		if err := c.TryWrite(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1}, PacketID: uint16(i + 1), TopicName: "ka", Payload: []byte("x")}); err != nil {
+			t.Fatalf("publish %d: %v", i, err)
+		}
+		if pk, err := c.TryRead(5 * time.Second); err != nil || pk.FixedHeader.Type != packets.Puback || pk.PacketID != uint16(i+1) {
+			t.Fatalf("publish %d: got type %d id %d, %v; want its PUBACK", i, pk.FixedHeader.Type, pk.PacketID, err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if _, err := c.TryRead(10 * time.Second); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("silent: got %v, want the connection closed", err)
+	}
+	if waited := time.Since(last); waited < time.Second {
+		t.Fatalf("disconnected %v after the last publish, before 1 s was up", waited)
+	}
+}
+
+// TestInboundRefusals: a publish that Ralph's first pass would take but
+// that mochi refuses (a wildcard in its topic, a subscription identifier)
+// is handed to mochi, which refuses it at QoS 1 as at QoS 2 (which Ralph
+// never takes): MQTT 5 gets a DISCONNECT saying why, and it is not
+// stored. A publish to $SYS is dropped by mochi, unstored even where the
+// ACL allows it, and the client stays connected.
+func TestInboundRefusals(t *testing.T) {
+	refused := []struct {
+		name string
+		pk   packets.Packet
+		code packets.Code
+	}{
+		{"wildcard", packets.Packet{TopicName: "a/+"}, packets.ErrProtocolViolationSurplusWildcard},
+		{"subscription identifier", packets.Packet{TopicName: "a/b", Properties: packets.Properties{SubscriptionIdentifier: []int{7}}},
+			packets.ErrProtocolViolationSurplusSubID},
+	}
+	for _, r := range refused {
+		for _, qos := range []byte{1, 2} {
+			t.Run(fmt.Sprintf("%s/qos%d", r.name, qos), func(t *testing.T) {
+				e := start(t, func(o *Options) { o.Anonymous.Publish = []string{"#", "$SYS/#"} })
+				c := mqtttest.Dial(t, e.addr, "wild", 5)
+				c.Publish(0, 0, "$SYS/x", []byte("x"))
+				c.Publish(1, 1, "a/b", []byte("stored")) // acknowledged once it, and all before it, is stored
+				if pk := c.Read(5 * time.Second); pk.FixedHeader.Type != packets.Puback {
+					t.Fatalf("after a publish to $SYS: got type %d, want PUBACK", pk.FixedHeader.Type)
+				}
+				pk := r.pk
+				pk.FixedHeader = packets.FixedHeader{Type: packets.Publish, Qos: qos}
+				pk.PacketID, pk.Payload = 2, []byte("x")
+				c.Write(pk)
+				expectDisconnect(t, c, r.code.Code)
+				if n := e.q.Stats().Appended; n != 1 {
+					t.Fatalf("stored %d messages, want 1 (not $SYS/x)", n)
+				}
+			})
+		}
+	}
 }
