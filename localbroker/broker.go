@@ -455,7 +455,8 @@ func (b *Broker) ClientCount() int {
 	return int(atomic.LoadInt64(&b.srv.Info.ClientsConnected))
 }
 
-// ingestHook intercepts every PUBLISH on its first pass through mochi.
+// ingestHook intercepts the publishes that mochi reads (those Ralph's
+// first pass, inbound.go, leaves to it) on their first pass through mochi.
 type ingestHook struct {
 	mqtt.HookBase
 	b *Broker

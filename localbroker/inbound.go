@@ -50,10 +50,10 @@ type inbound struct {
 	last  int   // how much the last read from the socket brought
 	err   error // the socket's, after the bytes read with it
 	pass  int   // what remains to hand on of the packet mochi is reading
-	raw   bool  // a malformed length: from here on everything is mochi's
+	raw   bool  // a malformed length, or the socket failed: the rest is mochi's
 	fresh bool  // a packet was ingested since the deadline was renewed
 
-	keepalive time.Duration // 1.5 × the client's keep alive, as mochi has it
+	keepalive time.Duration // 1.5 keep alives, in whole seconds as mochi has it
 }
 
 // ingestPublishes starts Ralph's first pass on the connection of cl, at
