@@ -182,7 +182,7 @@ func (in *inbound) room(need int) {
 		return
 	}
 	if need > len(in.buf) {
-		grown := make([]byte, max(need, 2*len(in.buf)))
+		grown := make([]byte, max(need, min(2*len(in.buf), readLimit)))
 		in.w = copy(grown, in.buf[in.r:in.w])
 		in.buf, in.r = grown, 0
 		return
