@@ -271,7 +271,7 @@ func New(opts Options) (*Broker, error) {
 		}
 		b.loopback[id] = listen.Loopback(l.Address)
 		b.certUser[id] = l.CertUsername
-		if err := srv.AddListener(&served{Listener: ml}); err != nil {
+		if err := srv.AddListener(&served{Listener: ml, b: b}); err != nil {
 			srv.Close()
 			return nil, fmt.Errorf("localbroker: listen on %s (%s): %w", l.Address, l.Kind, err)
 		}

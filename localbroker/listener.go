@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/mochi-mqtt/server/v2/listeners"
+	"github.com/mochi-mqtt/server/v2/packets"
 )
 
 // tcpListener is mochi's TCP listener with what it lacks: it retries
@@ -149,6 +150,7 @@ func transient(err error) bool {
 // instead of dialing every listener at every scrape.
 type served struct {
 	listeners.Listener
+	b       *Broker
 	closing atomic.Bool
 	ended   atomic.Pointer[string] // why Serve ended early
 }
@@ -167,9 +169,25 @@ func (s *served) Serve(establish listeners.EstablishFn) {
 	s.ended.Store(&why)
 }
 
-func (s *served) Close(closeClients listeners.CloseFn) {
+// Close closes the listener, and disconnects its clients with Ralph's
+// closeClients, not mochi's.
+func (s *served) Close(listeners.CloseFn) {
 	s.closing.Store(true)
-	s.Listener.Close(closeClients)
+	s.Listener.Close(s.b.closeClients)
+}
+
+// closeClients disconnects the clients of listener id, server shutting
+// down, as mochi's own does, but not through mochi's (2.7.9)
+// Clients.GetByListener. That takes the clients' read lock twice over,
+// and when a client that is leaving asks for the write lock in between,
+// neither ever gets it: the shutdown hung, with a thousand clients
+// closing their connections as it began.
+func (b *Broker) closeClients(id string) {
+	for _, cl := range b.srv.Clients.GetAll() {
+		if cl.Net.Listener == id && !cl.Closed() {
+			b.srv.DisconnectClient(cl, packets.ErrServerShuttingDown)
+		}
+	}
 }
 
 // NotServing lists the listeners that stopped accepting connections, as

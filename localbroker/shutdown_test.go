@@ -100,3 +100,20 @@ func TestCloseEndsInProcessClients(t *testing.T) {
 		t.Fatalf("writing to a connection dialled after Close: %v, want io.ErrClosedPipe", err)
 	}
 }
+
+// TestListenerClosesItsClients: closing a listener disconnects its
+// clients (MQTT 5: server shutting down) with Ralph's closeClients, and
+// never calls mochi's, which takes the clients' read lock twice over: a
+// leaving client asking for the write lock in between (a thousand
+// clients closing as a shutdown began) left the shutdown waiting forever.
+func TestListenerClosesItsClients(t *testing.T) {
+	e := start(t)
+	c := mqtttest.New(t, e.addr, 5)
+	connect5(t, c, "closed-on")
+	l, ok := e.b.srv.Listeners.Get(e.b.listenIDs[0])
+	if !ok {
+		t.Fatal("no listener")
+	}
+	l.Close(func(id string) { t.Errorf("mochi's closeClients(%q) called", id) })
+	expectDisconnect(t, c, packets.ErrServerShuttingDown.Code)
+}
