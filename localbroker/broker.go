@@ -115,10 +115,11 @@ type Broker struct {
 	// only: an inline client whose ID and protocol version are set to each
 	// message's publisher's, which mochi gives the message (No Local, and
 	// expiry, which mochi applies to MQTT 5 messages only).
-	relay  *mqtt.Client
-	flow   *flowControl // holds back deliveries beyond a client's Receive Maximum
-	recvMx int
-	limits Limits
+	relay    *mqtt.Client
+	flow     *flowControl // holds back deliveries beyond a client's Receive Maximum
+	sessions *sessionHook // persistent sessions in the queue's database
+	recvMx   int
+	limits   Limits
 	// patience is how long a QoS 0 delivery waits for a subscriber's
 	// socket to take its buffer (deliver.go).
 	patience time.Duration
@@ -241,6 +242,7 @@ func New(opts Options) (*Broker, error) {
 		return nil, fmt.Errorf("localbroker: %w", err)
 	}
 	sess := newSessionHook(opts.Queue, opts.Logger)
+	b.sessions = sess
 	sess.flow = newFlowControl(opts.Queue, sess, opts.Logger, int(caps.MaximumInflight), caps.MaximumMessageExpiryInterval)
 	sess.flow.srv = srv
 	b.flow = sess.flow
@@ -335,6 +337,7 @@ func (b *Broker) Close() error {
 	b.pending.Wait()
 	close(b.release)
 	<-b.released
+	b.sessions.inflight.flush() // no client is left to change it
 	return err
 }
 

@@ -23,19 +23,19 @@ import (
 // and a deletion.
 type sessionHook struct {
 	mqtt.HookBase
-	clients, subs, inflight *queue.KV
-	log                     *slog.Logger
+	clients, subs *queue.KV
+	inflight      *inflightStore // written behind (inflight.go)
+	log           *slog.Logger
 
-	mu     sync.Mutex
-	stored map[string]bool      // in-flight keys written, so completions of others cost nothing
-	kept   map[string]bool      // client ids with a session in the database
-	wills  map[string]mqtt.Will // and their wills, as last stored
+	mu    sync.Mutex
+	kept  map[string]bool      // client ids with a session in the database
+	wills map[string]mqtt.Will // and their wills, as last stored
 
 	flow *flowControl // holds back what a client's Receive Maximum does not let out (flow.go)
 }
 
 func newSessionHook(q *queue.Queue, log *slog.Logger) *sessionHook {
-	return &sessionHook{clients: q.KV("clients"), subs: q.KV("subscriptions"), inflight: q.KV("inflight"), log: log, stored: make(map[string]bool),
+	return &sessionHook{clients: q.KV("clients"), subs: q.KV("subscriptions"), inflight: newInflightStore(q.KV("inflight"), log), log: log,
 		kept: make(map[string]bool), wills: make(map[string]mqtt.Will)}
 }
 
@@ -160,17 +160,13 @@ func (h *sessionHook) forgetStored(id string) {
 	kept := h.kept[id]
 	delete(h.kept, id)
 	delete(h.wills, id)
-	for k := range h.stored {
-		if owner, _, _ := cut(k); owner == id {
-			delete(h.stored, k)
-		}
-	}
 	h.mu.Unlock()
+	h.inflight.forget(id)
 	if !kept {
 		return
 	}
 	h.clients.Delete(id)
-	for _, kv := range []*queue.KV{h.subs, h.inflight} {
+	for _, kv := range []*queue.KV{h.subs, h.inflight.kv} {
 		var keys []string
 		kv.Scan(func(k string, _ []byte) error {
 			if owner, _, ok := cut(k); ok && owner == id {
@@ -237,10 +233,12 @@ func (h *sessionHook) storeInflight(cl *mqtt.Client, pk packets.Packet) {
 		return
 	}
 	k := inflightKey(cl, pk.PacketID)
-	h.mu.Lock()
-	h.stored[k] = true
-	h.mu.Unlock()
-	h.set(h.inflight, k, messageRecord(cl.ID, k, pk))
+	rec, err := messageRecord(cl.ID, k, pk).MarshalBinary()
+	if err != nil {
+		h.log.Error("storing session state", "key", k, "err", err)
+		return
+	}
+	h.inflight.set(k, rec)
 }
 
 func (h *sessionHook) OnQosComplete(cl *mqtt.Client, pk packets.Packet) {
@@ -252,14 +250,7 @@ func (h *sessionHook) OnQosDropped(cl *mqtt.Client, pk packets.Packet) {
 }
 
 func (h *sessionHook) dropInflight(cl *mqtt.Client, id uint16) {
-	k := inflightKey(cl, id)
-	h.mu.Lock()
-	had := h.stored[k]
-	delete(h.stored, k)
-	h.mu.Unlock()
-	if had {
-		h.inflight.Delete(k)
-	}
+	h.inflight.drop(inflightKey(cl, id))
 }
 
 func (h *sessionHook) StoredClients() ([]storage.Client, error) {
@@ -298,18 +289,16 @@ func (h *sessionHook) StoredSubscriptions() ([]storage.Subscription, error) {
 
 func (h *sessionHook) StoredInflightMessages() ([]storage.Message, error) {
 	var out []storage.Message
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	err := h.inflight.Scan(func(k string, v []byte) error {
+	err := h.inflight.kv.Scan(func(k string, v []byte) error {
 		var m storage.Message
 		if err := m.UnmarshalBinary(v); err != nil {
 			owner, _, _ := cut(k)
 			h.log.Warn("skipping an unreadable stored in-flight message", "client", owner, "key", k, "err", err)
-			h.inflight.Unreadable()
+			h.inflight.kv.Unreadable()
 			return nil
 		}
 		out = append(out, m)
-		h.stored[k] = true
+		h.inflight.loaded(k)
 		return nil
 	})
 	return out, err

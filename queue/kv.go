@@ -1,6 +1,7 @@
 package queue
 
 import (
+	"errors"
 	"fmt"
 
 	"github.com/dgraph-io/badger/v4"
@@ -39,6 +40,45 @@ func (k *KV) Set(key string, val []byte) error {
 	k.q.files.willWrite(val)
 	if err != nil {
 		return fmt.Errorf("queue: kv %s: set %q: %w", k.prefix, key, err)
+	}
+	return nil
+}
+
+// Apply writes ops, for each key the value to set or nil to delete it, in
+// one transaction, or as few as Badger's size limit allows.
+func (k *KV) Apply(ops map[string][]byte) error {
+	if k.q.opts.Inspect {
+		return fmt.Errorf("queue: kv %s: apply: %w", k.prefix, ErrReadOnly)
+	}
+	for _, v := range ops { // as in Set
+		k.q.files.willWrite(v)
+	}
+	txn := k.q.db.NewTransaction(true)
+	defer func() { txn.Discard() }()
+	for key, v := range ops {
+		write := func() error {
+			if v == nil {
+				return txn.Delete(k.key(key))
+			}
+			return txn.Set(k.key(key), v)
+		}
+		err := write()
+		if errors.Is(err, badger.ErrTxnTooBig) {
+			if err = txn.Commit(); err == nil {
+				txn = k.q.db.NewTransaction(true)
+				err = write()
+			}
+		}
+		if err != nil {
+			return fmt.Errorf("queue: kv %s: apply: %w", k.prefix, err)
+		}
+	}
+	err := txn.Commit()
+	for _, v := range ops {
+		k.q.files.willWrite(v)
+	}
+	if err != nil {
+		return fmt.Errorf("queue: kv %s: apply: %w", k.prefix, err)
 	}
 	return nil
 }
