@@ -23,7 +23,8 @@ type release struct {
 }
 
 // releaseLoop acknowledges and delivers stored messages in commit order.
-// Each client's acks for what is released together go out in one write.
+// Each client's acks for what is released together go out in one write,
+// once the in-flight records of the deliveries are written.
 func (b *Broker) releaseLoop() {
 	defer close(b.released)
 	var batch []*release
@@ -51,6 +52,12 @@ func (b *Broker) releaseLoop() {
 			}
 			b.releaseOne(r)
 		}
+		// The in-flight records of what was just delivered to kept
+		// sessions (messages queued for a device that is away, above all)
+		// are written before the acks go out: an acknowledged message must
+		// reach such a device after a crash too. (A connection that
+		// gathers more than corkLimit meanwhile is written anyway.)
+		b.sessions.inflight.flush()
 		for c := range corked {
 			c.uncork()
 			delete(corked, c)
