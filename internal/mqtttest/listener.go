@@ -13,7 +13,11 @@ import (
 // for every connection it was handed, and one still being established (a
 // bridge that reconnects as its upstream stops) held it up for good. And
 // Close returns once every connection's goroutine has: mochi counts them
-// on a WaitGroup it waits on next, which must see no more Adds.
+// on a WaitGroup it waits on next, which must see no more Adds. Its
+// clients see their connections end, without mochi's DISCONNECT: mochi's
+// way of finding them (Clients.GetByListener) takes the clients' read
+// lock twice over, and hangs when a leaving client asks for the write
+// lock in between (localbroker's closeClients says more).
 type Listener struct {
 	id, addr string
 	l        net.Listener
@@ -72,11 +76,10 @@ func (l *Listener) Serve(establish listeners.EstablishFn) {
 	}
 }
 
-func (l *Listener) Close(closeClients listeners.CloseFn) {
+func (l *Listener) Close(listeners.CloseFn) {
 	l.mu.Lock()
 	if !l.closed {
 		l.closed = true
-		closeClients(l.id)
 		if l.l != nil {
 			l.l.Close()
 		}
