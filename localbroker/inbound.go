@@ -224,7 +224,7 @@ func (in *inbound) ingest(raw []byte) bool {
 		if pk.TopicName = cl.State.TopicAliases.Inbound.Set(pk.Properties.TopicAlias, pk.TopicName); pk.TopicName == "" {
 			return false
 		}
-		pk.Properties.TopicAlias, pk.Properties.TopicAliasFlag = 0, false
+		pk.Properties.TopicAlias, pk.Properties.TopicAliasFlag = 0, false // resolved: a later remapping must not change it
 	}
 	pk.Origin = cl.ID
 	pk.Created = time.Now().Unix()
@@ -241,7 +241,6 @@ func (in *inbound) ingest(raw []byte) bool {
 		// A QoS 0 publish Ralph does not deliver (retained, or to shared
 		// subscriptions): mochi does, skipping the ingest hook.
 		pk.Connect.ClientIdentifier = releaseMark
-		pk.Properties.TopicAlias, pk.Properties.TopicAliasFlag = 0, false // resolved
 		if err := b.srv.InjectPacket(cl, pk); err != nil {
 			b.log.Error("delivering a publish", "client", cl.ID, "topic", pk.TopicName, "err", err)
 		}
@@ -252,9 +251,9 @@ func (in *inbound) ingest(raw []byte) bool {
 // mochiMinimum is how mochi (2.7.9) caps a message's expiry by the
 // server's maximum: the smaller of the two that are set, so that a
 // message without one gets the maximum.
-func mochiMinimum(max, expiry int64) int64 {
-	if max == 0 || expiry != 0 && expiry < max {
+func mochiMinimum(limit, expiry int64) int64 {
+	if limit == 0 || expiry != 0 && expiry < limit {
 		return expiry
 	}
-	return max
+	return limit
 }
