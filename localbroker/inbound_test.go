@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"math/rand/v2"
 	"net"
 	"os"
@@ -246,5 +247,53 @@ func TestInboundRefusals(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// TestInboundTopicAliases: an MQTT 5 publisher that sets a topic alias
+// and then publishes by the alias alone, at QoS 1 and 0, is delivered and
+// stored under the topic, each time.
+func TestInboundTopicAliases(t *testing.T) {
+	e := start(t)
+	stored, err := e.q.Consumer("check", queue.ConsumerOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sub := mqtttest.Dial(t, e.addr, "sub", 5)
+	sub.Subscribe("al/#", 0)
+	pub := mqtttest.Dial(t, e.addr, "pub", 5)
+	alias := func(id uint16, qos byte, topic, payload string) packets.Packet {
+		return packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: qos}, PacketID: id, TopicName: topic,
+			Payload: []byte(payload), Properties: packets.Properties{TopicAlias: 1, TopicAliasFlag: true}}
+	}
+	pub.Write(alias(1, 1, "al/x", "set"))
+	pub.Write(alias(2, 1, "", "by alias"))
+	pub.Write(alias(0, 0, "", "by alias at QoS 0"))
+	got := map[string]string{}
+	for range 3 {
+		pk := sub.Read(5 * time.Second)
+		got[string(pk.Payload)] = pk.TopicName
+	}
+	if want := map[string]string{"set": "al/x", "by alias": "al/x", "by alias at QoS 0": "al/x"}; !maps.Equal(got, want) {
+		t.Fatalf("delivered %q, want %q", got, want)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	var topics []string
+	for len(topics) < 3 {
+		msgs, err := stored.Read(ctx, 10)
+		if err != nil {
+			t.Fatalf("stored %q, then: %v", topics, err)
+		}
+		for _, m := range msgs {
+			topics = append(topics, m.Topic)
+		}
+		stored.Ack(msgs[len(msgs)-1].Seq)
+	}
+	if want := []string{"al/x", "al/x", "al/x"}; !slices.Equal(topics, want) {
+		t.Fatalf("stored %q, want %q", topics, want)
+	}
+	if n := e.b.readFirst.Load(); n != 3 {
+		t.Fatalf("Ralph read %d of the publishes before mochi, want 3", n)
 	}
 }
