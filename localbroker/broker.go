@@ -95,7 +95,7 @@ type Stats struct {
 	OverReceiveMx uint64 // clients disconnected for exceeding their receive maximum
 	AuthFailed    uint64 // connections refused: bad credentials, or anonymous where not allowed
 	Denied        uint64 // publishes refused by the ACL
-	BadTopic      uint64 // publishes and subscriptions over the topic length or level limits
+	BadTopic      uint64 // publishes without a topic (an alias never set), and publishes and subscriptions over the topic length or level limits
 	// DeliveriesDropped counts, by QoS, messages not delivered to a
 	// subscriber because it was too far behind: its socket had taken
 	// nothing for a second (QoS 0, deliver.go), or more writes were
@@ -570,7 +570,7 @@ func (h *ingestHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pack
 }
 
 func (b *Broker) ingest(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
-	if !cl.Net.Inline && !b.topicWithinLimits(cl, pk.TopicName) {
+	if !cl.Net.Inline && (!b.hasTopic(cl, pk) || !b.topicWithinLimits(cl, pk.TopicName)) {
 		b.refuseTopic(cl, pk)
 		return pk, packets.ErrRejectPacket
 	}

@@ -297,3 +297,29 @@ func TestInboundTopicAliases(t *testing.T) {
 		t.Fatalf("Ralph read %d of the publishes before mochi, want 3", n)
 	}
 }
+
+// TestUnknownTopicAlias: a publish by a topic alias the client never set
+// has no topic. It is refused, not stored: MQTT 5 QoS 1 gets PUBACK 0x90
+// (topic name invalid) and stays connected; at QoS 0, which has no answer,
+// the client is disconnected, as for any topic Ralph refuses.
+func TestUnknownTopicAlias(t *testing.T) {
+	for _, qos := range []byte{1, 2, 0} {
+		t.Run(fmt.Sprintf("qos%d", qos), func(t *testing.T) {
+			e := start(t)
+			c := mqtttest.Dial(t, e.addr, "forgetful", 5)
+			c.Write(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: qos}, PacketID: uint16(qos), Payload: []byte("x"),
+				Properties: packets.Properties{TopicAlias: 5, TopicAliasFlag: true}})
+			if qos == 0 {
+				expectDisconnect(t, c, packets.ErrTopicNameInvalid.Code)
+			} else {
+				pk := c.Read(5 * time.Second)
+				if pk.FixedHeader.Type != map[byte]byte{1: packets.Puback, 2: packets.Pubrec}[qos] || pk.ReasonCode != packets.ErrTopicNameInvalid.Code {
+					t.Fatalf("got type %d reason %#x, want the ack with %#x", pk.FixedHeader.Type, pk.ReasonCode, packets.ErrTopicNameInvalid.Code)
+				}
+			}
+			if n := e.q.Stats().Appended; n != 0 {
+				t.Fatalf("stored %d messages, want none", n)
+			}
+		})
+	}
+}

@@ -21,6 +21,19 @@ func (b *Broker) topicWithinLimits(cl *mqtt.Client, t string) bool {
 	return false
 }
 
+// hasTopic reports whether pk has a topic, counting and logging one
+// that has none: mochi lets a publish through by a topic alias the client
+// never set [MQTT-3.3.2-12], with no topic, and nowhere to store or
+// forward it.
+func (b *Broker) hasTopic(cl *mqtt.Client, pk packets.Packet) bool {
+	if pk.TopicName != "" {
+		return true
+	}
+	b.badTopic.Add(1)
+	b.log.Warn("publish by a topic alias never set", "client", cl.ID, "alias", pk.Properties.TopicAlias)
+	return false
+}
+
 // refuseTopic answers a publish whose topic is over the limits: MQTT 5
 // gets 0x90 (topic name invalid); MQTT 3.1.1 has no such answer, so the
 // client is disconnected, as the spec has it for a malformed packet.
