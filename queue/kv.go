@@ -30,27 +30,36 @@ func (k *KV) key(key string) []byte { return append(append([]byte(nil), k.prefix
 
 // Set stores val under key.
 func (k *KV) Set(key string, val []byte) error {
-	if k.q.opts.Inspect {
-		return fmt.Errorf("queue: kv %s: set %q: %w", k.prefix, key, ErrReadOnly)
+	if val == nil {
+		val = []byte{} // nil is a deletion to write
 	}
-	// Before: a sync starting meanwhile covers it. After: a sync that
-	// cleared the mark before the value was written did not.
-	k.q.files.willWrite(val)
-	err := k.q.db.Update(func(txn *badger.Txn) error { return txn.Set(k.key(key), val) })
-	k.q.files.willWrite(val)
-	if err != nil {
-		return fmt.Errorf("queue: kv %s: set %q: %w", k.prefix, key, err)
-	}
-	return nil
+	return k.write(map[string][]byte{key: val}, "set", key)
+}
+
+// Delete removes key.
+func (k *KV) Delete(key string) error {
+	return k.write(map[string][]byte{key: nil}, "delete", key)
 }
 
 // Apply writes ops, for each key the value to set or nil to delete it, in
 // one transaction, or as few as Badger's size limit allows.
-func (k *KV) Apply(ops map[string][]byte) error {
-	if k.q.opts.Inspect {
-		return fmt.Errorf("queue: kv %s: apply: %w", k.prefix, ErrReadOnly)
+func (k *KV) Apply(ops map[string][]byte) error { return k.write(ops, "apply", "") }
+
+// write is Set, Delete and Apply; op and name (the key, if one) say what
+// failed.
+func (k *KV) write(ops map[string][]byte, op, name string) error {
+	fail := func(err error) error {
+		if name != "" {
+			op = fmt.Sprintf("%s %q", op, name)
+		}
+		return fmt.Errorf("queue: kv %s: %s: %w", k.prefix, op, err)
 	}
-	for _, v := range ops { // as in Set
+	if k.q.opts.Inspect {
+		return fail(ErrReadOnly)
+	}
+	// Before: a sync starting meanwhile covers it. After: a sync that
+	// cleared the mark before the value was written did not.
+	for _, v := range ops {
 		k.q.files.willWrite(v)
 	}
 	txn := k.q.db.NewTransaction(true)
@@ -70,7 +79,7 @@ func (k *KV) Apply(ops map[string][]byte) error {
 			}
 		}
 		if err != nil {
-			return fmt.Errorf("queue: kv %s: apply: %w", k.prefix, err)
+			return fail(err)
 		}
 	}
 	err := txn.Commit()
@@ -78,19 +87,7 @@ func (k *KV) Apply(ops map[string][]byte) error {
 		k.q.files.willWrite(v)
 	}
 	if err != nil {
-		return fmt.Errorf("queue: kv %s: apply: %w", k.prefix, err)
-	}
-	return nil
-}
-
-// Delete removes key.
-func (k *KV) Delete(key string) error {
-	if k.q.opts.Inspect {
-		return fmt.Errorf("queue: kv %s: delete %q: %w", k.prefix, key, ErrReadOnly)
-	}
-	err := k.q.db.Update(func(txn *badger.Txn) error { return txn.Delete(k.key(key)) })
-	if err != nil {
-		return fmt.Errorf("queue: kv %s: delete %q: %w", k.prefix, key, err)
+		return fail(err)
 	}
 	return nil
 }
