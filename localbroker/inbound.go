@@ -73,7 +73,7 @@ func (c *corkConn) readPackets(p []byte) (int, error) {
 		if c.closing.Load() {
 			return 0, net.ErrClosed
 		}
-		size, ok := in.header()
+		size, body, ok := in.header()
 		switch {
 		case in.raw:
 		case !ok:
@@ -82,7 +82,7 @@ func (c *corkConn) readPackets(p []byte) (int, error) {
 			in.pass = size
 		case in.w-in.r < size:
 			c.fill(size)
-		case in.ingest(in.buf[in.r : in.r+size]):
+		case in.ingest(in.buf[in.r:in.r+size], body):
 			in.r += size
 			in.fresh = true
 		default:
@@ -115,22 +115,22 @@ func (c *corkConn) handOn(p []byte) (int, error) {
 	return n, err
 }
 
-// header returns the size of the buffered packet's whole, or false if
-// its fixed header is not all buffered (or its length is malformed:
-// then raw).
-func (in *inbound) header() (int, bool) {
+// header returns the size of the buffered packet's whole and where its
+// body starts, or false if its fixed header is not all buffered (or its
+// length is malformed: then raw).
+func (in *inbound) header() (size, body int, ok bool) {
 	b := in.buf[in.r:in.w]
 	n := 0
 	for i := 1; i < len(b) && i <= 4; i++ {
 		n |= int(b[i]&0x7f) << (7 * (i - 1))
 		if b[i] < 0x80 {
-			return 1 + i + n, true
+			return 1 + i + n, 1 + i, true
 		}
 	}
 	if len(b) > 4 {
 		in.raw = true // a fifth length byte: mochi refuses it
 	}
-	return 0, false
+	return 0, 0, false
 }
 
 // mayIngest reports whether the packet at r, of size bytes, is Ralph's.
@@ -191,14 +191,15 @@ func (in *inbound) room(need int) {
 	in.r = 0
 }
 
-// ingest decodes, checks and ingests a publish, as mochi's read loop and
-// processPublish would up to its OnPublish hooks. It reports false for
-// a publish mochi must see, one it refuses or ignores, having changed
-// nothing mochi would not change the same way. (mochi also answers a QoS
+// ingest decodes, checks and ingests a publish, raw, whose body starts at
+// start, as mochi's read loop and processPublish would up to its
+// OnPublish hooks. It reports false for a publish mochi must see, one it
+// refuses or ignores, having changed nothing mochi would not change the
+// same way. (mochi also answers a QoS
 // 1 publish reusing the packet id of a QoS 2 one not yet released with a
 // PUBREC "packet identifier in use"; a client that does that breaks the
 // protocol, and Ralph stores and acknowledges it as QoS 1.)
-func (in *inbound) ingest(raw []byte) bool {
+func (in *inbound) ingest(raw []byte, start int) bool {
 	b, cl := in.b, in.cl
 	if cl.Closed() {
 		return false
@@ -207,11 +208,7 @@ func (in *inbound) ingest(raw []byte) bool {
 	if pk.FixedHeader.Decode(raw[0]) != nil {
 		return false
 	}
-	body := raw[1:]
-	for body[0] >= 0x80 {
-		body = body[1:]
-	}
-	body = append([]byte(nil), body[1:]...) // the stored message keeps it
+	body := append([]byte(nil), raw[start:]...) // the stored message keeps it
 	pk.FixedHeader.Remaining = len(body)
 	pk.ProtocolVersion = cl.Properties.ProtocolVersion
 	caps := b.srv.Options.Capabilities

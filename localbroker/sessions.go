@@ -52,13 +52,20 @@ func (h *sessionHook) Provides(b byte) bool {
 }
 
 func (h *sessionHook) set(kv *queue.KV, key string, v storage.Serializable) {
-	b, err := v.MarshalBinary()
-	if err == nil {
-		err = kv.Set(key, b)
+	if b, ok := h.marshal(key, v); ok {
+		if err := kv.Set(key, b); err != nil {
+			h.log.Error("storing session state", "key", key, "err", err)
+		}
 	}
+}
+
+// marshal encodes the record v of key, logging why it could not.
+func (h *sessionHook) marshal(key string, v storage.Serializable) ([]byte, bool) {
+	b, err := v.MarshalBinary()
 	if err != nil {
 		h.log.Error("storing session state", "key", key, "err", err)
 	}
+	return b, err == nil
 }
 
 // The will is read from the client only where mochi does not write it
@@ -233,12 +240,9 @@ func (h *sessionHook) storeInflight(cl *mqtt.Client, pk packets.Packet) {
 		return
 	}
 	k := inflightKey(cl, pk.PacketID)
-	rec, err := messageRecord(cl.ID, k, pk).MarshalBinary()
-	if err != nil {
-		h.log.Error("storing session state", "key", k, "err", err)
-		return
+	if rec, ok := h.marshal(k, messageRecord(cl.ID, k, pk)); ok {
+		h.inflight.set(k, rec)
 	}
-	h.inflight.set(k, rec)
 }
 
 func (h *sessionHook) OnQosComplete(cl *mqtt.Client, pk packets.Packet) {
