@@ -179,6 +179,8 @@ func encodeBatch(batch []*request, recs [][]byte, first, last uint64) (key, val 
 // write commits one transaction: the batch's entry (if any), the cursors
 // and the deletions.
 func (q *Queue) write(key, val []byte, first, next uint64, cursors []*Consumer, d deletion, bytes int64) error {
+	q.writes.RLock()
+	defer q.writes.RUnlock()
 	txn := q.db.NewTransaction(true)
 	defer txn.Discard()
 	if next > first {

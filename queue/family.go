@@ -65,6 +65,8 @@ func (q *Queue) ForgetFamily(family string) error {
 		return inFamily(family, c.name) && !registered
 	})
 	q.mu.Unlock()
+	q.writes.RLock()
+	defer q.writes.RUnlock()
 	err := q.db.Update(func(txn *badger.Txn) error {
 		var stale [][]byte
 		it := txn.NewIterator(badger.IteratorOptions{Prefix: append([]byte{prefixCursor}, family...)})

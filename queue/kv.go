@@ -62,6 +62,8 @@ func (k *KV) write(ops map[string][]byte, op, name string) error {
 	for _, v := range ops {
 		k.q.files.willWrite(v)
 	}
+	k.q.writes.RLock()
+	defer k.q.writes.RUnlock()
 	txn := k.q.db.NewTransaction(true)
 	defer func() { txn.Discard() }()
 	for key, v := range ops {

@@ -153,6 +153,14 @@ type Queue struct {
 	opts Options
 	log  *slog.Logger
 
+	// writes is held for reading by every write transaction, and for
+	// writing by value-log GC. Badger 4.9.6's GC reads the memtables'
+	// newest version (DB.MaxVersion, for its fix of its issue 2286) with
+	// none of the synchronization a write uses to set it: the race
+	// detector caught the two at once in the power-cut test, and on 32-bit
+	// boards the read could be torn. Commits wait out a GC run.
+	writes sync.RWMutex
+
 	reqs    chan *request
 	syncq   chan *written // written batches awaiting fsync (Sync durability)
 	kick    chan struct{} // nudges the committer to persist cursors or trim

@@ -302,7 +302,10 @@ func (q *Queue) collectOne() bool {
 	it := txn.NewIterator(badger.IteratorOptions{Prefix: []byte{0}})
 	defer txn.Discard()
 	defer it.Close() // deletes the collected file
-	if q.db.RunValueLogGC(0.5) != nil {
+	q.writes.Lock()
+	err := q.db.RunValueLogGC(0.5)
+	q.writes.Unlock()
+	if err != nil {
 		return false
 	}
 	for q.sync(true) != nil {
@@ -329,7 +332,9 @@ func (q *Queue) collectOne() bool {
 func (q *Queue) reclaim() {
 	start := time.Now()
 	flush := []byte{prefixFlush}
+	q.writes.RLock()
 	err := q.db.Update(func(txn *badger.Txn) error { return txn.Set(flush, nil) })
+	q.writes.RUnlock()
 	if err == nil {
 		err = q.db.DropPrefix(flush)
 	}
