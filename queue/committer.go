@@ -6,10 +6,7 @@ package queue
 // that publish on their own clocks, at most MaxSyncsPerSecond sync rounds
 // a second.
 
-import (
-	"os"
-	"time"
-)
+import "time"
 
 // commitLoop is the single writer: it group-commits appends, persists
 // consumer cursors and deletes messages every consumer has acknowledged.
@@ -252,13 +249,6 @@ func (q *Queue) syncLoop(done chan<- struct{}) {
 func (q *Queue) sync(vlog bool) error {
 	q.lastSync.Store(time.Now().UnixNano())
 	calls, err := q.files.sync(vlog)
-	if err == nil {
-		var synced bool
-		synced, err = q.syncDir()
-		if synced {
-			calls++
-		}
-	}
 	q.mu.Lock()
 	q.stats.SyncRounds++
 	q.stats.Syncs += uint64(calls)
@@ -267,24 +257,4 @@ func (q *Queue) sync(vlog bool) error {
 		q.log.Error("queue: fsync failed", "err", err)
 	}
 	return err
-}
-
-// syncDir fsyncs the database directory when files were created, renamed
-// or removed in it since its last fsync (its mtime changed): Badger does
-// not, and a file whose directory entry is lost is lost with its data.
-func (q *Queue) syncDir() (bool, error) {
-	q.dirMu.Lock()
-	defer q.dirMu.Unlock()
-	fi, err := os.Stat(q.opts.Dir)
-	if err != nil {
-		return false, err
-	}
-	if fi.ModTime().Equal(q.dirMod) {
-		return false, nil
-	}
-	if err := syncDirs(q.opts.Dir); err != nil {
-		return true, err
-	}
-	q.dirMod = fi.ModTime()
-	return true, nil
 }

@@ -43,6 +43,7 @@ type fileSyncer struct {
 	// the directory's time then.
 	mems, vlogs         []logRef
 	listedMod, listedAt time.Time
+	syncedMod, syncedAt time.Time // the directory's time at its last fsync, and when that began
 }
 
 func newFileSyncer(dir string) *fileSyncer {
@@ -58,11 +59,15 @@ func (s *fileSyncer) willWrite(val []byte) {
 
 // sync fdatasyncs every log file written since the last sync, the value
 // log only if vlog says the writes it covers went there (or vlogDirty),
-// and returns how many sync calls it made.
+// then the directory if files may have been created, renamed or removed
+// in it since its last fsync: Badger does not, and a file whose directory
+// entry is lost is lost with its data. It returns how many sync calls it
+// made.
 func (s *fileSyncer) sync(vlog bool) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if err := s.list(); err != nil {
+	mod, err := s.list()
+	if err != nil {
 		return 0, err
 	}
 	mems, vlogs := s.mems, s.vlogs
@@ -79,7 +84,18 @@ func (s *fileSyncer) sync(vlog bool) (int, error) {
 	}
 	n, err := s.syncFrom(mems, &s.memFrom)
 	calls += n
-	return calls, err
+	// The directory's time is trusted as the listing's is: a change in
+	// the same tick as the last fsync (after it) leaves the time as it was.
+	if err != nil || mod.Equal(s.syncedMod) && s.syncedAt.Sub(mod) > dirSettle {
+		return calls, err
+	}
+	at := time.Now()
+	calls++
+	if err := syncDirs(s.dir); err != nil {
+		return calls, err
+	}
+	s.syncedMod, s.syncedAt = mod, at
+	return calls, nil
 }
 
 // dirSettle is how long after a directory's last change a listing of it
@@ -88,24 +104,24 @@ func (s *fileSyncer) sync(vlog bool) (int, error) {
 // the tick of a listing can leave the directory's time as it was.
 const dirSettle = 50 * time.Millisecond
 
-// list brings the log files up to date, and closes the descriptors of
-// files that are gone. Listing the directory at every sync was a tenth
-// of the CPU of a steady QoS 1 load; a stat tells whether the listing
-// still holds: the directory's time is the same, and the listing was made
-// well after it.
-func (s *fileSyncer) list() error {
+// list brings the log files up to date, closes the descriptors of files
+// that are gone, and returns the directory's time. Listing the directory
+// at every sync was a tenth of the CPU of a steady QoS 1 load; a stat
+// tells whether the listing still holds: the directory's time is the
+// same, and the listing was made well after it.
+func (s *fileSyncer) list() (time.Time, error) {
 	fi, err := os.Stat(s.dir)
 	if err != nil {
-		return err
+		return time.Time{}, err
 	}
 	mod := fi.ModTime()
 	if mod.Equal(s.listedMod) && s.listedAt.Sub(mod) > dirSettle {
-		return nil
+		return mod, nil
 	}
 	at := time.Now()
 	entries, err := os.ReadDir(s.dir)
 	if err != nil {
-		return err
+		return time.Time{}, err
 	}
 	s.mems, s.vlogs = s.mems[:0], s.vlogs[:0]
 	present := make(map[string]bool, len(entries))
@@ -125,7 +141,7 @@ func (s *fileSyncer) list() error {
 		}
 	}
 	s.listedMod, s.listedAt = mod, at
-	return nil
+	return mod, nil
 }
 
 // syncFrom syncs the files of fids at or after *from, then moves *from to

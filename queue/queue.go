@@ -197,8 +197,6 @@ type Queue struct {
 
 	recovery Recovery // what Open set aside
 	scratch  string   // with Inspect, the temporary copy read instead of Dir, removed by Close
-	dirMu    sync.Mutex
-	dirMod   time.Time // the directory's mtime at its last fsync; guarded by dirMu
 }
 
 // Stats are counters about the queue since it was opened, and its size.
