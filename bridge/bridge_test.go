@@ -302,3 +302,63 @@ func TestWatchdog(t *testing.T) {
 	up.Stall.Store(false)
 	checkInOrder(t, up.WaitAll(t, want, 10*time.Second), want)
 }
+
+// TestResendLimit: however far the queue's cursor writes fall behind, no
+// more than twice the window is ever sent beyond the saved cursor, which
+// is what a crash makes the bridge send again. Here the cursor is written
+// only every cursor delay (PersistEvery is out of reach), in which time
+// the upstream would take far more than that.
+func TestResendLimit(t *testing.T) {
+	const window, n = 8, 2000
+	up := mqtttest.StartMochi(t, "127.0.0.1:0", nil)
+	q, err := queue.Open(queue.Options{Dir: t.TempDir(), Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q.Close()
+	cons, err := q.Consumer("up", queue.ConsumerOptions{PersistEvery: 1 << 30})
+	if err != nil {
+		t.Fatal(err)
+	}
+	base, _ := cons.Saved()
+	want := seqPayloads("m", n)
+	var msgs []*queue.Message
+	for _, p := range want {
+		msgs = append(msgs, &queue.Message{Topic: "t", Payload: []byte(p), QoS: 1, Arrived: time.Now()})
+	}
+	if err := q.Append(context.Background(), msgs...); err != nil {
+		t.Fatal(err)
+	}
+	u, _ := url.Parse("mqtt://" + up.Addr)
+	b := New(Config{Name: "up", URLs: []*url.URL{u}, ClientID: "c", MaxInflight: window, Forward: []Rule{{Filter: "#", QoS: 1}}, Logger: quiet}, []Lane{{Consumer: cons}})
+	ctx, cancel := context.WithCancel(context.Background())
+	finished := make(chan struct{})
+	go func() { b.Run(ctx); close(finished) }()
+	defer func() { cancel(); <-finished }()
+
+	worst := 0
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		// Counted before the cursor is read: what arrived was sent no
+		// later than the cursor was saved as read.
+		got := len(up.Messages())
+		saved, _ := cons.Saved()
+		worst = max(worst, got-int(saved-base))
+		if got >= n {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d messages arrived", got, n)
+		}
+		time.Sleep(200 * time.Microsecond)
+	}
+	if worst > 2*window {
+		t.Fatalf("%d messages arrived beyond the saved cursor; want at most %d", worst, 2*window)
+	}
+	if worst < window {
+		t.Fatalf("at most %d messages arrived beyond the saved cursor: the test did not reach the window of %d", worst, window)
+	}
+	if dups := checkInOrder(t, up.Messages(), want); dups != 0 {
+		t.Fatalf("%d duplicates", dups)
+	}
+}

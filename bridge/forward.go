@@ -48,6 +48,7 @@ func (b *Bridge) forward(ctx context.Context, up upstream) error {
 		// pick saw room, and only this goroutine fills the window.
 		window, abandon := b.current()
 		window <- struct{}{}
+		l.markSent(m.Seq)
 		if pub.QoS == 0 {
 			_, err := up.publish(ctx, pub, ticket{})
 			b.release1(window)
@@ -80,7 +81,7 @@ func (b *Bridge) forward(ctx context.Context, up upstream) error {
 // lane has a message or the first that has one has no room.
 func (b *Bridge) pick(ctx context.Context) (*lane, error) {
 	for {
-		var arrival <-chan struct{}
+		var arrival, saved <-chan struct{}
 		window, _ := b.current()
 		for _, l := range b.lanes {
 			if len(l.buf) == 0 {
@@ -99,7 +100,9 @@ func (b *Bridge) pick(ctx context.Context) (*lane, error) {
 				continue
 			}
 			if len(window) < l.limit {
-				return l, nil
+				if saved = b.resendLimit(); saved == nil {
+					return l, nil
+				}
 			}
 			// Less urgent lanes have less room still: wait for an
 			// acknowledgement, or for a more urgent message.
@@ -109,10 +112,40 @@ func (b *Bridge) pick(ctx context.Context) (*lane, error) {
 		select {
 		case <-arrival: // nil, never, when every lane had messages
 		case <-b.acked:
+		case <-saved: // nil, never, unless the resend limit was reached
 		case <-ctx.Done():
 			return nil, context.Cause(ctx)
 		}
 	}
+}
+
+// resendLimit holds the bridge to at most twice its window of messages
+// sent that no saved cursor covers: that is all a crash of the process
+// makes it send again, however long the queue takes to write its
+// cursors. It returns nil while another may be sent, else a channel closed
+// when a cursor is next saved. The window in flight and as many
+// acknowledged while their cursor is written leave the limit unreached
+// unless the writes fall behind.
+func (b *Bridge) resendLimit() <-chan struct{} {
+	limit := 2 * b.cfg.MaxInflight
+	n := 0
+	for _, l := range b.lanes {
+		n += len(l.sent)
+	}
+	if n < limit {
+		return nil // counted without dropping what is saved: fewer still
+	}
+	n = 0
+	var saved <-chan struct{}
+	for _, l := range b.lanes {
+		var m int
+		m, saved = l.unsaved() // the queue's one channel
+		n += m
+	}
+	if n < limit {
+		return nil
+	}
+	return saved
 }
 
 // release1 gives back one slot of window and says so to pick.

@@ -133,6 +133,7 @@ type lane struct {
 	Lane
 	limit int              // how much of the window it may fill
 	buf   []*queue.Message // read, not yet handed to the upstream (the Run goroutine's)
+	sent  []uint64         // handed to the upstream, ascending; what a saved cursor covers is dropped lazily (the Run goroutine's)
 	done  atomic.Uint64    // its messages acknowledged: sent, refused, expired or dead-lettered
 
 	mu       sync.Mutex
@@ -155,6 +156,24 @@ func newLanes(ls []Lane, window int) []*lane {
 		out[i] = &lane{Lane: l, limit: max(1, window-i*reserve)}
 	}
 	return out
+}
+
+// markSent records that the message seq goes to the upstream. Sent again
+// after a rewind, it is recorded already: sent is ascending, and what was
+// sent at or above the cursor is never dropped.
+func (l *lane) markSent(seq uint64) {
+	if n := len(l.sent); n == 0 || seq > l.sent[n-1] {
+		l.sent = append(l.sent, seq)
+	}
+}
+
+// unsaved drops what the lane's saved cursor covers from sent and returns
+// how many remain, with a channel closed when a cursor is next saved.
+func (l *lane) unsaved() (int, <-chan struct{}) {
+	pos, saved := l.Consumer.Saved()
+	i, _ := slices.BinarySearch(l.sent, pos)
+	l.sent = append(l.sent[:0], l.sent[i:]...)
+	return len(l.sent), saved
 }
 
 // ack acknowledges one of the lane's messages in the queue.

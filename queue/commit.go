@@ -191,7 +191,8 @@ func (q *Queue) write(key, val []byte, first, next uint64, cursors []*Consumer, 
 			return err
 		}
 	}
-	for _, c := range cursors {
+	saved := make([]uint64, len(cursors))
+	for i, c := range cursors {
 		c.q.mu.Lock()
 		pos := c.cursor
 		c.persisted = pos
@@ -199,6 +200,7 @@ func (q *Queue) write(key, val []byte, first, next uint64, cursors []*Consumer, 
 		if err := txn.Set(c.key(), uint64Bytes(pos)); err != nil {
 			return err
 		}
+		saved[i] = pos
 	}
 	if d.to > d.from {
 		for _, k := range d.keys {
@@ -215,5 +217,17 @@ func (q *Queue) write(key, val []byte, first, next uint64, cursors []*Consumer, 
 			return err
 		}
 	}
-	return txn.Commit()
+	if err := txn.Commit(); err != nil {
+		return err
+	}
+	if len(cursors) > 0 {
+		q.mu.Lock()
+		for i, c := range cursors {
+			c.saved = max(c.saved, saved[i])
+		}
+		close(q.saved)
+		q.saved = make(chan struct{})
+		q.mu.Unlock()
+	}
+	return nil
 }

@@ -28,6 +28,7 @@ type Consumer struct {
 
 	// Guarded by q.mu.
 	persisted uint64              // cursor value last handed to the committer
+	saved     uint64              // cursor value last written (Saved)
 	cursor    uint64              // every seq below it is acknowledged
 	readPos   uint64              // next seq Read returns
 	acked     map[uint64]struct{} // acknowledged seqs above cursor
@@ -134,7 +135,7 @@ func (q *Queue) Consumer(name string, opts ConsumerOptions) (*Consumer, error) {
 		c.cursor = q.next
 	}
 	c.readPos = c.cursor
-	c.persisted = c.cursor
+	c.persisted, c.saved = c.cursor, c.cursor
 	if inherited {
 		c.dirty = true
 	}
@@ -347,6 +348,17 @@ func (c *Consumer) Rewind() {
 	c.q.mu.Lock()
 	c.readPos = c.cursor
 	c.q.mu.Unlock()
+}
+
+// Saved returns the cursor as it was last written to the store: where the
+// consumer would resume if the process died now. (After a power cut it
+// may resume up to stateSyncEvery of progress earlier.) The channel is
+// closed once some consumer's cursor is written again. What a consumer
+// delivered at or above Saved is what a crash makes it deliver again.
+func (c *Consumer) Saved() (uint64, <-chan struct{}) {
+	c.q.mu.Lock()
+	defer c.q.mu.Unlock()
+	return c.saved, c.q.saved
 }
 
 // Cursor returns the first sequence number not yet acknowledged.

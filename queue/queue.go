@@ -185,6 +185,7 @@ type Queue struct {
 	lastFullLog    time.Time
 	consumers      map[string]*Consumer
 	arrived        chan struct{}  // closed and replaced whenever next advances
+	saved          chan struct{}  // closed and replaced whenever cursors are written
 	scans          sync.WaitGroup // consumers' backlogs being counted (pending.go)
 	scanPause      func()         // tests only: called before a count's scan reads each batch
 
@@ -272,6 +273,7 @@ func Open(opts Options) (*Queue, error) {
 		gcDone:    make(chan struct{}),
 		consumers: make(map[string]*Consumer),
 		arrived:   make(chan struct{}),
+		saved:     make(chan struct{}),
 	}
 	if err := q.load(); err != nil {
 		db.Close()

@@ -3,6 +3,7 @@ package queue
 import (
 	"bufio"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -17,6 +18,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/dgraph-io/badger/v4"
 
 	"github.com/ralph-gateway/ralph/internal/powercut"
 )
@@ -180,6 +183,49 @@ func TestAckOutOfOrderAndCursorPersists(t *testing.T) {
 	q.Append(context.Background(), msg("t", "10"))
 	if m := readN(t, c, 1)[0]; m.Seq != msgs[9].Seq+1 || string(m.Payload) != "10" {
 		t.Fatalf("next message seq %d %q, want %d \"10\"", m.Seq, m.Payload, msgs[9].Seq+1)
+	}
+}
+
+// TestSavedFollowsWrites: Saved reports the cursor once it is in the
+// store, never before, and its channel tells when it moves.
+func TestSavedFollowsWrites(t *testing.T) {
+	q := openTest(t, t.TempDir())
+	defer q.Close()
+	c, _ := q.Consumer("up", ConsumerOptions{PersistEvery: 4})
+	for i := range 10 {
+		q.Append(context.Background(), msg("t", strconv.Itoa(i)))
+	}
+	msgs := readN(t, c, 10)
+	if got, _ := c.Saved(); got != msgs[0].Seq {
+		t.Fatalf("saved %d before any ack, want %d", got, msgs[0].Seq)
+	}
+	for _, m := range msgs[:5] {
+		c.Ack(m.Seq)
+	}
+	deadline := time.After(10 * time.Second)
+	for {
+		got, saved := c.Saved()
+		var stored uint64
+		if err := q.db.View(func(txn *badger.Txn) error {
+			item, err := txn.Get(c.key())
+			if err != nil {
+				return err
+			}
+			return item.Value(func(b []byte) error { stored = binary.BigEndian.Uint64(b); return nil })
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if got > stored {
+			t.Fatalf("saved %d, but the store holds %d", got, stored)
+		}
+		if got == msgs[5].Seq {
+			break
+		}
+		select {
+		case <-saved:
+		case <-deadline:
+			t.Fatalf("saved %d, want %d after 5 acks", got, msgs[5].Seq)
+		}
 	}
 }
 
