@@ -118,6 +118,7 @@ func (q *Queue) Consumer(name string, opts ConsumerOptions) (*Consumer, error) {
 	if _, ok := q.consumers[name]; ok {
 		return nil, fmt.Errorf("queue: consumer %q is already registered", name)
 	}
+	saved, stored := c.cursor, found // what a crash would resume at, if stored
 	for _, old := range q.pendingCursors {
 		// Closed a moment ago (a bridge being replaced), its final cursor
 		// not yet written: that is where this one resumes.
@@ -135,7 +136,13 @@ func (q *Queue) Consumer(name string, opts ConsumerOptions) (*Consumer, error) {
 		c.cursor = q.next
 	}
 	c.readPos = c.cursor
-	c.persisted, c.saved = c.cursor, c.cursor
+	c.persisted = c.cursor
+	// Not in the store, a crash would start it afresh, at the head: it
+	// would deliver nothing again.
+	c.saved = c.cursor
+	if stored && saved < c.cursor {
+		c.saved = max(saved, q.oldest)
+	}
 	if inherited {
 		c.dirty = true
 	}

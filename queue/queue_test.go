@@ -202,21 +202,24 @@ func TestSavedFollowsWrites(t *testing.T) {
 	for _, m := range msgs[:5] {
 		c.Ack(m.Seq)
 	}
-	deadline := time.After(10 * time.Second)
-	for {
-		got, saved := c.Saved()
-		var stored uint64
+	stored := func(c *Consumer) uint64 {
+		var pos uint64
 		if err := q.db.View(func(txn *badger.Txn) error {
 			item, err := txn.Get(c.key())
 			if err != nil {
 				return err
 			}
-			return item.Value(func(b []byte) error { stored = binary.BigEndian.Uint64(b); return nil })
+			return item.Value(func(b []byte) error { pos = binary.BigEndian.Uint64(b); return nil })
 		}); err != nil {
 			t.Fatal(err)
 		}
-		if got > stored {
-			t.Fatalf("saved %d, but the store holds %d", got, stored)
+		return pos
+	}
+	deadline := time.After(10 * time.Second)
+	for {
+		got, saved := c.Saved()
+		if s := stored(c); got > s {
+			t.Fatalf("saved %d, but the store holds %d", got, s)
 		}
 		if got == msgs[5].Seq {
 			break
@@ -226,6 +229,20 @@ func TestSavedFollowsWrites(t *testing.T) {
 		case <-deadline:
 			t.Fatalf("saved %d, want %d after 5 acks", got, msgs[5].Seq)
 		}
+	}
+	// Closed and registered again before its final cursor is written, it
+	// resumes there, but what is saved is still what the store holds.
+	for _, m := range msgs[5:8] {
+		c.Ack(m.Seq)
+	}
+	c.Close()
+	c2, err := q.Consumer("up", ConsumerOptions{PersistEvery: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := c2.Saved()
+	if s := stored(c2); got > s || c2.Cursor() != msgs[8].Seq {
+		t.Fatalf("registered again: saved %d, store %d, cursor %d; want saved at most the store, cursor %d", got, s, c2.Cursor(), msgs[8].Seq)
 	}
 }
 
