@@ -359,7 +359,7 @@ func (c *Consumer) Rewind() {
 
 // Saved returns the cursor as it was last written to the store: where the
 // consumer would resume if the process died now. (After a power cut it
-// may resume up to stateSyncEvery of progress earlier.) The channel is
+// resumes at the cursor last synced, which may be earlier.) The channel is
 // closed once some consumer's cursor is written again. What a consumer
 // delivered at or above Saved is what a crash makes it deliver again.
 func (c *Consumer) Saved() (uint64, <-chan struct{}) {
